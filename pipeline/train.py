@@ -1,0 +1,18 @@
+"""Stage train: fit the U-Net, log the run to MLflow, register a `candidate` version."""
+import logging
+from pathlib import Path
+
+from segflow.stage import run_stage
+from segflow.train import train
+
+
+def main(params, args) -> None:
+    summary = train(params, args.data, args.out, root=Path.cwd())
+    logging.getLogger("segflow").info(
+        "registered %s version %s (alias candidate), best val mIoU %.4f at epoch %d",
+        summary["model_name"], summary["model_version"], summary["best_val_miou"], summary["best_epoch"],
+    )
+
+
+if __name__ == "__main__":
+    run_stage(__doc__, {"data": "preprocessed array folder", "out": "training output folder"}, main)

@@ -1,0 +1,24 @@
+"""Errors segflow raises for bad input.
+
+Every message names the file (and row, record or key) and says how to fix it, so
+pipeline stages can print it as is instead of a traceback from deep in a library.
+"""
+from __future__ import annotations
+
+__all__ = ["SegflowError", "ConfigError", "AnnotationError", "ImageError"]
+
+
+class SegflowError(Exception):
+    """Base class: a problem with the user's input, explained in the message."""
+
+
+class ConfigError(SegflowError):
+    """params.yaml is missing a key, has an unknown one, or a bad value."""
+
+
+class AnnotationError(SegflowError):
+    """An annotation file or one of its records cannot be used."""
+
+
+class ImageError(SegflowError):
+    """An image named by the annotations is missing or cannot be decoded."""

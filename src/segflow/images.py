@@ -1,0 +1,36 @@
+"""Reading images with errors that name the file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from segflow.errors import ImageError
+
+__all__ = ["read_rgb"]
+
+
+def read_rgb(path: Path, origin: str = "") -> np.ndarray:
+    """Decode an image file into an RGB uint8 array of shape (H, W, 3).
+
+    Grayscale and RGBA files are converted; 16-bit files are scaled to 8 bits.
+
+    Raises:
+        ImageError: the file is missing or is not a decodable image.
+    """
+    where = f" (named in {origin})" if origin else ""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ImageError(
+            f"{path}{where}: cannot read the image ({exc.strerror}); add the file or remove "
+            "its annotations"
+        ) from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB) if data.size else None
+    if image is None:
+        raise ImageError(
+            f"{path}{where}: not a decodable image ({data.size} bytes); replace it with a "
+            "valid JPEG/PNG or remove its annotations"
+        )
+    return image

@@ -1,0 +1,61 @@
+"""Segmentation metrics accumulated over a whole split.
+
+Counts (true/false positives, false negatives per class) are summed over every image
+before any ratio is taken, so large and small images weigh by their pixels, not as
+equal votes. smp's `get_stats` produces the counts and its `iou_score`/`f1_score` the
+ratios; pixels labelled with the ignore index are left out.
+"""
+from __future__ import annotations
+
+import numpy as np
+import segmentation_models_pytorch as smp
+import torch
+
+__all__ = ["SegmentationMeter"]
+
+
+class SegmentationMeter:
+    """Accumulates predictions and targets; reads out IoU, Dice and the confusion matrix."""
+
+    def __init__(self, num_classes: int, ignore_index: int) -> None:
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.tp = torch.zeros(num_classes, dtype=torch.long)
+        self.fp = torch.zeros(num_classes, dtype=torch.long)
+        self.fn = torch.zeros(num_classes, dtype=torch.long)
+        self.tn = torch.zeros(num_classes, dtype=torch.long)
+        self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch: prediction and target (N, H, W) class indices."""
+        prediction, target = prediction.cpu().long(), target.cpu().long()
+        tp, fp, fn, tn = smp.metrics.get_stats(
+            prediction, target, mode="multiclass",
+            num_classes=self.num_classes, ignore_index=self.ignore_index,
+        )
+        self.tp += tp.sum(0)
+        self.fp += fp.sum(0)
+        self.fn += fn.sum(0)
+        self.tn += tn.sum(0)
+        valid = target != self.ignore_index
+        pairs = target[valid] * self.num_classes + prediction[valid]
+        self.confusion += np.bincount(pairs.numpy(), minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes
+        )
+
+    def compute(self) -> dict[str, float | list[float]]:
+        """Per-class IoU and Dice, their means, and pixel accuracy.
+
+        A class with no pixels in the targets and none predicted has no defined score:
+        it is NaN in the per-class lists and left out of the means.
+        """
+        iou = smp.metrics.iou_score(self.tp, self.fp, self.fn, self.tn, reduction="none", zero_division=float("nan"))
+        dice = smp.metrics.f1_score(self.tp, self.fp, self.fn, self.tn, reduction="none", zero_division=float("nan"))
+        total = self.confusion.sum()
+        return {
+            "iou": [float(v) for v in iou],
+            "dice": [float(v) for v in dice],
+            "miou": float(np.nanmean(iou.numpy())) if not torch.isnan(iou).all() else float("nan"),
+            "mdice": float(np.nanmean(dice.numpy())) if not torch.isnan(dice).all() else float("nan"),
+            "pixel_accuracy": float(np.trace(self.confusion) / total) if total else float("nan"),
+        }

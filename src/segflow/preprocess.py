@@ -1,0 +1,103 @@
+"""The preprocess stage: letterbox every image and mask, split, store as arrays.
+
+Output folder layout (read by `segflow.dataset`):
+
+* ``{split}_images.npy``: (N, S, S, 3) uint8 RGB, ``S = preprocess.image_size``
+* ``{split}_masks.npy``: (N, S, S) uint8 class indices; padding is the ignore index
+* ``split.json``: per split, the image file names and their original sizes
+
+Arrays are stored uncompressed so training memory-maps them instead of decoding JPEGs
+every epoch.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from segflow.config import Params
+from segflow.images import read_rgb
+from segflow.outputs import atomic_dir
+from segflow.rasterize import mask_name
+from segflow.records import read_annotations
+
+__all__ = ["SPLITS", "letterbox", "split_indices", "preprocess"]
+
+#: Split names, in the order they are written.
+SPLITS = ("train", "val", "test")
+
+
+def letterbox(
+    image: np.ndarray, mask: np.ndarray, size: int, ignore_index: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resize keeping aspect so the longer side is `size`, then pad bottom/right.
+
+    Padding at the bottom/right (not centred) keeps the image at the origin, so a
+    prediction maps back to the original by cropping, then resizing.
+
+    Args:
+        image: (H, W, 3) uint8. mask: (H, W) uint8.
+    Returns:
+        (size, size, 3) image padded with 0 and (size, size) mask padded with `ignore_index`.
+    """
+    height, width = mask.shape
+    scale = size / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    # INTER_AREA avoids aliasing when shrinking photos; masks need NEAREST to stay labels.
+    small = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    small_mask = cv2.resize(mask, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
+    out_image = np.zeros((size, size, 3), dtype=np.uint8)
+    out_mask = np.full((size, size), ignore_index, dtype=np.uint8)
+    out_image[:new_h, :new_w] = small
+    out_mask[:new_h, :new_w] = small_mask
+    return out_image, out_mask
+
+
+def split_indices(
+    n: int, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[int]]:
+    """Deterministically assign `n` items to train/val/test.
+
+    The test split gets at least one item when there are two or more, and the validation
+    split (if asked for) one when there are three or more: a score over no images means
+    nothing.
+    """
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, round(n * test_fraction)) if n >= 2 else 0
+    n_val = max(1, round(n * val_fraction)) if n >= 3 and val_fraction > 0 else 0
+    return {
+        "test": sorted(order[:n_test].tolist()),
+        "val": sorted(order[n_test : n_test + n_val].tolist()),
+        "train": sorted(order[n_test + n_val :].tolist()),
+    }
+
+
+def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) -> dict[str, int]:
+    """Letterbox, split and store the dataset; returns the image count per split."""
+    images = sorted(read_annotations(fetch_dir / "annotations.json"), key=lambda i: i.filename)
+    size = params.preprocess.image_size
+    ignore = params.classes.ignore_index
+    splits = split_indices(
+        len(images), params.preprocess.val_fraction, params.preprocess.test_fraction, params.seed
+    )
+    index: dict[str, list[dict]] = {}
+    with atomic_dir(out_dir) as staging:
+        for split in SPLITS:
+            members = splits[split]
+            xs = np.zeros((len(members), size, size, 3), dtype=np.uint8)
+            ys = np.zeros((len(members), size, size), dtype=np.uint8)
+            index[split] = []
+            for row, i in enumerate(tqdm(members, desc=f"preprocess {split}", unit="img")):
+                record = images[i]
+                image = read_rgb(fetch_dir / "images" / record.filename)
+                mask = cv2.imread(str(masks_dir / mask_name(record.filename)), cv2.IMREAD_UNCHANGED)
+                xs[row], ys[row] = letterbox(image, mask, size, ignore)
+                height, width = mask.shape
+                index[split].append({"filename": record.filename, "height": height, "width": width})
+            np.save(staging / f"{split}_images.npy", xs)
+            np.save(staging / f"{split}_masks.npy", ys)
+        (staging / "split.json").write_text(json.dumps(index, indent=1))
+    return {split: len(splits[split]) for split in SPLITS}

@@ -1,0 +1,78 @@
+"""Pictures a person reads: class colours, mask overlays, the confusion matrix."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; the stages run without a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["palette", "colorize", "overlay", "save_panel", "save_confusion"]
+
+#: Colour of ignored pixels (padding, "ignore" regions) in pictures.
+IGNORE_COLOUR = (0, 0, 0)
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """(num_classes, 3) uint8 RGB colours, distinct for up to 20 classes (tab20)."""
+    cmap = plt.get_cmap("tab20" if num_classes > 10 else "tab10")
+    return (np.array([cmap(i % cmap.N)[:3] for i in range(num_classes)]) * 255).astype(np.uint8)
+
+
+def colorize(mask: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) RGB; indices without a colour are black."""
+    out = np.zeros((*mask.shape, 3), dtype=np.uint8)
+    known = mask < len(colours)
+    out[known] = colours[mask[known]]
+    return out
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the coloured `mask` over `image` (H, W, 3) uint8 with opacity `alpha`."""
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(mask, colours)
+    return blended.clip(0, 255).astype(np.uint8)
+
+
+def save_panel(
+    path: Path, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray,
+    class_names: list[str], title: str,
+) -> None:
+    """Save image | truth | prediction | overlay side by side, with a class legend."""
+    colours = palette(len(class_names))
+    panels = [
+        ("image", image), ("truth", colorize(truth, colours)),
+        ("prediction", colorize(prediction, colours)), ("overlay", overlay(image, prediction, colours)),
+    ]
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
+    for ax, (name, picture) in zip(axes, panels):
+        ax.imshow(picture)
+        ax.set_title(name)
+        ax.axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[i] / 255) for i in range(len(class_names))]
+    fig.legend(handles, class_names, loc="lower center", ncol=min(len(class_names), 8), fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+
+def save_confusion(path: Path, confusion: np.ndarray, class_names: list[str]) -> None:
+    """Save the row-normalised confusion matrix (rows: truth) as a heat map."""
+    totals = confusion.sum(axis=1, keepdims=True)
+    normalised = np.divide(confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
+    size = 1.0 + 0.6 * len(class_names)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("truth")
+    for (row, col), value in np.ndenumerate(normalised):
+        ax.text(col, row, f"{value:.2f}", ha="center", va="center",
+                color="white" if value > 0.5 else "black", fontsize=7)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title("confusion (row-normalised)")
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)

@@ -1,0 +1,52 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from segflow.evaluate import majority_baseline
+from segflow.metrics import SegmentationMeter
+
+
+def test_iou_and_dice_match_hand_computed_values():
+    # truth: 2 rows of class 0, 2 rows of class 1 (4 px wide); prediction gets one
+    # class-1 row wrong (predicts 0) and ignores nothing.
+    truth = torch.tensor([[0] * 4, [0] * 4, [1] * 4, [1] * 4])
+    prediction = torch.tensor([[0] * 4, [0] * 4, [0] * 4, [1] * 4])
+    meter = SegmentationMeter(num_classes=2, ignore_index=255)
+    meter.update(prediction[None], truth[None])
+    scores = meter.compute()
+    # class 0: tp 8, fp 4, fn 0 -> IoU 8/12, Dice 16/20; class 1: tp 4, fn 4 -> IoU 4/8, Dice 8/12
+    assert scores["iou"] == pytest.approx([8 / 12, 0.5])
+    assert scores["dice"] == pytest.approx([0.8, 8 / 12])
+    assert scores["miou"] == pytest.approx((8 / 12 + 0.5) / 2)
+    assert scores["pixel_accuracy"] == pytest.approx(12 / 16)
+    assert meter.confusion.tolist() == [[8, 0], [4, 4]]
+
+
+def test_counts_accumulate_over_images_not_averaged_per_image():
+    meter = SegmentationMeter(num_classes=2, ignore_index=255)
+    # image 1: 1 pixel of class 1, missed. image 2: 9 pixels of class 1, all found.
+    meter.update(torch.tensor([[[0]]]), torch.tensor([[[1]]]))
+    meter.update(torch.ones(1, 3, 3, dtype=torch.long), torch.ones(1, 3, 3, dtype=torch.long))
+    scores = meter.compute()
+    assert scores["iou"][1] == pytest.approx(9 / 10)  # per-image mean would say 0.5
+
+
+def test_ignored_pixels_do_not_count_and_absent_classes_are_nan():
+    truth = torch.tensor([[[0, 0, 255, 255]]])
+    prediction = torch.tensor([[[0, 0, 1, 1]]])
+    meter = SegmentationMeter(num_classes=3, ignore_index=255)
+    meter.update(prediction, truth)
+    scores = meter.compute()
+    assert scores["iou"][0] == 1.0
+    assert math.isnan(scores["iou"][2])
+    assert scores["pixel_accuracy"] == 1.0
+    assert meter.confusion.sum() == 2
+
+
+def test_majority_baseline():
+    train = np.array([[0, 0, 0, 1]], np.uint8)
+    test = np.array([[0, 1, 1, 255]], np.uint8)
+    # predicts 0 everywhere: IoU(0) = 1/3, IoU(1) = 0 -> mIoU 1/6
+    assert majority_baseline(train, test, 2, 255) == pytest.approx(1 / 6)

@@ -1,0 +1,45 @@
+import json
+
+import numpy as np
+
+from segflow.preprocess import letterbox, preprocess, split_indices
+
+
+def test_letterbox_keeps_aspect_and_pads_with_ignore():
+    image = np.full((30, 60, 3), 200, np.uint8)
+    mask = np.ones((30, 60), np.uint8)
+    out_image, out_mask = letterbox(image, mask, 32, 255)
+    assert out_image.shape == (32, 32, 3) and out_mask.shape == (32, 32)
+    assert (out_mask == 1).sum() == 16 * 32  # 60x30 -> 32x16
+    assert (out_mask[16:] == 255).all() and (out_image[16:] == 0).all()
+
+
+def test_split_is_deterministic_disjoint_and_complete():
+    a = split_indices(100, 0.15, 0.15, seed=3)
+    assert a == split_indices(100, 0.15, 0.15, seed=3)
+    assert a != split_indices(100, 0.15, 0.15, seed=4)
+    assert (len(a["train"]), len(a["val"]), len(a["test"])) == (70, 15, 15)
+    assert sorted(a["train"] + a["val"] + a["test"]) == list(range(100))
+
+
+def test_small_datasets_still_get_a_test_image():
+    split = split_indices(3, 0.15, 0.15, seed=0)
+    assert len(split["test"]) == 1 and len(split["val"]) == 1 and len(split["train"]) == 1
+
+
+def test_stage_writes_arrays(via_dataset, make_params, tmp_path):
+    from segflow.fetch import fetch
+    from segflow.rasterize import rasterize
+
+    params = make_params(fetch={"source": str(via_dataset)}, preprocess={"image_size": 32, "val_fraction": 0.0, "test_fraction": 0.5})
+    fetch(params, tmp_path / "fetch")
+    rasterize(params, tmp_path / "fetch", tmp_path / "masks")
+    counts = preprocess(params, tmp_path / "fetch", tmp_path / "masks", tmp_path / "pre")
+    assert counts == {"train": 1, "val": 0, "test": 1}
+    images = np.load(tmp_path / "pre" / "train_images.npy")
+    masks = np.load(tmp_path / "pre" / "train_masks.npy")
+    assert images.shape == (1, 32, 32, 3) and masks.shape == (1, 32, 32)
+    # 40x30 -> 32x24: the bottom 8 rows are padding
+    assert (masks[0, 24:] == 255).all() and (masks[0, :24] != 255).all()
+    split = json.loads((tmp_path / "pre" / "split.json").read_text())
+    assert {entry["filename"] for s in split.values() for entry in s} == {"a.jpg", "b.jpg"}
