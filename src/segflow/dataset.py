@@ -62,8 +62,9 @@ class SegmentationDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = np.asarray(self.images[index])
-        mask = np.asarray(self.masks[index])
+        # Copies: the arrays are read-only memory maps, and torch wants writable memory.
+        image = np.array(self.images[index])
+        mask = np.array(self.masks[index])
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]

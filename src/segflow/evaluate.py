@@ -21,6 +21,7 @@ from segflow.dataset import SegmentationDataset, load_split
 from segflow.losses import build_loss
 from segflow.model import load_checkpoint
 from segflow.outputs import atomic_dir
+from segflow.preprocess import content_size
 from segflow.train import evaluate_loader, select_device
 from segflow.visualize import save_confusion, save_panel
 
@@ -81,8 +82,10 @@ def evaluate(params: Params, preprocess_dir: Path, train_dir: Path, out_dir: Pat
                 image = np.asarray(images[i])
                 x = torch.from_numpy(image.transpose(2, 0, 1)[None].astype(np.float32)).to(device)
                 prediction = model(x).argmax(1)[0].cpu().numpy().astype(np.uint8)
+                # Show the photo, not the letterbox padding around it.
+                h, w = content_size(split[i]["height"], split[i]["width"], image.shape[0])
                 name = Path(split[i]["filename"]).stem
-                save_panel(overlays / f"{name}.png", image, np.asarray(masks[i]), prediction, names, name)
+                save_panel(overlays / f"{name}.png", image[:h, :w], masks[i][:h, :w], prediction[:h, :w], names, name)
         _log(metrics, staging, run, root)
     return metrics
 

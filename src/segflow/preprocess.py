@@ -24,10 +24,16 @@ from segflow.outputs import atomic_dir
 from segflow.rasterize import mask_name
 from segflow.records import read_annotations
 
-__all__ = ["SPLITS", "letterbox", "split_indices", "preprocess"]
+__all__ = ["SPLITS", "content_size", "letterbox", "split_indices", "preprocess"]
 
 #: Split names, in the order they are written.
 SPLITS = ("train", "val", "test")
+
+
+def content_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) of an image of `height` x `width` once letterboxed into `size`."""
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def letterbox(
@@ -43,9 +49,7 @@ def letterbox(
     Returns:
         (size, size, 3) image padded with 0 and (size, size) mask padded with `ignore_index`.
     """
-    height, width = mask.shape
-    scale = size / max(height, width)
-    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    new_h, new_w = content_size(*mask.shape, size)
     # INTER_AREA avoids aliasing when shrinking photos; masks need NEAREST to stay labels.
     small = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
     small_mask = cv2.resize(mask, (new_w, new_h), interpolation=cv2.INTER_NEAREST)

@@ -80,7 +80,7 @@ def _train_epoch(model, loader, loss_fn, optimizer, device, epoch: int, epochs: 
         loss = loss_fn(model(images), masks)
         loss.backward()
         optimizer.step()
-        total += float(loss) * len(images)
+        total += loss.item() * len(images)
         count += len(images)
         bar.set_postfix(loss=f"{total / count:.3f}", img_s=f"{count / (time.perf_counter() - start):.1f}")
     return total / max(count, 1)

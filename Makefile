@@ -1,0 +1,34 @@
+# The two commands of the README: `make run` (install, pull the data, run the pipeline)
+# and `make test` (install, run the test suite). Both create .venv on first use.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+# No telemetry from MLflow, DVC or albumentations.
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.PHONY: install run test sample
+
+install: $(VENV)/.installed
+
+# constraints.txt pins every package, so a fresh install gets the versions tested here.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+run: install
+	$(BIN)/dvc pull
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+	$(BIN)/segflow summary
+
+test: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
+
+# Regenerate the embedded sample (then `dvc add data && dvc push` to publish it).
+sample: install
+	rm -rf data
+	$(BIN)/python scripts/make_sample.py --out data

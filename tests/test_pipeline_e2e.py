@@ -1,0 +1,115 @@
+"""End to end: `dvc pull` + `dvc repro` in a temporary clone, shrunk to tiny images and
+one epoch, then the outputs, the MLflow run and the registered version are checked."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args: list[str], cwd: Path, env: dict) -> str:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> tuple[Path, dict]:
+    """The repository's files (committed or not, minus ignored ones) in a fresh git repo."""
+    target = tmp_path_factory.mktemp("clone")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        source = REPO_ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    _run(["git", "init", "-q", "-b", "main"], target, env)
+    params = yaml.safe_load((target / "params.yaml").read_text())
+    params["preprocess"]["image_size"] = 64
+    params["train"]["epochs"] = 1
+    params["evaluate"]["overlays"] = 2
+    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "add", "-A"], target, env)
+    _run(["git", "commit", "-qm", "tiny"], target, env)
+    return target, env
+
+
+@pytest.fixture(scope="module")
+def repro(clone) -> tuple[Path, dict, str]:
+    root, env = clone
+    _run(["dvc", "pull", "-q"], root, env)
+    output = _run(["dvc", "repro"], root, env)
+    return root, env, output
+
+
+def test_every_stage_ran_and_wrote_its_outputs(repro):
+    root, _, output = repro
+    for stage in ("fetch", "rasterize", "preprocess", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in output
+    manifest = json.loads((root / "artifacts/fetch/manifest.json").read_text())
+    masks = list((root / "artifacts/masks").glob("*.png"))
+    assert len(masks) == manifest["images"] > 10
+    metrics = json.loads((root / "artifacts/evaluate/metrics.json").read_text())
+    assert 0.0 < metrics["test"]["miou"] <= 1.0
+    assert set(metrics["test"]["iou"]) == {"background", "sky", "building", "road", "car", "person"}
+    assert (root / "artifacts/evaluate/confusion.png").stat().st_size > 1000
+    assert len(list((root / "artifacts/evaluate/overlays").glob("*.png"))) == 2
+
+
+def test_mlflow_run_and_registered_candidate(repro):
+    root, _, _ = repro
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    run_info = json.loads((root / "artifacts/train/run.json").read_text())
+    run = client.get_run(run_info["run_id"])
+    assert run.data.params["train.lr"] == "0.001"
+    assert run.data.params["preprocess.image_size"] == "64"
+    assert "test_miou" in run.data.metrics and "val_miou" in run.data.metrics
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 1
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    assert run.data.tags["git_commit"] == commit
+    assert run.data.tags["data_md5"] == yaml.safe_load((root / "data.dvc").read_text())["outs"][0]["md5"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/metrics.json" in artifacts
+    version = client.get_model_version_by_alias("segflow-unet", "candidate")
+    assert version.version == run_info["model_version"] == "1"
+    assert version.run_id == run.info.run_id
+    assert (root / "mlartifacts").is_dir() and not (root / "mlruns").exists()
+
+
+def test_nothing_changed_reruns_nothing_and_lr_reruns_only_train_and_evaluate(repro):
+    root, env, _ = repro
+    assert "Running stage" not in _run(["dvc", "repro"], root, env)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["lr"] = 0.002
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    output = _run(["dvc", "repro"], root, env)
+    ran = {stage for stage in ("fetch", "rasterize", "preprocess", "train", "evaluate") if f"Running stage '{stage}'" in output}
+    assert ran == {"train", "evaluate"}
+
+
+def test_dvc_exp_run_with_a_changed_param(repro):
+    root, env, _ = repro
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "after repro"], root, env)
+    _run(["dvc", "exp", "run", "-S", "train.epochs=2"], root, env)
+    table = _run(["dvc", "exp", "show", "--json"], root, env)
+    assert '"epochs": 2' in table
