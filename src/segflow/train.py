@@ -16,11 +16,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import torch
-from mlflow.models import infer_signature
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-import segflow
 from segflow import tracking
 from segflow.config import Params
 from segflow.dataset import SegmentationDataset, build_augmentation, load_split
@@ -28,6 +26,7 @@ from segflow.losses import build_loss
 from segflow.metrics import SegmentationMeter
 from segflow.model import SegmentationNet, load_checkpoint, model_from_params, save_checkpoint
 from segflow.outputs import atomic_dir, file_sha256
+from segflow.registry import register_model
 
 __all__ = ["select_device", "seed_everything", "evaluate_loader", "train"]
 
@@ -152,7 +151,7 @@ def train(params: Params, preprocess_dir: Path, out_dir: Path, root: Path) -> di
         mlflow.log_artifact(str(staging / "history.csv"))
         best, meta = load_checkpoint(staging / "model.pt")
         mlflow.log_metrics({"best_val_miou": best_miou, "best_epoch": meta["epoch"]})
-        version = _register(best, params, size, tags)
+        version = register_model(best, params, tags)
         summary = {
             "run_id": run.info.run_id,
             "experiment_id": experiment,
@@ -163,28 +162,3 @@ def train(params: Params, preprocess_dir: Path, out_dir: Path, root: Path) -> di
         }
         (staging / "run.json").write_text(json.dumps(summary, indent=1))
     return summary
-
-
-def _register(model: SegmentationNet, params: Params, size: int, tags: dict[str, str]) -> str:
-    """Log `model` to the active run, register it, and point the `candidate` alias at it."""
-    example = np.zeros((1, 3, size, size), dtype=np.float32)
-    with torch.no_grad():
-        output = model(torch.from_numpy(example)).numpy()
-    info = mlflow.pytorch.log_model(
-        model,
-        name="model",
-        signature=infer_signature(example, output),
-        input_example=example,
-        registered_model_name=params.mlflow.model_name,
-        # The network class lives in segflow: ship its code with the model, and name the
-        # requirements instead of letting MLflow infer them (slow, and it imports the model).
-        code_paths=[str(Path(segflow.__file__).parent)],
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "segmentation-models-pytorch"],
-        metadata={"class_names": list(params.classes.names), "image_size": size},
-    )
-    version = str(info.registered_model_version)
-    client = mlflow.MlflowClient()
-    client.set_registered_model_alias(params.mlflow.model_name, tracking.CANDIDATE, version)
-    for key, value in tags.items():
-        client.set_model_version_tag(params.mlflow.model_name, version, key, value)
-    return version
