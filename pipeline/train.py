@@ -7,7 +7,7 @@ from segflow.train import train
 
 
 def main(params, args) -> None:
-    summary = train(params, args.data, args.out, root=Path.cwd())
+    summary = train(params, args.data, args.out, root=Path.cwd(), resume_file=args.resume)
     logging.getLogger("segflow").info(
         "registered %s version %s (alias candidate), best val mIoU %.4f at epoch %d",
         summary["model_name"], summary["model_version"], summary["best_val_miou"], summary["best_epoch"],
@@ -15,4 +15,12 @@ def main(params, args) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, {"data": "preprocessed array folder", "out": "training output folder"}, main)
+    run_stage(
+        __doc__,
+        {
+            "data": "preprocessed array folder",
+            "out": "training output folder",
+            "resume": "resume file, kept outside the outputs while a run is unfinished",
+        },
+        main,
+    )

@@ -44,7 +44,7 @@ def clone(tmp_path_factory) -> tuple[Path, dict]:
     params = yaml.safe_load((target / "params.yaml").read_text())
     params["preprocess"]["image_size"] = 64
     params["train"]["epochs"] = 1
-    params["evaluate"]["overlays"] = 2
+    params["evaluate"]["examples"] = 2
     (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "add", "-A"], target, env)
     _run(["git", "commit", "-qm", "tiny"], target, env)
@@ -70,7 +70,9 @@ def test_every_stage_ran_and_wrote_its_outputs(repro):
     assert 0.0 < metrics["test"]["miou"] <= 1.0
     assert set(metrics["test"]["iou"]) == {"background", "sky", "building", "road", "car", "person"}
     assert (root / "artifacts/evaluate/confusion.png").stat().st_size > 1000
-    assert len(list((root / "artifacts/evaluate/overlays").glob("*.png"))) == 2
+    for picture in ("best.png", "worst.png"):
+        assert (root / "artifacts/evaluate" / picture).stat().st_size > 1000
+    assert len((root / "artifacts/evaluate/per_image.csv").read_text().splitlines()) == metrics["test"]["images"] + 1
 
 
 def test_mlflow_run_and_registered_candidate(repro):
@@ -80,7 +82,7 @@ def test_mlflow_run_and_registered_candidate(repro):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     run_info = json.loads((root / "artifacts/train/run.json").read_text())
     run = client.get_run(run_info["run_id"])
-    assert run.data.params["train.lr"] == "0.001"
+    assert run.data.params["train.lr"] == str(yaml.safe_load((root / "params.yaml").read_text())["train"]["lr"])
     assert run.data.params["preprocess.image_size"] == "64"
     assert "test_miou" in run.data.metrics and "val_miou" in run.data.metrics
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 1
@@ -99,7 +101,7 @@ def test_nothing_changed_reruns_nothing_and_lr_reruns_only_train_and_evaluate(re
     root, env, _ = repro
     assert "Running stage" not in _run(["dvc", "repro"], root, env)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["train"]["lr"] = 0.002
+    params["train"]["lr"] = params["train"]["lr"] * 2
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = _run(["dvc", "repro"], root, env)
     ran = {stage for stage in ("fetch", "rasterize", "preprocess", "train", "evaluate") if f"Running stage '{stage}'" in output}

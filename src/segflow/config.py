@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from segflow.errors import ConfigError
 
 __all__ = [
+    "LOSS_TERMS",
     "ClassesParams",
     "FetchParams",
     "RasterizeParams",
@@ -29,6 +30,10 @@ __all__ = [
 ]
 
 
+#: Loss terms `train.loss` may name, alone or joined by "+" (see segflow.losses).
+LOSS_TERMS = ("ce", "dice", "focal", "lovasz", "tversky", "mse")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -40,6 +45,8 @@ class ClassesParams(_Section):
     label_map: dict[str, str] = {}
     #: Mask value for pixels that the loss and the metrics skip (padding, "ignore").
     ignore_index: int = Field(255, ge=0, le=255)
+    #: RGB colour per class for pictures (same order as names); empty = a default palette.
+    palette: list[tuple[int, int, int]] = []
 
     @field_validator("names")
     @classmethod
@@ -54,6 +61,13 @@ class ClassesParams(_Section):
         unknown = sorted(set(self.label_map.values()) - set(self.names))
         if unknown:
             raise ValueError(f"label_map maps to {unknown}, which are not in names {self.names}")
+        if self.palette and len(self.palette) != len(self.names):
+            raise ValueError(
+                f"palette has {len(self.palette)} colours for {len(self.names)} classes; give one "
+                "[r, g, b] per class or leave it empty"
+            )
+        if any(not 0 <= c <= 255 for colour in self.palette for c in colour):
+            raise ValueError("palette colours are [r, g, b] with values 0..255")
         if self.ignore_index < len(self.names):
             raise ValueError(
                 f"ignore_index {self.ignore_index} is a class index (there are {len(self.names)} "
@@ -109,8 +123,9 @@ class ModelParams(_Section):
     arch: str = "Unet"
     #: smp encoder name, e.g. resnet18, mobilenet_v2, efficientnet-b0.
     encoder: str = "resnet18"
-    #: None = random init. Nothing is downloaded at run time.
-    encoder_weights: None = None
+    #: null = random init, or a local file with a state dict of the encoder.
+    #: Nothing is downloaded at run time.
+    encoder_weights: Path | None = None
 
 
 class AugmentParams(_Section):
@@ -128,20 +143,44 @@ class AugmentParams(_Section):
 
 
 class TrainParams(_Section):
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(40, ge=1)
     batch_size: int = Field(8, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
-    #: Loss: cross-entropy, Dice, or their sum.
-    loss: Literal["ce", "dice", "ce+dice"] = "ce+dice"
+    lr: float = Field(3e-3, gt=0.0)
+    #: Adam's L2 penalty; small data overfits without some.
+    weight_decay: float = Field(1e-4, ge=0.0)
+    #: Loss name, or several joined by "+": ce, dice, focal, lovasz, tversky, mse.
+    loss: str = "ce+dice"
+    #: Cross-entropy class weights from the training split's pixel shares:
+    #: none | inverse | sqrt_inverse (rare classes otherwise barely move the loss).
+    class_weights: Literal["none", "inverse", "sqrt_inverse"] = "sqrt_inverse"
+    #: Learning-rate schedule over all epochs: none | cosine | onecycle.
+    scheduler: Literal["none", "cosine", "onecycle"] = "onecycle"
+    #: Stop after this many epochs without a better val mIoU (0 = never stop early).
+    early_stopping_patience: int = Field(0, ge=0)
+    #: Clip the gradient norm to this (0 = no clipping); guards against loss spikes.
+    grad_clip: float = Field(1.0, ge=0.0)
     #: auto = CUDA when present, else CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: Mixed precision on CUDA (ignored on CPU, where it is slower).
+    amp: bool = True
     #: DataLoader worker processes; 0 loads in the main process.
     num_workers: int = Field(0, ge=0)
+    #: Continue an interrupted run from its last finished epoch.
+    resume: bool = True
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, name: str) -> str:
+        terms = [term.strip() for term in name.split("+")]
+        unknown = [term for term in terms if term not in LOSS_TERMS]
+        if unknown:
+            raise ValueError(f"unknown loss term(s) {unknown}; use {list(LOSS_TERMS)}, or several joined by '+'")
+        return "+".join(terms)
 
 
 class EvaluateParams(_Section):
-    #: How many test images get a prediction overlay picture.
-    overlays: int = Field(6, ge=0)
+    #: How many of the best and of the worst test images the pictures show.
+    examples: int = Field(4, ge=0)
 
 
 class MlflowParams(_Section):

@@ -1,11 +1,13 @@
 """The evaluate stage: score the trained model on the test split.
 
-Writes ``metrics.json`` (DVC metrics), ``confusion.json`` and ``confusion.png``, and
-``overlays/*.png`` (DVC plots), and logs all of them to the training run in MLflow.
-Scores are accumulated over the whole split (see `segflow.metrics`).
+Writes ``metrics.json`` (DVC metrics), ``per_image.csv``, ``confusion.json`` and
+``confusion.png``, and ``best.png`` / ``worst.png`` (the test images the model does best
+and worst on: image, truth, prediction, overlay), and logs them all to the training run
+in MLflow. Scores are accumulated over the whole split (see `segflow.metrics`).
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -13,19 +15,19 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from segflow import tracking
 from segflow.config import Params
-from segflow.dataset import SegmentationDataset, load_split
+from segflow.dataset import load_split
 from segflow.losses import build_loss
-from segflow.model import load_checkpoint
+from segflow.metrics import SegmentationMeter
+from segflow.model import SegmentationNet, load_checkpoint
 from segflow.outputs import atomic_dir
 from segflow.preprocess import content_size
-from segflow.train import evaluate_loader, select_device
-from segflow.visualize import save_confusion, save_panel
+from segflow.train import select_device
+from segflow.visualize import palette, save_confusion, save_grid
 
-__all__ = ["majority_baseline", "evaluate"]
+__all__ = ["majority_baseline", "predict", "evaluate"]
 
 
 def _clean(value: float) -> float | None:
@@ -44,48 +46,75 @@ def majority_baseline(train_masks: np.ndarray, test_masks: np.ndarray, num_class
     return iou / len(present) if len(present) else float("nan")
 
 
+@torch.no_grad()
+def predict(
+    model: SegmentationNet, images: np.ndarray, masks: np.ndarray, loss_fn: torch.nn.Module,
+    batch_size: int, device: torch.device,
+) -> tuple[np.ndarray, float]:
+    """Predictions (N, H, W) uint8 for `images` (N, H, W, 3), and the mean loss against `masks`."""
+    model.eval().to(device)
+    predictions, total = [], 0.0
+    for start in range(0, len(images), batch_size):
+        batch = np.asarray(images[start : start + batch_size]).transpose(0, 3, 1, 2).astype(np.float32)
+        logits = model(torch.from_numpy(batch).to(device)).float()
+        target = torch.from_numpy(np.asarray(masks[start : start + batch_size])).long().to(device)
+        total += loss_fn(logits, target).item() * len(batch)
+        predictions.append(logits.argmax(1).cpu().numpy().astype(np.uint8))
+    return np.concatenate(predictions), total / max(len(images), 1)
+
+
 def evaluate(params: Params, preprocess_dir: Path, train_dir: Path, out_dir: Path, root: Path) -> dict:
     """Score the checkpoint on the test split; returns the metrics written."""
     model, meta = load_checkpoint(train_dir / "model.pt")
     run = json.loads((train_dir / "run.json").read_text())
     names, ignore = meta["class_names"], params.classes.ignore_index
-    device = select_device(params.train.device)
-    model.to(device)
     images, masks = load_split(preprocess_dir, "test")
-    loader = DataLoader(SegmentationDataset(images, masks), batch_size=params.train.batch_size)
-    loss, meter = evaluate_loader(model, loader, build_loss(params.train.loss, ignore), len(names), ignore, device)
+    masks = np.asarray(masks)
+    loss_fn = build_loss(params.train.loss, ignore)
+    device = select_device(params.train.device)
+    predictions, loss = predict(model, images, masks, loss_fn.to(device), params.train.batch_size, device)
+    meter = SegmentationMeter(len(names), ignore)
+    meter.update(torch.from_numpy(predictions), torch.from_numpy(masks))
     scores = meter.compute()
-    train_masks = load_split(preprocess_dir, "train")[1]
+    split = json.loads((preprocess_dir / "split.json").read_text())["test"]
+    per_image = []
+    for i, entry in enumerate(split):
+        single = SegmentationMeter(len(names), ignore)
+        single.update(torch.from_numpy(predictions[i : i + 1]), torch.from_numpy(masks[i : i + 1]))
+        one = single.compute()
+        per_image.append({"filename": entry["filename"], "miou": one["miou"], "pixel_accuracy": one["pixel_accuracy"]})
     metrics = {
         "test": {
-            "miou": _clean(scores["miou"]),
-            "mdice": _clean(scores["mdice"]),
-            "pixel_accuracy": _clean(scores["pixel_accuracy"]),
-            "loss": _clean(loss),
+            "miou": _clean(scores["miou"]), "mdice": _clean(scores["mdice"]),
+            "pixel_accuracy": _clean(scores["pixel_accuracy"]), "loss": _clean(loss),
             "iou": {name: _clean(v) for name, v in zip(names, scores["iou"])},
             "dice": {name: _clean(v) for name, v in zip(names, scores["dice"])},
             "images": int(len(images)),
         },
-        "majority_class_miou": _clean(majority_baseline(np.asarray(train_masks), np.asarray(masks), len(names), ignore)),
+        "majority_class_miou": _clean(majority_baseline(np.asarray(load_split(preprocess_dir, "train")[1]), masks, len(names), ignore)),
     }
+    colours = palette(len(names), params.classes.palette)
     with atomic_dir(out_dir) as staging:
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        with (staging / "per_image.csv").open("w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=["filename", "miou", "pixel_accuracy"])
+            writer.writeheader()
+            writer.writerows(per_image)
         (staging / "confusion.json").write_text(
             json.dumps({"classes": names, "rows_truth_cols_predicted": meter.confusion.tolist()})
         )
         save_confusion(staging / "confusion.png", meter.confusion, names)
-        overlays = staging / "overlays"
-        overlays.mkdir()
-        split = json.loads((preprocess_dir / "split.json").read_text())["test"]
-        with torch.no_grad():
-            for i in range(min(params.evaluate.overlays, len(images))):
-                image = np.asarray(images[i])
-                x = torch.from_numpy(image.transpose(2, 0, 1)[None].astype(np.float32)).to(device)
-                prediction = model(x).argmax(1)[0].cpu().numpy().astype(np.uint8)
+        order = sorted(range(len(split)), key=lambda i: per_image[i]["miou"])
+        count = min(params.evaluate.examples, len(split))
+        for name, chosen in (("worst", order[:count]), ("best", order[::-1][:count])):
+            rows = []
+            for i in chosen:
                 # Show the photo, not the letterbox padding around it.
-                h, w = content_size(split[i]["height"], split[i]["width"], image.shape[0])
-                name = Path(split[i]["filename"]).stem
-                save_panel(overlays / f"{name}.png", image[:h, :w], masks[i][:h, :w], prediction[:h, :w], names, name)
+                h, w = content_size(split[i]["height"], split[i]["width"], images.shape[1])
+                caption = f"{Path(split[i]['filename']).name}\nmIoU {per_image[i]['miou']:.3f}"
+                rows.append((np.asarray(images[i][:h, :w]), masks[i][:h, :w], predictions[i][:h, :w], caption))
+            if rows:
+                save_grid(staging / f"{name}.png", rows, names, colours, f"{name} {count} test images")
         _log(metrics, staging, run, root)
     return metrics
 

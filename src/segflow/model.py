@@ -5,6 +5,7 @@ file describing how to normalise; the ImageNet mean and std live in its buffers.
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -20,6 +21,7 @@ __all__ = [
     "SegmentationNet",
     "build_model",
     "model_from_params",
+    "load_encoder_weights",
     "save_checkpoint",
     "load_checkpoint",
 ]
@@ -61,9 +63,44 @@ def build_model(arch: str, encoder: str, num_classes: int) -> SegmentationNet:
     return SegmentationNet(arch, encoder, num_classes)
 
 
+def load_encoder_weights(model: SegmentationNet, path: Path) -> None:
+    """Initialise the encoder from a local state-dict file, checking every key.
+
+    Raises:
+        ConfigError: the file cannot be read, or its keys or shapes do not match the
+            encoder (the message lists the first missing and unexpected keys).
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError, EOFError) as exc:
+        raise ConfigError(f"model.encoder_weights: cannot load {path} ({exc}); give a torch state-dict file") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConfigError(f"model.encoder_weights: {path} holds a {type(state).__name__}, not a state dict")
+    own = model.net.encoder.state_dict()
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    mismatched = [
+        f"{key} {tuple(state[key].shape)} != {tuple(own[key].shape)}"
+        for key in own if key in state and hasattr(state[key], "shape") and state[key].shape != own[key].shape
+    ]
+    if missing or unexpected or mismatched:
+        raise ConfigError(
+            f"model.encoder_weights: {path} does not fit encoder {model.net.encoder.__class__.__name__}: "
+            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys "
+            f"{unexpected[:5]}, {len(mismatched)} shape mismatches {mismatched[:5]}; "
+            "save the state dict of the same encoder (model.encoder in params.yaml)"
+        )
+    model.net.encoder.load_state_dict(state)
+
+
 def model_from_params(params: Params) -> SegmentationNet:
-    """`build_model` with the architecture and classes from params."""
-    return build_model(params.model.arch, params.model.encoder, len(params.classes.names))
+    """`build_model` with the architecture and classes from params, plus encoder weights."""
+    model = build_model(params.model.arch, params.model.encoder, len(params.classes.names))
+    if params.model.encoder_weights is not None:
+        load_encoder_weights(model, params.model.encoder_weights)
+    return model
 
 
 def save_checkpoint(model: SegmentationNet, params: Params, path: Path, **extra: object) -> None:

@@ -10,14 +10,16 @@ matplotlib.use("Agg")  # files only; the stages run without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["palette", "colorize", "overlay", "save_panel", "save_confusion"]
+__all__ = ["palette", "colorize", "overlay", "save_grid", "save_confusion"]
 
 #: Colour of ignored pixels (padding, "ignore" regions) in pictures.
 IGNORE_COLOUR = (0, 0, 0)
 
 
-def palette(num_classes: int) -> np.ndarray:
-    """(num_classes, 3) uint8 RGB colours, distinct for up to 20 classes (tab20)."""
+def palette(num_classes: int, colours: list | None = None) -> np.ndarray:
+    """(num_classes, 3) uint8 RGB colours: `colours` when given, else tab10/tab20."""
+    if colours:
+        return np.array(colours, dtype=np.uint8)
     cmap = plt.get_cmap("tab20" if num_classes > 10 else "tab10")
     return (np.array([cmap(i % cmap.N)[:3] for i in range(num_classes)]) * 255).astype(np.uint8)
 
@@ -36,25 +38,30 @@ def overlay(image: np.ndarray, mask: np.ndarray, colours: np.ndarray, alpha: flo
     return blended.clip(0, 255).astype(np.uint8)
 
 
-def save_panel(
-    path: Path, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray,
-    class_names: list[str], title: str,
+def save_grid(
+    path: Path, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]],
+    class_names: list[str], colours: np.ndarray, heading: str,
 ) -> None:
-    """Save image | truth | prediction | overlay side by side, with a class legend."""
-    colours = palette(len(class_names))
-    panels = [
-        ("image", image), ("truth", colorize(truth, colours)),
-        ("prediction", colorize(prediction, colours)), ("overlay", overlay(image, prediction, colours)),
-    ]
-    fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
-    for ax, (name, picture) in zip(axes, panels):
-        ax.imshow(picture)
-        ax.set_title(name)
-        ax.axis("off")
+    """Save one row per example: image | truth | prediction | overlay, with a class legend.
+
+    Args:
+        rows: (image (H, W, 3) uint8, truth (H, W), prediction (H, W), caption) each.
+    """
+    fig, axes = plt.subplots(len(rows), 4, figsize=(12, 2.9 * len(rows) + 0.6), squeeze=False)
+    for r, (image, truth, prediction, caption) in enumerate(rows):
+        panels = (image, colorize(truth, colours), colorize(prediction, colours), overlay(image, prediction, colours))
+        for c, picture in enumerate(panels):
+            axes[r, c].imshow(picture)
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            if r == 0:
+                axes[r, c].set_title(("image", "truth", "prediction", "overlay")[c])
+        axes[r, 0].set_ylabel(caption, fontsize=8)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[i] / 255) for i in range(len(class_names))]
     fig.legend(handles, class_names, loc="lower center", ncol=min(len(class_names), 8), fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=80, bbox_inches="tight")
+    fig.suptitle(heading)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.98))
+    fig.savefig(path, dpi=70)
     plt.close(fig)
 
 
