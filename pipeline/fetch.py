@@ -1,22 +1,22 @@
-"""Stage fetch: validate the annotated photos named in params and snapshot them."""
+"""Stage fetch: materialise the source named in params, validate it and snapshot it."""
+import json
+
 from rich import print as rprint
-from rich.table import Table
 
 from segflow.fetch import fetch
+from segflow.report import report_table
 from segflow.stage import run_stage
 
 
 def main(params, args) -> None:
-    manifest = fetch(params, args.out)
-    table = Table(title=f"fetch: {manifest['images']} images, {manifest['regions']} regions")
-    table.add_column("class")
-    table.add_column("regions", justify="right")
-    for name, count in manifest["regions_per_class"].items():
-        table.add_row(name, str(count))
-    for shape, count in manifest["skipped_regions"].items():
-        table.add_row(f"[yellow]skipped {shape}[/]", str(count))
-    rprint(table)
+    fetch(params, args.out, cache_dir=args.cache)
+    rprint(report_table(json.loads((args.out / "report.json").read_text())))
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, {"out": "snapshot folder to write"}, main)
+    run_stage(
+        __doc__,
+        {"out": "snapshot folder to write",
+         "cache": "downloads and extracted archives, kept between runs (not an output)"},
+        main,
+    )

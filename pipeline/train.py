@@ -7,7 +7,7 @@ from segflow.train import train
 
 
 def main(params, args) -> None:
-    summary = train(params, args.data, args.out, root=Path.cwd(), resume_file=args.resume)
+    summary = train(params, args.data, args.out, root=Path.cwd(), resume_file=args.resume, report_dir=args.report)
     logging.getLogger("segflow").info(
         "registered %s version %s (alias candidate), best val mIoU %.4f at epoch %d",
         summary["model_name"], summary["model_version"], summary["best_val_miou"], summary["best_epoch"],
@@ -21,6 +21,7 @@ if __name__ == "__main__":
             "data": "preprocessed array folder",
             "out": "training output folder",
             "resume": "resume file, kept outside the outputs while a run is unfinished",
+            "report": "dataset report folder, logged with the run",
         },
         main,
     )

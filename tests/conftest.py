@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -72,3 +75,198 @@ def via_dataset(tmp_path) -> Path:
     ]
     (source / "via_region_data.csv").write_text("\n".join(rows) + "\n")
     return source
+
+
+# --- Registry: a tiny frozen split and versions that predict one class everywhere ---
+
+#: Classes of the registry fixtures, and the test-split pixels of each (ignore excluded).
+REGISTRY_CLASSES = ["background", "sky", "thing"]
+SPLIT_PIXELS = {"background": 64, "sky": 1728, "thing": 128}
+
+
+@pytest.fixture
+def wide_console():
+    """rich's console 200 columns wide (it wraps tables at 80 when not on a terminal)."""
+    import rich
+
+    console = rich.get_console()
+    saved = dict(console.__dict__)
+    rich.reconfigure(width=200)
+    yield
+    console.__dict__ = saved
+
+
+@pytest.fixture
+def frozen_split(tmp_path) -> Path:
+    """``artifacts/`` with a preprocess folder of 32 px arrays; the test split's class
+    pixels are exactly SPLIT_PIXELS, and its two bottom rows are padding (ignore)."""
+    folder = tmp_path / "artifacts" / "preprocess"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    masks = np.full((2, 32, 32), 1, np.uint8)  # sky
+    masks[0, 28:30] = 2
+    masks[1, 26:28], masks[1, 28:30] = 2, 0
+    masks[:, 30:] = 255
+    for split, count in (("train", 4), ("val", 2), ("test", 2)):
+        np.save(folder / f"{split}_images.npy", rng.integers(0, 255, (count, 32, 32, 3), dtype=np.uint8))
+        np.save(folder / f"{split}_masks.npy", masks[np.arange(count) % 2])
+    return folder.parent
+
+
+@pytest.fixture
+def registry_params(make_params, tmp_path, monkeypatch) -> Params:
+    """params.yaml shrunk to a small network, with a temporary MLflow store."""
+    import mlflow
+
+    # Both variables, and MLflow's process-wide URIs: an earlier test's store would
+    # otherwise linger (mlflow.set_registry_uri exports MLFLOW_REGISTRY_URI, which
+    # segflow.tracking.configure reads, and a client made before configure() uses the
+    # URI set last).
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.setenv(variable, uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return make_params(
+        classes={"names": REGISTRY_CLASSES, "palette": []},
+        preprocess={"image_size": 32},
+        # A small timm encoder and a light decoder: a 1.5 MB checkpoint, fast on CPU.
+        model={"arch": "Linknet", "encoder": "tu-mobilenetv3_small_050"},
+        train={"epochs": 1, "batch_size": 2},
+        mlflow={"experiment": "registry", "model_name": "tiny"},
+    )
+
+
+@pytest.fixture
+def register_version(registry_params, tmp_path):
+    """register_version(class_index) registers, in a run of its own, a network that predicts
+    that class everywhere (None: random weights); returns the version."""
+    import mlflow
+    import torch
+
+    from segflow import tracking
+    from segflow.model import model_from_params
+    from segflow.registry import register_model
+
+    def register(class_index: int | None, params: Params = registry_params, data_dir: Path | None = None,
+                 record_dir: Path | None = None) -> str:
+        torch.manual_seed(0)
+        model = model_from_params(params)
+        if class_index is not None:
+            head = model.net.segmentation_head[0]
+            torch.nn.init.zeros_(head.weight)
+            with torch.no_grad():
+                head.bias.copy_(10.0 * torch.nn.functional.one_hot(torch.tensor(class_index), len(params.classes.names)))
+        tracking.configure(tmp_path)
+        tags = {"git_commit": "c0ffee", "git_dirty": "false", "data_md5": f"md5-of-v{class_index}"}
+        with mlflow.start_run(experiment_id=tracking.experiment_id(params.mlflow.experiment, tmp_path)):
+            mlflow.set_tags(tags)
+            return register_model(model.eval(), params, tags, data_dir=data_dir, record_dir=record_dir)
+    return register
+
+
+#: Labels the Cityscapes fixtures draw: classes, a crowd (cargroup), a void label, a
+#: label json2labelImg never draws (license plate), and a group that is its own label.
+CITYSCAPES_LABELS = ["road", "sidewalk", "building", "car", "cargroup", "person", "sky",
+                     "vegetation", "out of roi", "ego vehicle", "license plate", "polegroup"]
+
+
+def write_cityscapes(root: Path, frames: int = 2, split: str = "val", size: tuple[int, int] = (64, 128),
+                     objects: int = 12, seed: int = 0, images: bool = True) -> list[Path]:
+    """A Cityscapes-layout folder: gtFine/<split>/<city>/*_gtFine_polygons.json (random
+    integer polygons, some leaving the image, one object marked deleted) and, with
+    `images`, the matching leftImg8bit PNGs. Returns the polygons files."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    paths = []
+    for frame in range(frames):
+        objs = []
+        for k in range(objects):
+            n = int(rng.integers(3, 10))
+            centre = rng.uniform([-10, -10], [width + 10, height + 10])
+            radius, angle = rng.uniform(2, width / 3, n), np.sort(rng.uniform(0, 2 * np.pi, n))
+            polygon = np.round(centre + np.stack([radius * np.cos(angle), radius * np.sin(angle)], 1))
+            label = CITYSCAPES_LABELS[k % len(CITYSCAPES_LABELS)]
+            objs.append({"label": label, "polygon": polygon.astype(int).tolist(), "deleted": int(k == 5)})
+        stem = f"testcity_{frame:06d}_000019"
+        path = root / "gtFine" / split / "testcity" / f"{stem}_gtFine_polygons.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"imgHeight": height, "imgWidth": width, "objects": objs}))
+        if images:
+            write_image(root / "leftImg8bit" / split / "testcity" / f"{stem}_leftImg8bit.png", width, height)
+        paths.append(path)
+    return paths
+
+
+# --- Serving: a model whose masks are known in advance, and a live server ---
+
+#: Classes of the serving fixtures. The colour rule paints sky where blue exceeds red by
+#: more than 64 levels, thing where red exceeds blue by as much, background elsewhere.
+SERVE_CLASSES = ["background", "sky", "thing"]
+SERVE_PALETTE = [[90, 90, 90], [70, 130, 180], [220, 20, 60]]
+SERVE_SIZE = 64
+
+
+def colour_rule_mask(image: np.ndarray) -> np.ndarray:
+    """What the colour-rule model predicts for an RGB image, computed directly."""
+    red, blue = image[..., 0].astype(int), image[..., 2].astype(int)
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[blue - red > 64] = 1
+    mask[red - blue > 64] = 2
+    return mask
+
+
+def scene(height: int, width: int) -> np.ndarray:
+    """RGB test picture: blue sky over the top 40%, a red thing in the bottom-right quarter."""
+    image = np.full((height, width, 3), 128, np.uint8)
+    image[: int(0.4 * height)] = (40, 90, 230)
+    image[height // 2 :, width // 2 :] = (220, 30, 40)
+    return image
+
+
+@pytest.fixture(scope="session")
+def colour_rule_onnx(tmp_path_factory) -> Path:
+    """An ONNX model (exported like a real one) whose logits follow the colour rule."""
+    import torch
+
+    from segflow.export import export_onnx, write_metadata
+
+    class ColourRule(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            red, blue = x[:, 0:1], x[:, 2:3]
+            return torch.cat([torch.full_like(red, 64.0), blue - red, red - blue], 1)
+
+    path = tmp_path_factory.mktemp("colour-rule") / "colour_rule.onnx"
+    export_onnx(ColourRule(), path, SERVE_SIZE, dynamo=False)  # a test double: the fast exporter
+    write_metadata(path, {"name": "colour-rule", "version": "7", "class_names": SERVE_CLASSES,
+                          "palette": SERVE_PALETTE, "image_size": SERVE_SIZE, "ignore_index": 255,
+                          "variant": "fp32", "test_miou": 0.5})
+    return path
+
+
+@contextmanager
+def live_server(app) -> Iterator[str]:
+    """Run `app` with uvicorn on a free port of 127.0.0.1 in a thread; yields its base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -56,3 +56,45 @@ def test_broken_yaml_names_the_file(tmp_path):
     path.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="params.yaml: not valid YAML"):
         load_params(path)
+
+
+def test_label_map_ignore_null_and_catch_all(raw_params, tmp_path):
+    raw_params["classes"]["label_map"] = {"tree": None, "sign": "ignore", "*": "background", "auto": "car"}
+    classes = load_params(write(tmp_path, raw_params)).classes
+    assert classes.label_map["tree"] == "ignore" and classes.class_of("sign") == "ignore"
+    assert classes.class_of("auto") == "car" and classes.class_of("sky") == "sky"
+    assert classes.class_of("anything else") == "background"
+    raw_params["classes"]["names"] = ["background", "ignore"]
+    with pytest.raises(ConfigError, match="'ignore' is reserved"):
+        load_params(write(tmp_path, raw_params))
+
+
+def test_cityscapes_preset_fills_classes(raw_params, tmp_path):
+    raw_params["classes"] = {"preset": "cityscapes"}
+    raw_params["rasterize"]["unlabeled"] = "ignore"
+    params = load_params(write(tmp_path, raw_params))
+    assert len(params.classes.names) == 19 and params.classes.class_of("out of roi") == "ignore"
+    raw_params["classes"]["names"] = ["a", "b"]
+    with pytest.raises(ConfigError, match="preset 'cityscapes' fills names"):
+        load_params(write(tmp_path, raw_params))
+
+
+def test_fetch_source_checks(raw_params, tmp_path):
+    raw_params["fetch"].update(source="https://example.org/data.zip", sha256=None)
+    with pytest.raises(ConfigError, match="set fetch.sha256"):
+        load_params(write(tmp_path, raw_params))
+    raw_params["fetch"]["sha256"] = "xyz"
+    with pytest.raises(ConfigError, match="64 hexadecimal digits"):
+        load_params(write(tmp_path, raw_params))
+    raw_params["fetch"]["sha256"] = "AB" * 32
+    assert load_params(write(tmp_path, raw_params)).fetch.sha256 == "ab" * 32
+
+
+def test_fetch_formats_are_the_readers():
+    from typing import get_args
+
+    from segflow.config import FetchParams
+    from segflow.readers import CROWD_CHOICES, FORMATS
+
+    assert get_args(FetchParams.model_fields["format"].annotation) == FORMATS
+    assert get_args(FetchParams.model_fields["coco_crowd"].annotation) == CROWD_CHOICES

@@ -27,12 +27,14 @@ def test_label_map_renames_labels(via_dataset, make_params, tmp_path):
     assert fetch(params, tmp_path / "out")["regions_per_class"]["person"] == 1
 
 
-def test_polylines_and_points_are_skipped_and_counted(via_dataset, make_params, tmp_path):
+def test_polylines_are_kept_for_rasterize_to_decide(via_dataset, make_params, tmp_path):
     csv = via_dataset / "via_region_data.csv"
     csv.write_text(csv.read_text() + via_row("b.jpg", 1, 1, '{"name":"polyline","all_points_x":[1,9],"all_points_y":[1,9]}', '{"label":"road"}') + "\n")
     manifest = fetch(make_params(fetch={"source": str(via_dataset)}), tmp_path / "out")
-    assert manifest["skipped_regions"] == {"polyline": 1}
-    assert manifest["regions"] == 3
+    assert manifest["regions"] == 4 and manifest["regions_per_class"]["road"] == 1
+    records = json.loads((tmp_path / "out" / "annotations.json").read_text())
+    assert records["version"] == 2
+    assert records["images"][1]["regions"][1]["shape"] == "polyline"
 
 
 BAD_ROWS = {
@@ -90,3 +92,82 @@ def test_missing_column_is_named(via_dataset, make_params, tmp_path):
     csv.write_text(VIA_HEADER.replace(",region_attributes", "") + "\n")
     with pytest.raises(AnnotationError, match="region_attributes"):
         fetch(make_params(fetch={"source": str(via_dataset)}), tmp_path / "out")
+
+
+# --- the issue's bad inputs, in both fetch.bad_records modes -------------------------
+
+
+def _labelme(path, image="a.jpg", points=((1, 1), (9, 1), (9, 9))):
+    path.write_text(json.dumps({"imagePath": image, "imageData": None, "imageHeight": 30, "imageWidth": 40,
+                                "shapes": [{"label": "car", "shape_type": "polygon", "points": points}]}))
+
+
+def _coco(path, height):
+    from pycocotools import mask as coco_mask
+    import numpy as np
+
+    rle = coco_mask.encode(np.ones((height, 40), np.uint8, order="F"))
+    path.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "height": height, "width": 40},
+                   {"id": 2, "file_name": "b.jpg", "height": 30, "width": 40}],
+        "categories": [{"id": 1, "name": "car"}],
+        "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "iscrowd": 1,
+                         "segmentation": {"size": [height, 40], "counts": rle["counts"].decode()}}]}))
+
+
+def _bad_input(case, source):
+    """Write `source`'s annotations with one bad input; returns fetch.annotations."""
+    csv = source / "via_region_data.csv"
+    if case == "truncated JSON":
+        (source / "json").mkdir()
+        _labelme(source / "json" / "a.json", image="../a.jpg")
+        _labelme(source / "json" / "b.json", image="../b.jpg")
+        (source / "json" / "b.json").write_text((source / "json" / "b.json").read_text()[:60])
+        return "json"
+    if case == "RLE size mismatch":
+        _coco(source / "coco.json", height=20)  # a.jpg is really 40x30
+        return "coco.json"
+    rows = {
+        "CSV missing column": None,
+        "missing image": via_row("ghost.jpg", 1, 0, '{"name":"rect","x":0,"y":0,"width":4,"height":4}', '{"label":"car"}'),
+        "polygon outside": via_row("a.jpg", 3, 2, '{"name":"polygon","all_points_x":[50,60,55],"all_points_y":[1,1,9]}', '{"label":"car"}'),
+        "unknown shape": via_row("a.jpg", 3, 2, '{"name":"hexagon","cx":5}', '{"label":"car"}'),
+    }
+    if rows[case] is None:
+        csv.write_text(csv.read_text().replace(",region_attributes", "", 1))
+    else:
+        csv.write_text(csv.read_text() + rows[case] + "\n")
+    return "via_region_data.csv"
+
+
+BAD_INPUTS = {  # case: (error when failing, message fragments, reason counted when skipping)
+    "truncated JSON": (AnnotationError, ["b.json line 1 column", "not valid JSON", "truncated"], "unreadable file"),
+    "CSV missing column": (AnnotationError, ["via_region_data.csv", "no column(s) ['region_attributes']"], None),
+    "missing image": (ImageError, ["ghost.jpg", "via_region_data.csv row 5", "add the file"], "missing image"),
+    "polygon outside": (None, ["via_region_data.csv row 5", "wholly outside the 40x30 image a.jpg"], "outside the image"),
+    "unknown shape": (AnnotationError, ["via_region_data.csv row 5", "unknown shape 'hexagon'"], "unknown shape"),
+    "RLE size mismatch": (AnnotationError, ["coco.json annotation id 5", "RLE size [20, 40]", "[30, 40] of a.jpg"],
+                          "RLE size mismatch"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+@pytest.mark.parametrize("mode", ["fail", "skip"])
+def test_bad_input_is_named_counted_and_leaves_nothing_partial(case, mode, via_dataset, make_params, tmp_path, caplog):
+    error, fragments, reason = BAD_INPUTS[case]
+    annotations = _bad_input(case, via_dataset)
+    params = make_params(fetch={"source": str(via_dataset), "annotations": annotations, "bad_records": mode})
+    out = tmp_path / "artifacts" / "fetch"
+    if error is not None and (mode == "fail" or reason is None):
+        with pytest.raises(error) as raised:
+            fetch(params, out)
+        assert all(fragment in str(raised.value) for fragment in fragments), str(raised.value)
+        assert not out.parent.exists() or list(out.parent.iterdir()) == []  # no output, no staging
+        return
+    fetch(params, out)
+    report = json.loads((out / "report.json").read_text())
+    assert report["dropped"]["counts"] == {reason: 1}
+    [message] = report["dropped"]["examples"][reason]
+    assert all(fragment in message for fragment in fragments), message
+    assert all(fragment in caplog.text for fragment in fragments)  # warned as it happened
+    assert report["unreadable_files"] == (reason in ("unreadable file", "missing image"))

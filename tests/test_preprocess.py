@@ -43,3 +43,29 @@ def test_stage_writes_arrays(via_dataset, make_params, tmp_path):
     assert (masks[0, 24:] == 255).all() and (masks[0, :24] != 255).all()
     split = json.loads((tmp_path / "pre" / "split.json").read_text())
     assert {entry["filename"] for s in split.values() for entry in s} == {"a.jpg", "b.jpg"}
+    # the fixture's a.jpg and b.jpg are byte-identical, and land in train and test
+    duplicates = json.loads((tmp_path / "pre" / "duplicates.json").read_text())["cross_split"]
+    assert [sorted(group["splits"]) for group in duplicates] == [["test", "train"]]
+
+
+def test_named_splits_are_kept_and_test_carved_from_val():
+    from segflow.preprocess import assign_splits
+    from segflow.records import ImageAnnotation
+
+    images = [ImageAnnotation(f"{n}.png", split="train" if n < 6 else "val") for n in range(10)]
+    splits = assign_splits(images, 0.15, 0.15, seed=0)
+    assert splits["train"] == list(range(6))  # Cityscapes' own train split, untouched
+    assert sorted(splits["val"] + splits["test"]) == [6, 7, 8, 9] and len(splits["test"]) == 2
+    mixed = images + [ImageAnnotation(f"free{n}.png") for n in range(4)]
+    with_free = assign_splits(mixed, 0.25, 0.25, seed=0)
+    assert set(range(6)) <= set(with_free["train"]) and with_free["test"]
+
+
+def test_cross_split_duplicates_are_found():
+    from segflow.preprocess import cross_split_duplicates
+
+    files = [{"filename": "a.jpg", "sha256": "1"}, {"filename": "b.jpg", "sha256": "1"},
+             {"filename": "c.jpg", "sha256": "2"}, {"filename": "d.jpg", "sha256": "2"}]
+    split_of = {"a.jpg": "train", "b.jpg": "test", "c.jpg": "train", "d.jpg": "train"}
+    assert cross_split_duplicates(files, split_of) == [
+        {"sha256": "1", "splits": {"train": ["a.jpg"], "test": ["b.jpg"]}}]

@@ -1,7 +1,9 @@
 import cv2
 import numpy as np
+from pycocotools import mask as coco_mask
 
-from segflow.rasterize import rasterize, rasterize_image
+from segflow.draw import DrawRules
+from segflow.rasterize import draw_rules, rasterize, rasterize_image
 from segflow.records import ImageAnnotation, Region
 
 NAMES = ["background", "sky", "car"]
@@ -68,3 +70,51 @@ def test_stage_writes_one_png_per_image(via_dataset, make_params, tmp_path):
     assert (mask_a == sky).sum() == 400 and (mask_a == car).sum() == 121
     assert pixels["sky"] == 400 and pixels["car"] == 121
     assert sum(pixels.values()) == 2 * 40 * 30
+
+
+# --- pixel rules, lines and points, masks, ignore -------------------------------------
+
+
+def paint_with(rules, *regions, size=(20, 30)):
+    return rasterize_image(ImageAnnotation("x.jpg", tuple(regions)), *size, NAMES, 0, rules=rules)
+
+
+def test_pil_rule_includes_both_rect_corners_and_fills_polygons_like_imagedraw():
+    from PIL import Image, ImageDraw
+
+    rect = Region("sky", "rect", geometry={"x": 1, "y": 2, "width": 7, "height": 4})
+    assert (paint_with(DrawRules(fill="pil"), rect) == 1).sum() == 8 * 5  # labelme: corners inclusive
+    triangle = Region("car", "polygon", points=((2.4, 1.6), (25.5, 4.0), (9.0, 18.7)))
+    reference = Image.new("L", (30, 20), 0)
+    ImageDraw.Draw(reference).polygon(list(triangle.points), fill=2)
+    assert np.array_equal(paint_with(DrawRules(fill="pil"), triangle), np.asarray(reference))
+    # the two rules differ only along the boundary
+    differ = (paint_with(DrawRules(fill="opencv"), triangle) != np.asarray(reference)).sum()
+    assert 0 < differ < 40
+
+
+def test_polylines_and_points_drawn_only_with_a_width():
+    line = Region("car", "polyline", points=((0, 10), (29, 10)))
+    point = Region("sky", "point", points=((15, 5),))
+    assert paint_with(DrawRules(), line, point).max() == 0
+    for fill in ("opencv", "pil"):
+        mask = paint_with(DrawRules(fill=fill, polyline_width=3, point_radius=2), line, point)
+        assert (mask == 2).sum() == 3 * 30 and set(np.nonzero(mask == 2)[0]) == {9, 10, 11}
+        assert 9 <= (mask == 1).sum() <= 25  # a disc of radius 2
+
+
+def test_mask_regions_and_ignore_label():
+    bitmap = np.zeros((20, 30), np.uint8, order="F")
+    bitmap[5:8, 10:20] = 1
+    rle = coco_mask.encode(bitmap)
+    region = Region("car", "mask", geometry={"counts": rle["counts"].decode(), "size": [20, 30]})
+    ignored = Region("ignore", "rect", geometry={"x": 0, "y": 0, "width": 2, "height": 2})
+    mask = rasterize_image(ImageAnnotation("x.jpg", (region, ignored)), 20, 30, NAMES, 0, ignore_index=250)
+    assert np.array_equal(mask == 2, bitmap == 1) and (mask == 250).sum() == 4
+
+
+def test_auto_fill_follows_the_tool(make_params):
+    params = make_params(rasterize={"polyline_width": 4})
+    assert draw_rules(params, "cityscapes") == DrawRules(fill="pil", polyline_width=4)
+    assert draw_rules(params, "labelme").fill == "pil" and draw_rules(params, "coco").fill == "opencv"
+    assert draw_rules(make_params(rasterize={"fill": "opencv"}), "labelme").fill == "opencv"

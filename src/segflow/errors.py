@@ -2,14 +2,21 @@
 
 Every message names the file (and row, record or key) and says how to fix it, so
 pipeline stages can print it as is instead of a traceback from deep in a library.
+Each error also carries a short `reason` ("unknown shape", "missing image", ...): the
+key under which the dataset report counts the record when ``fetch.bad_records: skip``
+drops it instead of stopping (see `segflow.drops`).
 """
 from __future__ import annotations
 
-__all__ = ["SegflowError", "ConfigError", "AnnotationError", "ImageError"]
+__all__ = ["SegflowError", "ConfigError", "AnnotationError", "ImageError", "SourceError"]
 
 
 class SegflowError(Exception):
     """Base class: a problem with the user's input, explained in the message."""
+
+    def __init__(self, message: str = "", reason: str = "bad record") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ConfigError(SegflowError):
@@ -22,3 +29,7 @@ class AnnotationError(SegflowError):
 
 class ImageError(SegflowError):
     """An image named by the annotations is missing or cannot be decoded."""
+
+
+class SourceError(SegflowError):
+    """The data source (folder, archive, URL, Cityscapes download) cannot be materialised."""

@@ -25,12 +25,14 @@ def read_rgb(path: Path, origin: str = "") -> np.ndarray:
     except OSError as exc:
         raise ImageError(
             f"{path}{where}: cannot read the image ({exc.strerror}); add the file or remove "
-            "its annotations"
+            "its annotations",
+            reason="missing image",
         ) from None
     image = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB) if data.size else None
     if image is None:
         raise ImageError(
             f"{path}{where}: not a decodable image ({data.size} bytes); replace it with a "
-            "valid JPEG/PNG or remove its annotations"
+            "valid JPEG/PNG or remove its annotations",
+            reason="unreadable image",
         )
     return image

@@ -190,8 +190,14 @@ def _load_resume(path: Path, key: str, enabled: bool) -> dict | None:
     return payload
 
 
-def train(params: Params, preprocess_dir: Path, out_dir: Path, root: Path, resume_file: Path) -> dict:
-    """Train, log and register; writes ``model.pt``, ``history.csv`` and ``run.json``."""
+def train(
+    params: Params, preprocess_dir: Path, out_dir: Path, root: Path, resume_file: Path,
+    report_dir: Path | None = None,
+) -> dict:
+    """Train, log and register; writes ``model.pt``, ``history.csv`` and ``run.json``.
+
+    `report_dir` (the rasterize stage's dataset report) is logged with the run.
+    """
     torch.use_deterministic_algorithms(True, warn_only=True)
     trainer = _Trainer(params, preprocess_dir)
     split_hash = file_sha256(*sorted(preprocess_dir.glob("*.npy")))
@@ -217,6 +223,10 @@ def train(params: Params, preprocess_dir: Path, out_dir: Path, root: Path, resum
         if not resumed:
             mlflow.log_params(_flat_params(params))
             mlflow.set_tags(tags)
+            if report_dir is not None and report_dir.is_dir():
+                mlflow.log_artifacts(str(report_dir), artifact_path="dataset")
+            if (preprocess_dir / "duplicates.json").is_file():
+                mlflow.log_artifact(str(preprocess_dir / "duplicates.json"), artifact_path="dataset")
         for epoch in range(state["epoch"] + 1, params.train.epochs + 1):
             start = time.perf_counter()
             train_loss, rate = trainer.train_epoch(epoch)

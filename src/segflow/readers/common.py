@@ -1,0 +1,80 @@
+"""What every annotation reader needs: file text, JSON with clear errors, checked numbers.
+
+Each function takes the name of the tool that wrote the file, so its message can say
+where to export the file again.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from segflow.errors import AnnotationError
+
+__all__ = ["read_text", "load_json", "number", "points_from_pairs"]
+
+_NUMBERS = (int, float)
+_PAIRS = (list, tuple)
+
+
+def read_text(path: Path, tool: str) -> str:
+    """The file's text, undecoded newlines kept (quoted CSV cells may hold them)."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")  # tools on Windows may write a BOM
+    except OSError as exc:
+        raise AnnotationError(
+            f"{path}: cannot read the file ({exc}); check the path", reason="unreadable file"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(
+            f"{path}: not UTF-8 text ({exc}); export it again from {tool}",
+            reason="unreadable file",
+        ) from exc
+
+
+def load_json(path: Path, tool: str) -> Any:
+    """Parse a JSON file; a truncated or broken file names its line and column."""
+    try:
+        return json.loads(read_text(path, tool))
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(
+            f"{path} line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg}); "
+            f"the file may be truncated: export the annotations again from {tool}",
+            reason="unreadable file",
+        ) from exc
+
+
+def number(value: Any, key: str, where: str, fix: str) -> float:
+    """Return `value` as a float, or raise naming `key`, the record and the fix."""
+    # bool is an int subclass, but `true` is no coordinate; NaN and inf paint nothing.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise AnnotationError(f"{where}: {key} is {value!r}, not a number; {fix}", reason="bad geometry")
+    return float(value)
+
+
+def points_from_pairs(
+    pairs: Any, key: str, where: str, fix: str
+) -> list[tuple[float, float]]:
+    """[(x, y), ...] from a list of [x, y] pairs (LabelMe, Cityscapes)."""
+    if not isinstance(pairs, list):
+        raise AnnotationError(
+            f"{where}: {key} is {type(pairs).__name__}, not a list of [x, y]; {fix}",
+            reason="bad geometry",
+        )
+    # Fast path for well-formed input (Cityscapes frames hold thousands of vertices);
+    # bools are excluded by the exact type test, as `number` excludes them.
+    fast = [(float(p[0]), float(p[1])) for p in pairs if type(p) in _PAIRS and len(p) == 2
+            and type(p[0]) in _NUMBERS and type(p[1]) in _NUMBERS]
+    if len(fast) == len(pairs) and all(map(math.isfinite, itertools.chain.from_iterable(fast))):
+        return fast
+    points = []  # the slow path finds the bad value and names it
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise AnnotationError(
+                f"{where}: {key}[{i}] is {pair!r}, not an [x, y] pair; {fix}", reason="bad geometry"
+            )
+        points.append((number(pair[0], f"{key}[{i}][0]", where, fix),
+                       number(pair[1], f"{key}[{i}][1]", where, fix)))
+    return points
