@@ -28,11 +28,22 @@ CANDIDATE = "candidate"
 CHAMPION = "champion"
 
 
+#: The default URI this process last set; mlflow.set_tracking_uri copies it into the
+#: environment, where it must not be mistaken for the user's own MLFLOW_TRACKING_URI.
+_default_set: str | None = None
+
+
 def configure(root: Path) -> str:
     """Point MLflow at the tracking store; returns the tracking URI in use."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    global _default_set
+    from_user = os.environ.get("MLFLOW_TRACKING_URI")
+    if from_user and from_user != _default_set:
+        uri = from_user
+    else:
+        uri = _default_set = f"sqlite:///{(root / 'mlflow.db').resolve()}"
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    # The registry follows the tracking URI unless MLFLOW_REGISTRY_URI says otherwise.
+    # (mlflow.set_registry_uri would write that variable, pinning later calls to this store.)
     return uri
 
 

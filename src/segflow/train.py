@@ -266,7 +266,7 @@ def train(
         mlflow.log_artifact(str(staging / "history.csv"))
         best, meta = load_checkpoint(staging / "model.pt")
         mlflow.log_metrics({"best_val_miou": state["best_miou"], "best_epoch": meta["epoch"]})
-        version = register_model(best, params, tags)
+        version = register_model(best, params, tags, data_dir=preprocess_dir, record_dir=out_dir.parent / "promotions")
         summary = {
             "run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
             "model_name": params.mlflow.model_name, "model_version": version,
