@@ -23,7 +23,7 @@ def test_unknown_encoder_and_arch_list_the_choices():
 def test_encoder_weights_file_initialises_the_encoder(make_params, tmp_path):
     source = build_model("Unet", "resnet18", 6)
     torch.save(source.net.encoder.state_dict(), tmp_path / "encoder.pt")
-    model = model_from_params(make_params(model={"encoder_weights": str(tmp_path / "encoder.pt")}))
+    model = model_from_params(make_params(model={"encoder": "resnet18", "encoder_weights": str(tmp_path / "encoder.pt")}))
     assert torch.equal(model.net.encoder.conv1.weight, source.net.encoder.conv1.weight)
     assert torch.equal(model.net.encoder.layer4[1].bn2.running_var, source.net.encoder.layer4[1].bn2.running_var)
 
@@ -32,10 +32,10 @@ def test_wrong_encoder_weights_fail_clearly(make_params, tmp_path):
     other = build_model("Unet", "resnet34", 6)
     torch.save(other.net.encoder.state_dict(), tmp_path / "resnet34.pt")
     with pytest.raises(ConfigError, match=r"does not fit encoder.*unexpected keys \['layer1.2"):
-        model_from_params(make_params(model={"encoder_weights": str(tmp_path / "resnet34.pt")}))
+        model_from_params(make_params(model={"encoder": "resnet18", "encoder_weights": str(tmp_path / "resnet34.pt")}))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="cannot load .*junk.pt"):
-        model_from_params(make_params(model={"encoder_weights": str(tmp_path / "junk.pt")}))
+        model_from_params(make_params(model={"encoder": "resnet18", "encoder_weights": str(tmp_path / "junk.pt")}))
 
 
 def test_checkpoint_round_trip(make_params, tmp_path):

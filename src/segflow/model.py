@@ -1,7 +1,12 @@
 """The segmentation network: an smp model that carries its own input normalisation.
 
 The network takes raw RGB pixels, float32 in 0..255, so a served model needs no side
-file describing how to normalise; the ImageNet mean and std live in its buffers.
+file describing how to normalise: the mean and std its encoder weights expect live in
+its buffers (ImageNet's by default; 0.5/0.5 for the offline EfficientNet-Lite0).
+
+Encoder weights (`model.encoder_weights`): null = random; a state-dict file; imagenet-offline
+= the packaged EfficientNet-Lite0 (segflow.pretrained); imagenet = smp/timm's download,
+the only choice that touches the network, and only when asked for.
 """
 from __future__ import annotations
 
@@ -9,11 +14,13 @@ import pickle
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
+import timm
 import torch
 from torch import nn
 
-from segflow.config import Params
+from segflow.config import OFFLINE_ENCODER, Params
 from segflow.errors import ConfigError
+from segflow.pretrained import OFFLINE_MEAN, OFFLINE_STD, fit_state, load_offline_state
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -22,6 +29,8 @@ __all__ = [
     "build_model",
     "model_from_params",
     "load_encoder_weights",
+    "load_offline_weights",
+    "pretrained_stats",
     "save_checkpoint",
     "load_checkpoint",
 ]
@@ -38,19 +47,34 @@ class SegmentationNet(nn.Module):
     -> logits (N, num_classes, H, W).
     """
 
-    def __init__(self, arch: str, encoder: str, num_classes: int) -> None:
+    def __init__(
+        self, arch: str, encoder: str, num_classes: int,
+        mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD,
+        download_imagenet: bool = False,
+    ) -> None:
         super().__init__()
-        # encoder_weights=None: nothing is downloaded at run time.
-        self.net = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=num_classes)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
+        # Nothing is downloaded unless asked for (model.encoder_weights: imagenet).
+        # smp wants True for a timm encoder's default pretrained tag, a name otherwise.
+        weights = (True if encoder.startswith("tu-") else "imagenet") if download_imagenet else None
+        self.net = smp.create_model(arch, encoder_name=encoder, encoder_weights=weights, classes=num_classes)
+        # Buffers, so they travel in the state dict: a loaded checkpoint keeps its statistics.
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std)
 
 
-def build_model(arch: str, encoder: str, num_classes: int) -> SegmentationNet:
-    """Create the network, with errors that list the valid choices."""
+def build_model(
+    arch: str, encoder: str, num_classes: int,
+    mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD,
+) -> SegmentationNet:
+    """Create the network (random weights), with errors that list the valid choices."""
+    _check_names(arch, encoder)
+    return SegmentationNet(arch, encoder, num_classes, mean, std)
+
+
+def _check_names(arch: str, encoder: str) -> None:
     archs = sorted(smp.MODEL_ARCHITECTURES_MAPPING)
     if arch.lower() not in {name.lower() for name in archs}:
         raise ConfigError(f"model.arch: unknown architecture {arch!r}; choose from {archs}")
@@ -60,7 +84,53 @@ def build_model(arch: str, encoder: str, num_classes: int) -> SegmentationNet:
             f"model.encoder: unknown encoder {encoder!r}; choose from {sorted(encoders)} "
             "or a timm encoder as 'tu-<name>'"
         )
-    return SegmentationNet(arch, encoder, num_classes)
+
+
+def pretrained_stats(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) in 0..1 units that `encoder`'s ImageNet weights expect, read offline.
+
+    timm's pretrained config for a "tu-" encoder (tf_ ports use 0.5/0.5); ImageNet's
+    statistics for smp's own encoders, whose "imagenet" weights all use them.
+    """
+    if encoder.startswith("tu-"):
+        config = timm.models.get_pretrained_cfg(encoder[3:])
+        if config is not None:
+            return tuple(config.mean), tuple(config.std)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def _download_imagenet(arch: str, encoder: str, num_classes: int) -> SegmentationNet:
+    """`build_model` with smp/timm's ImageNet download; no network is a ConfigError."""
+    _check_names(arch, encoder)
+    if encoder.startswith("tu-"):
+        available = timm.models.is_model_pretrained(encoder[3:])
+    else:
+        available = "imagenet" in smp.encoders.encoders[encoder]["pretrained_settings"]
+    if not available:
+        raise ConfigError(
+            f"model.encoder_weights: encoder {encoder!r} has no ImageNet weights to download; "
+            "choose another encoder, null, or a state-dict file"
+        )
+    mean, std = pretrained_stats(encoder)
+    try:
+        return SegmentationNet(arch, encoder, num_classes, mean, std, download_imagenet=True)
+    except OSError as exc:  # no network, DNS failure, or the hub's "not in the local cache"
+        raise ConfigError(
+            f"model.encoder_weights: imagenet: cannot download the {encoder} weights "
+            f"({type(exc).__name__}: {str(exc)[:200]}). Without the network, use "
+            f"encoder_weights: imagenet-offline with encoder: {OFFLINE_ENCODER} (installed with "
+            "segflow), or a local state-dict file of this encoder"
+        ) from None
+
+
+def load_offline_weights(model: SegmentationNet) -> None:
+    """Initialise a tu-tf_efficientnet_lite0 encoder from the packaged ImageNet weights.
+
+    Raises:
+        ConfigError: the package is missing, or its weights do not fit the encoder.
+    """
+    encoder = model.net.encoder
+    encoder.load_state_dict(fit_state(load_offline_state(), encoder, prefix="model."))
 
 
 def load_encoder_weights(model: SegmentationNet, path: Path) -> None:
@@ -91,15 +161,30 @@ def load_encoder_weights(model: SegmentationNet, path: Path) -> None:
             f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys "
             f"{unexpected[:5]}, {len(mismatched)} shape mismatches {mismatched[:5]}; "
             "save the state dict of the same encoder (model.encoder in params.yaml)"
+            + (f", or use encoder_weights: imagenet-offline with encoder: {OFFLINE_ENCODER} for "
+               "these efficientnet_pytorch-named weights" if any(str(k).startswith("_blocks.") for k in state) else "")
         )
     model.net.encoder.load_state_dict(state)
 
 
 def model_from_params(params: Params) -> SegmentationNet:
-    """`build_model` with the architecture and classes from params, plus encoder weights."""
-    model = build_model(params.model.arch, params.model.encoder, len(params.classes.names))
-    if params.model.encoder_weights is not None:
-        load_encoder_weights(model, params.model.encoder_weights)
+    """`build_model` with the architecture and classes from params, plus encoder weights.
+
+    The model's mean/std are those its encoder weights expect (ImageNet's for random init).
+    """
+    arch, encoder, weights = params.model.arch, params.model.encoder, params.model.encoder_weights
+    num_classes = len(params.classes.names)
+    if weights == "imagenet":
+        return _download_imagenet(arch, encoder, num_classes)
+    if weights == "imagenet-offline":
+        # ModelParams has checked that the encoder is OFFLINE_ENCODER.
+        model = build_model(arch, encoder, num_classes, OFFLINE_MEAN, OFFLINE_STD)
+        load_offline_weights(model)
+        return model
+    if weights is None:
+        return build_model(arch, encoder, num_classes)
+    model = build_model(arch, encoder, num_classes, *pretrained_stats(encoder))
+    load_encoder_weights(model, weights)
     return model
 
 

@@ -1,0 +1,224 @@
+"""Benchmark: random init vs the offline ImageNet encoder, same data, epochs and seed.
+
+Variants: the current default (resnet18, random), EfficientNet-Lite0 random, and
+EfficientNet-Lite0 from the packaged ImageNet weights (`encoder_weights: imagenet-offline`).
+Each trains with segflow.train.train into a throwaway MLflow store; it reports test mIoU
+and Dice, and the first epoch whose val mIoU reaches 90 % of the run's best (history.csv).
+
+    python bench/pretrained.py --dataset sample   # artifacts/preprocess (after dvc repro)
+    python bench/pretrained.py --dataset photos   # 7 real photos from ../shared/datasets
+    python bench/pretrained.py --dataset sizes    # parameters, file size, CPU latency
+
+"photos": every real photo with area annotations in ../shared/datasets, as object vs
+background: 3 PASCAL VOC photos with labelme's own masks, birds and a bear (VIA polygons),
+strawberries and oranges (VIA rects). Five folds: each polygon-annotated photo is the
+test image once, the next one validates, the other five train (each repeated 4 times per
+epoch, so an epoch is a few optimiser steps). Test scores pool the five test images.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from segflow.config import OFFLINE_ENCODER, Params
+from segflow.dataset import load_split
+from segflow.evaluate import predict
+from segflow.losses import build_loss
+from segflow.metrics import SegmentationMeter
+from segflow.model import build_model, load_checkpoint
+from segflow.preprocess import letterbox
+from segflow.train import train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_quality import merge  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+VARIANTS = {
+    "resnet18, random (default)": {"model": {"encoder": "resnet18", "encoder_weights": None}},
+    "EfficientNet-Lite0, random": {"model": {"encoder": OFFLINE_ENCODER, "encoder_weights": None}},
+    "EfficientNet-Lite0, imagenet-offline": {"model": {"encoder": OFFLINE_ENCODER, "encoder_weights": "imagenet-offline"}},
+}
+#: Photos with polygon masks (test/val in turn) and with rect masks (always training).
+VOC = SHARED / "labelme-examples/examples/semantic_segmentation/data_dataset_voc"
+POLYGON_PHOTOS = [
+    ("voc 2011_000003", VOC / "JPEGImages/2011_000003.jpg"),
+    ("voc 2011_000006", VOC / "JPEGImages/2011_000006.jpg"),
+    ("voc 2011_000025", VOC / "JPEGImages/2011_000025.jpg"),
+    ("birds", SHARED / "via-2label/HEAD/datasets/via/birds.jpg"),
+    ("bear", SHARED / "via-2label/74f5376/datasets/via/img2.jpg"),
+]
+RECT_PHOTOS = [
+    ("strawberries", SHARED / "via-2label/HEAD/datasets/via/strawberry.jpg"),
+    ("oranges", SHARED / "via-2label/74f5376/datasets/via/img.jpg"),
+]
+PHOTO_CLASSES = {"names": ["background", "object"], "palette": [], "label_map": {}}
+TRAIN_REPEAT = 4
+
+
+def via_mask(image_path: Path, height: int, width: int) -> np.ndarray:
+    """Object (1) vs background (0) from the VIA CSV beside the image: polygons and rects."""
+    mask = np.zeros((height, width), np.uint8)
+    with (image_path.parent / "via_region_data.csv").open(newline="") as stream:
+        for row in csv.DictReader(stream):
+            shape = json.loads(row["region_shape_attributes"])
+            if row["filename"] != image_path.name or not shape:
+                continue
+            if shape["name"] == "polygon":
+                points = np.stack([shape["all_points_x"], shape["all_points_y"]], 1).astype(np.int32)
+                cv2.fillPoly(mask, [points], 1)
+            elif shape["name"] == "rect":
+                x, y, w, h = (int(shape[k]) for k in ("x", "y", "width", "height"))
+                mask[y:y + h, x:x + w] = 1
+    return mask
+
+
+def load_photo(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    if path.parent.name == "JPEGImages":  # labelme's VOC masks: 0 background, 255 ignore
+        mask = np.array(Image.open(path.parents[1] / "SegmentationClass" / f"{path.stem}.png"))
+        mask = np.where(mask == 255, 255, (mask > 0).astype(np.uint8)).astype(np.uint8)
+    else:
+        mask = via_mask(path, *image.shape[:2])
+    return letterbox(image, mask, size, 255)
+
+
+def write_split(out: Path, split: str, pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / f"{split}_images.npy", np.stack([image for image, _ in pairs]))
+    np.save(out / f"{split}_masks.npy", np.stack([mask for _, mask in pairs]))
+
+
+def photo_folds(tmp: Path, size: int) -> list[Path]:
+    """Preprocessed folders, one per fold (see the module docstring)."""
+    if not SHARED.is_dir():
+        raise SystemExit(f"{SHARED} is absent: the photos benchmark needs ../shared/datasets")
+    polygons = [load_photo(path, size) for _, path in POLYGON_PHOTOS]
+    rects = [load_photo(path, size) for _, path in RECT_PHOTOS]
+    folds = []
+    for test in range(len(polygons)):
+        val = (test + 1) % len(polygons)
+        train_pairs = [pair for i, pair in enumerate(polygons) if i not in (test, val)] + rects
+        folder = tmp / f"fold{test}"
+        write_split(folder, "train", train_pairs * TRAIN_REPEAT)
+        write_split(folder, "val", [polygons[val]])
+        write_split(folder, "test", [polygons[test]])
+        folds.append(folder)
+    return folds
+
+
+def epochs_to_90(history: Path) -> int:
+    """First epoch whose val mIoU reaches 90 % of the best val mIoU of the run."""
+    rows = list(csv.DictReader(history.open()))
+    best = max(float(row["val_miou"]) for row in rows)
+    return next(int(row["epoch"]) for row in rows if float(row["val_miou"]) >= 0.9 * best)
+
+
+def run_variant(base: dict, overrides: dict, folders: list[Path], tmp: Path, name: str) -> dict:
+    """Train on every folder; pool the test predictions of all folds."""
+    params = Params.model_validate(merge(base, overrides))
+    meter = SegmentationMeter(len(params.classes.names), params.classes.ignore_index)
+    loss_fn = build_loss(params.train.loss, params.classes.ignore_index)
+    seconds, to_90, best_epochs = 0.0, [], []
+    for i, folder in enumerate(folders):
+        out = tmp / f"{name}-{i}".replace(" ", "_").replace(",", "")
+        start = time.perf_counter()
+        summary = train(params, folder, out, tmp, tmp / "resume.pt")
+        seconds += time.perf_counter() - start
+        model, _ = load_checkpoint(out / "model.pt")
+        images, masks = load_split(folder, "test")
+        predictions, _ = predict(model, images, masks, loss_fn, 8, torch.device("cpu"))
+        meter.update(torch.from_numpy(predictions), torch.from_numpy(np.asarray(masks)))
+        to_90.append(epochs_to_90(out / "history.csv"))
+        best_epochs.append(summary["best_epoch"])
+    scores = meter.compute()
+    return {"variant": name, "epochs": params.train.epochs, "test_miou": scores["miou"],
+            "test_mdice": scores["mdice"], "iou": scores["iou"], "epochs_to_90": to_90,
+            "best_epoch": best_epochs, "seconds": seconds}
+
+
+def sizes(num_classes: int, image_size: int) -> list[dict]:
+    """Parameters, checkpoint bytes and CPU latency (batch 1) of each encoder's U-Net."""
+    rows = []
+    x = torch.full((1, 3, image_size, image_size), 128.0)
+    for encoder in ("resnet18", "resnet34", OFFLINE_ENCODER):
+        model = build_model("Unet", encoder, num_classes).eval()
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        with torch.no_grad():
+            model(x)
+            times = []
+            for _ in range(10):
+                start = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - start)
+        rows.append({"encoder": encoder, "parameters": sum(p.numel() for p in model.parameters()),
+                     "encoder_parameters": sum(p.numel() for p in model.net.encoder.parameters()),
+                     "bytes": buffer.getbuffer().nbytes, "ms": 1000 * float(np.median(times))})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=["sample", "photos", "sizes"], default="sample")
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument("--data", type=Path, default=REPO / "artifacts/preprocess", help="for --dataset sample")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    # One thread: on the shared 2-core machine, two threads per process thrash.
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    base = yaml.safe_load(args.params.read_text())
+    base["train"]["epochs"] = args.epochs
+    print(f"{platform.node()} {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}", flush=True)
+    if args.dataset == "sizes":
+        rows = sizes(len(base["classes"]["names"]), base["preprocess"]["image_size"])
+        print("| encoder | U-Net parameters | of which encoder | checkpoint (MB) | CPU latency, 1 image (ms) |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['encoder']} | {r['parameters'] / 1e6:.2f} M | {r['encoder_parameters'] / 1e6:.2f} M "
+                  f"| {r['bytes'] / 1e6:.1f} | {r['ms']:.0f} |")
+    else:
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp_name:
+            tmp = Path(tmp_name)
+            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/bench.db"
+            if args.dataset == "photos":
+                base = merge(base, {"classes": PHOTO_CLASSES})
+                folders = photo_folds(tmp, base["preprocess"]["image_size"])
+            else:
+                folders = [args.data]
+            for name, overrides in VARIANTS.items():
+                row = run_variant(copy.deepcopy(base), overrides, folders, tmp, name)
+                rows.append(row)
+                print(f"{name}: mIoU {row['test_miou']:.4f} Dice {row['test_mdice']:.4f} "
+                      f"90% at {row['epochs_to_90']} in {row['seconds']:.0f}s", flush=True)
+        print(f"\n| {args.dataset} | test mIoU | test Dice | epochs to 90 % of best val mIoU | best epoch | train time (s) |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['variant']} | {r['test_miou']:.3f} | {r['test_mdice']:.3f} "
+                  f"| {', '.join(map(str, r['epochs_to_90']))} | {', '.join(map(str, r['best_epoch']))} "
+                  f"| {r['seconds']:.0f} |")
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
