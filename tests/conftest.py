@@ -131,7 +131,7 @@ def registry_params(make_params, tmp_path, monkeypatch) -> Params:
         classes={"names": REGISTRY_CLASSES, "palette": []},
         preprocess={"image_size": 32},
         # A small timm encoder and a light decoder: a 1.5 MB checkpoint, fast on CPU.
-        model={"arch": "Linknet", "encoder": "tu-mobilenetv3_small_050"},
+        model={"arch": "Linknet", "encoder": "tu-mobilenetv3_small_050", "encoder_weights": None},
         train={"epochs": 1, "batch_size": 2},
         mlflow={"experiment": "registry", "model_name": "tiny"},
     )

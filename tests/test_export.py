@@ -1,0 +1,95 @@
+"""segflow.export: a real SegmentationNet exported with the dynamo exporter, checked
+against PyTorch (logits, masks, at sizes and batches it was not traced with), quantized,
+verified on a split, and served with the same masks as the registered pyfunc."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from segflow.export import FP32_FILE, INT8_FILE, REPORT_FILE, export_model, read_metadata, session
+from segflow.model import build_model
+from segflow.pyfunc import SegmentationModel
+from segflow.serving.predictor import onnx_predictor
+
+CLASSES = ["background", "sky", "thing"]
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return build_model("Unet", "resnet18", len(CLASSES)).eval()
+
+
+@pytest.fixture(scope="module")
+def split(net):
+    """Six images whose truth is PyTorch's own prediction (so its mIoU is 1), bottom rows padding."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (6, SIZE, SIZE, 3), dtype=np.uint8)
+    images[:, :32] //= 3  # some structure, so the classes differ across the image
+    with torch.inference_mode():
+        truth = net(torch.from_numpy(images.transpose(0, 3, 1, 2)).float()).argmax(1).numpy().astype(np.uint8)
+    truth[:, 56:] = 255
+    return images, truth
+
+
+@pytest.fixture(scope="module")
+def exported(net, split, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    calibration = np.random.default_rng(1).integers(0, 255, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    metadata = {"name": "tiny", "version": "3", "class_names": CLASSES, "image_size": SIZE, "ignore_index": 255,
+                "palette": [[0, 0, 0], [0, 0, 255], [255, 0, 0]]}
+    report = export_model(net, metadata, out, *split, calibration, max_int8_miou_loss=1.0)
+    return out, report
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 64, 64), (2, 3, 96, 160)], ids=["traced size", "other batch and size"])
+def test_onnx_fp32_matches_pytorch(net, exported, shape):
+    runner = session(exported[0] / FP32_FILE)
+    x = torch.from_numpy(np.random.default_rng(2).uniform(0, 255, shape).astype(np.float32))
+    logits, mask = runner.run(["logits", "mask"], {"image": x.numpy()})
+    with torch.inference_mode():
+        expected = net(x).numpy()
+    assert logits.shape == expected.shape and mask.shape == (shape[0], *shape[2:]) and mask.dtype == np.uint8
+    assert np.abs(logits - expected).max() < 1e-3 * max(1.0, np.abs(expected).max())
+    assert (mask == expected.argmax(1)).mean() > 0.999
+
+
+def test_report_states_agreement_sizes_and_miou(exported):
+    out, report = exported
+    assert report == json.loads((out / REPORT_FILE).read_text())
+    assert report["test_images"] == 6
+    assert report["miou"]["torch"] == pytest.approx(1.0)
+    assert report["miou"]["fp32"] > 0.999
+    assert report["agreement"]["fp32"]["max_image_disagreement"] < 0.001
+    assert report["agreement"]["fp32"]["max_logit_difference"] < 1e-2
+    assert report["int8_miou_loss"] == pytest.approx(1.0 - report["miou"]["int8"])
+    assert report["default"] == "int8"  # max_int8_miou_loss=1.0 lets any int8 model through
+    # Weights in 8 bits: about a quarter of the float file.
+    assert report["bytes"]["int8"] < 0.35 * report["bytes"]["fp32"]
+    assert report["bytes"]["fp32"] == (out / FP32_FILE).stat().st_size
+
+
+def test_files_carry_their_own_metadata(exported):
+    out, report = exported
+    for variant, file in (("fp32", FP32_FILE), ("int8", INT8_FILE)):
+        meta = read_metadata(out / file)
+        assert meta["variant"] == variant and meta["class_names"] == CLASSES and meta["image_size"] == SIZE
+        assert meta["test_miou"] == pytest.approx(report["miou"][variant])
+
+
+def test_int8_runs_at_any_size(exported):
+    mask = session(exported[0] / INT8_FILE).run(["mask"], {"image": np.zeros((1, 3, 96, 128), np.float32)})[0]
+    assert mask.shape == (1, 96, 128) and mask.max() < len(CLASSES)
+
+
+def test_served_onnx_gives_the_registered_pyfuncs_masks(net, exported):
+    """Same letterbox, crop and resize back: the service and the registered model agree."""
+    image = np.random.default_rng(3).integers(0, 255, (90, 150, 3), dtype=np.uint8)
+    served = onnx_predictor(exported[0] / FP32_FILE, {}).predict(image)
+    registered = SegmentationModel().attach(net, SIZE).predict_masks([image])[0]
+    assert served.shape == (90, 150)
+    assert (served == registered).mean() > 0.999

@@ -1,0 +1,375 @@
+"""segflow.serving: the API on a model whose masks are known in advance (the colour rule),
+every bad input, 8 concurrent clients, and @champion served from an MLflow registry,
+exported to ONNX and swapped when the alias moves, with requests in flight."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from conftest import SERVE_CLASSES, SERVE_PALETTE, SERVE_SIZE, colour_rule_mask, live_server, scene
+from segflow.config import ServeParams
+from segflow.errors import ConfigError
+from segflow.preprocess import letterbox
+from segflow.records import Region
+from segflow.serving import ModelSource, create_app
+from segflow.serving.decode import InputError, decode_image
+from segflow.serving.predictor import ModelInfo, Predictor
+
+#: Limits of the test service: small, so the refusals are cheap to provoke.
+LIMITS = ServeParams(max_upload_bytes=1_000_000, max_pixels=1_000_000, min_side=8, poll_seconds=0)
+
+
+def encode(image: np.ndarray, fmt: str = "PNG", **options) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, fmt, **options)
+    return out.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A valid PNG header declaring width x height, with almost no pixel data behind it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def mask_of(response: httpx.Response) -> np.ndarray:
+    """Class indices of a /predict PNG (a palette PNG: values are indices)."""
+    image = Image.open(io.BytesIO(response.content))
+    assert image.mode == "P"
+    return np.array(image)
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape
+    return float((a == b).mean())
+
+
+@pytest.fixture(scope="module")
+def app(colour_rule_onnx):
+    return create_app(colour_rule_onnx, LIMITS)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    with TestClient(app) as client:
+        yield client
+
+
+def test_png_mask_is_at_the_input_size_and_follows_the_model(client):
+    image = scene(150, 230)  # not square, not the model's 64 px
+    response = client.post("/predict", content=encode(image), headers={"content-type": "image/png"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    assert response.headers["x-model-version"] == "7"
+    mask = mask_of(response)
+    assert mask.shape == (150, 230)
+    # Only the letterbox round trip (230 -> 64 -> 230 px) blurs the boundaries.
+    assert agreement(mask, colour_rule_mask(image)) > 0.98
+    palette = Image.open(io.BytesIO(response.content)).getpalette()[: 3 * len(SERVE_CLASSES)]
+    assert palette == [c for colour in SERVE_PALETTE for c in colour]
+
+
+def test_json_gives_shares_and_polygons_that_repaint_the_mask(client):
+    image = scene(120, 200)
+    response = client.post("/predict?format=json&polygons=true&mask=true&simplify=0",
+                           files={"file": ("street.png", encode(image), "image/png")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["width"], body["height"]) == (200, 120)
+    assert body["model"] == {"name": "colour-rule", "version": "7", "runtime": "onnx-fp32"}
+    truth = colour_rule_mask(image)
+    for entry in body["classes"]:
+        assert entry["name"] == SERVE_CLASSES[entry["index"]]
+        assert entry["share"] == pytest.approx((truth == entry["index"]).mean(), abs=0.02)
+    assert sum(entry["pixels"] for entry in body["classes"]) == 200 * 120
+    mask = np.array(Image.open(io.BytesIO(base64.b64decode(body["mask_png"].split(",", 1)[1]))))
+    # The regions are canonical records; painted in order they give the mask back.
+    from segflow.draw import paint_region
+
+    regions = [Region(r["label"], r["shape"], tuple(map(tuple, r["points"]))) for r in body["regions"]]
+    assert {r.label for r in regions} == set(SERVE_CLASSES)
+    assert all(r.shape == "polygon" and len(r.points) >= 3 for r in regions)
+    painted = np.full(mask.shape, 255, np.uint8)
+    for region in regions:
+        paint_region(painted, region, SERVE_CLASSES.index(region.label))
+    assert agreement(painted, mask) > 0.995
+
+
+def test_the_model_sees_exactly_what_preprocess_made():
+    """The service letterboxes as the preprocess stage did (else it serves other inputs)."""
+    seen = []
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        seen.append(batch)
+        return np.zeros((1, 32, 32), np.uint8)
+
+    info = ModelInfo("m", "1", None, "test", ["a", "b"], [[0, 0, 0], [1, 1, 1]], 32, 0)
+    image = np.random.default_rng(0).integers(0, 255, (45, 70, 3), dtype=np.uint8)
+    assert Predictor(run, info).predict(image).shape == (45, 70)
+    expected = letterbox(image, np.zeros((45, 70), np.uint8), 32, 0)[0]
+    np.testing.assert_array_equal(seen[0][0].transpose(1, 2, 0).astype(np.uint8), expected)
+
+
+def test_model_health_and_metrics(client):
+    model = client.get("/model").json()
+    assert model["name"] == "colour-rule" and model["version"] == "7" and model["runtime"] == "onnx-fp32"
+    assert model["class_names"] == SERVE_CLASSES and model["palette"] == SERVE_PALETTE
+    assert model["image_size"] == SERVE_SIZE and model["metrics"]["test_miou"] == 0.5
+    assert client.get("/health").json()["status"] == "ok"
+    client.post("/predict", content=encode(scene(40, 40)))
+    metrics = client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    text = metrics.text
+    assert 'segflow_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert 'segflow_request_duration_seconds_bucket{route="/predict",le="+Inf"}' in text
+    assert 'segflow_inference_duration_seconds_count{runtime="onnx-fp32"}' in text
+    assert 'segflow_model_info{name="colour-rule",runtime="onnx-fp32",version="7"} 1' in text
+
+
+def _truncated_jpeg() -> bytes:
+    data = encode(scene(200, 200), "JPEG", quality=90)
+    return data[: len(data) // 2]
+
+
+def _multipart(content: bytes, name: str = "photo.png") -> dict:
+    return {"files": {"file": (name, content, "application/octet-stream")}}
+
+
+BAD_INPUTS = {
+    "not an image": ({"content": b"hello, I am a text file, not a photo\n" * 20}, 415, "not an image"),
+    "not an image (multipart)": (_multipart(b"%PDF-1.7 not a photo"), 415, "not an image"),
+    "a GIF": ({"content": encode(scene(20, 20), "GIF")}, 415, "not an image"),
+    "a truncated JPEG": ({"content": _truncated_jpeg()}, 422, "truncated"),
+    "an empty body": ({"content": b""}, 400, "empty body"),
+    "an empty file part": (_multipart(b""), 400, "empty body"),
+    "a form without a file": ({"data": {"note": "no file"}, "files": {"x": ("", b"", "text/plain")}}, 400, "file"),
+    "a body over the limit": ({"content": b"\x89PNG" + bytes(1_000_000)}, 413, "upload limit"),
+    "a chunked body over the limit": ({"content": iter([bytes(400_000)] * 3)}, 413, "upload limit"),
+    "a decompression bomb": ({"content": encode(np.zeros((2000, 2000), np.uint8))}, 413, "pixels"),
+    "a 10-gigapixel header": ({"content": png_header_only(100_000, 100_000)}, 413, ""),
+    "a 1x1 image": ({"content": encode(np.zeros((1, 1, 3), np.uint8))}, 422, "at least 8"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_bad_input_is_a_clear_4xx_and_the_service_keeps_serving(client, case):
+    request, status, words = BAD_INPUTS[case]
+    response = client.post("/predict", **request)
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+    assert client.post("/predict", content=encode(scene(30, 30))).status_code == 200
+
+
+def test_bomb_is_refused_before_decoding():
+    # 100000 x 100000 x 3 bytes would be 30 GB: only the header may be read.
+    with pytest.raises(InputError) as refused:
+        decode_image(png_header_only(100_000, 100_000), max_pixels=50_000_000, min_side=8)
+    assert refused.value.status == 413
+
+
+def _rgba(image: np.ndarray) -> np.ndarray:
+    alpha = np.random.default_rng(0).integers(0, 255, image.shape[:2], dtype=np.uint8)
+    return np.dstack([image, alpha])
+
+
+def _sixteen_bit_rgb(image: np.ndarray) -> bytes:
+    import cv2
+
+    ok, data = cv2.imencode(".png", (image[:, :, ::-1].astype(np.uint16) * 257))
+    return data.tobytes()
+
+
+CONVERTED = {
+    # name: (file bytes, what the service should see as RGB)
+    "16-bit RGB PNG": (_sixteen_bit_rgb(scene(60, 90)), scene(60, 90)),
+    "RGBA PNG": (encode(_rgba(scene(60, 90))), scene(60, 90)),
+    "palette PNG": (encode(np.array(Image.fromarray(scene(60, 90)).convert("P"))), None),
+    "grayscale PNG": (encode(np.full((60, 90), 200, np.uint8)), np.full((60, 90, 3), 200, np.uint8)),
+    "16-bit grayscale PNG": (encode(np.full((60, 90), 51400, np.uint16)), np.full((60, 90, 3), 200, np.uint8)),
+}
+
+
+@pytest.mark.parametrize("case", CONVERTED, ids=list(CONVERTED))
+def test_other_pixel_formats_become_8_bit_rgb(client, case):
+    data, expected = CONVERTED[case]
+    decoded = decode_image(data, max_pixels=10**6, min_side=8)
+    assert decoded.dtype == np.uint8 and decoded.shape == (60, 90, 3)
+    if expected is not None:
+        np.testing.assert_array_equal(decoded, expected)
+    response = client.post("/predict", content=data)
+    assert response.status_code == 200, response.text
+    assert agreement(mask_of(response), colour_rule_mask(decoded)) > 0.97
+
+
+def test_exif_orientation_is_applied(client):
+    """A phone photo stored sideways: the mask matches the picture as a browser shows it."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    stored = scene(100, 160)
+    response = client.post("/predict", content=encode(stored, "JPEG", quality=95, exif=exif))
+    assert response.status_code == 200
+    shown = np.rot90(stored, k=-1)
+    assert agreement(mask_of(response), colour_rule_mask(shown)) > 0.95
+
+
+def test_upload_limit_from_the_environment(colour_rule_onnx, monkeypatch):
+    monkeypatch.setenv("SEGFLOW_MAX_UPLOAD_BYTES", "1000")
+    with TestClient(create_app(colour_rule_onnx, LIMITS)) as small:
+        noise = np.random.default_rng(0).integers(0, 255, (100, 100, 3), dtype=np.uint8)  # 30 kB as PNG
+        response = small.post("/predict", content=encode(noise))
+    assert response.status_code == 413 and "SEGFLOW_MAX_UPLOAD_BYTES" in response.json()["detail"]
+    monkeypatch.setenv("SEGFLOW_MAX_UPLOAD_BYTES", "lots")
+    with pytest.raises(ConfigError, match="SEGFLOW_MAX_UPLOAD_BYTES"):
+        create_app(colour_rule_onnx, LIMITS)
+
+
+def test_eight_concurrent_clients_get_no_5xx(app):
+    image = scene(180, 240)
+    good, truth = encode(image, "JPEG", quality=92), colour_rule_mask(image)
+    bad = [b"", b"not an image", _truncated_jpeg()]
+
+    def client_session(index: int) -> list[int]:
+        statuses = []
+        with httpx.Client(base_url=url, timeout=60) as http:
+            for round_ in range(6):
+                if round_ % 3 == 2:
+                    statuses.append(http.post("/predict", content=bad[(index + round_) % 3]).status_code)
+                    continue
+                response = http.post("/predict", files={"file": ("a.jpg", good, "image/jpeg")})
+                statuses.append(response.status_code)
+                if response.status_code == 200:
+                    assert agreement(mask_of(response), truth) > 0.95
+        return statuses
+
+    with live_server(app) as url, ThreadPoolExecutor(8) as pool:
+        statuses = [s for result in pool.map(client_session, range(8)) for s in result]
+        metrics = httpx.get(f"{url}/metrics").text
+    assert len(statuses) == 48
+    assert statuses.count(200) == 32 and all(400 <= s < 500 for s in statuses if s != 200)
+    assert 'status="5' not in metrics
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch, MLflow and FastAPI
+def test_segflow_serve_command(colour_rule_onnx):
+    """`segflow serve --onnx FILE` answers on the port it is given."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-c", "from segflow.cli import main; main()", "serve", "--onnx",
+               str(colour_rule_onnx), "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health")
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            pytest.fail(f"segflow serve did not answer: {server.communicate(timeout=5)[0][-2000:]}")
+        assert health.json()["model"] == {"name": "colour-rule", "version": "7", "runtime": "onnx-fp32"}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_source_spec_errors_say_what_to_give(tmp_path):
+    with pytest.raises(Exception, match="models:/<name>@<alias>"):
+        ModelSource("champion")
+    with pytest.raises(Exception, match="not found"):
+        ModelSource(tmp_path / "missing.onnx")
+
+
+@pytest.mark.slow
+def test_champion_is_exported_served_and_swapped_when_the_alias_moves(
+    register_version, registry_params, frozen_split, monkeypatch, tmp_path, capsys
+):
+    import mlflow
+    import yaml
+
+    from segflow import export
+    from segflow.cli import main
+    from segflow.registry import move_champion
+
+    # The exporter itself is tested in test_export.py; the fast one keeps this test short.
+    real_export = export.export_onnx
+    monkeypatch.setattr(export, "export_onnx", lambda model, path, size: real_export(model, path, size, dynamo=False))
+    first = register_version(1)  # sky everywhere; the first version becomes champion
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(registry_params.model_dump(mode="json")))
+    with pytest.raises(SystemExit) as exited:
+        main(["export", "--params", str(params_file), "--artifacts", str(frozen_split)])
+    assert exited.value.code == 0
+    assert "ONNX int8 (served)" in capsys.readouterr().out
+    client = mlflow.MlflowClient()
+    tags = client.get_model_version("tiny", first).tags
+    assert tags["onnx.default"] == "int8" and tags["onnx.int8"].endswith(f"onnx/v{first}/model.int8.onnx")
+    assert float(tags["onnx.int8_miou_loss"]) == 0.0
+    assert json.loads(tags["onnx.max_image_disagreement"]) == {"fp32": 0.0, "int8": 0.0}
+    report = json.loads(mlflow.artifacts.load_text(tags["onnx.report"]))
+    assert report["default"] == "int8" and report["model"]["version"] == first
+    second = register_version(2)  # thing everywhere, not exported: served with PyTorch
+
+    app = create_app(ModelSource("models:/tiny@champion"), ServeParams(poll_seconds=0.2))
+    image = encode(scene(50, 70))
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        model = http.get("/model").json()
+        assert (model["version"], model["alias"], model["runtime"]) == (first, "champion", "onnx-int8")
+        assert model["metrics"]["test_miou"] == pytest.approx(report["miou"]["int8"])
+        assert http.post("/reload").json()["reloaded"] is False
+
+        answers, stop = [], threading.Event()
+
+        def keep_asking() -> None:
+            with httpx.Client(base_url=url, timeout=60) as own:
+                while not stop.is_set():
+                    response = own.post("/predict", content=image)
+                    answers.append((response.status_code, response.headers.get("x-model-version"),
+                                    set(np.unique(mask_of(response)).tolist()) if response.status_code == 200 else None))
+
+        with ThreadPoolExecutor(8) as pool:
+            for _ in range(8):
+                pool.submit(keep_asking)
+            time.sleep(0.5)
+            move_champion(client, "tiny", second, expected=first)  # the poll thread notices
+            deadline = time.monotonic() + 30
+            while http.get("/model").json()["version"] != second and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.5)
+            stop.set()
+        assert http.get("/model").json()["runtime"] == "torch"
+        statuses = {status for status, _, _ in answers}
+        assert statuses == {200}, statuses
+        # Every answer came whole from one model: version 1 says sky, version 2 says thing.
+        by_version = {version: classes for _, version, classes in answers}
+        assert {v for v in by_version} == {first, second}
+        assert all(classes == ({1} if version == first else {2}) for _, version, classes in answers)
+
+        move_champion(client, "tiny", first, expected=second)
+        reloaded = http.post("/reload").json()  # the poll may have got there first
+        assert http.get("/model").json()["version"] == first
+        health = http.get("/health").json()
+        assert health["reloads"] >= 2 and health["last_reload_error"] is None
+        assert reloaded["model"]["version"] == first
+        reload_line = [line for line in http.get("/metrics").text.splitlines()
+                       if line.startswith("segflow_model_reloads_total ")]
+        assert int(reload_line[0].split()[1]) == health["reloads"]
