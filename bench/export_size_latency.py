@@ -80,9 +80,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512], help="latency input sides (default "
                         "%(default)s, plus the served size)")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads of PyTorch and onnxruntime alike (default 0: their own default, one per core)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     params = load_params(args.params)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     checkpoints = args.checkpoint or [Path("artifacts/train/model.pt")]
     checkpoints += [train_checkpoint(params, encoder, args.data) for encoder in args.train]
     split = load_test_split(args.data)
@@ -102,7 +106,7 @@ def main() -> None:
                               params.serve.max_int8_miou_loss)
         export_seconds = time.perf_counter() - start
         name = f"{meta['arch']} {meta['encoder']}"
-        fp32, int8 = session(out / FP32_FILE), session(out / INT8_FILE)
+        fp32, int8 = session(out / FP32_FILE, args.threads), session(out / INT8_FILE, args.threads)
         runners[(name, "torch")] = lambda x, model=model: model(torch.from_numpy(x))
         runners[(name, "fp32")] = lambda x, s=fp32: s.run(["mask"], {"image": x})
         runners[(name, "int8")] = lambda x, s=int8: s.run(["mask"], {"image": x})

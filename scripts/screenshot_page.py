@@ -28,7 +28,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="what `segflow serve --model` takes")
-    parser.add_argument("--photo", type=Path, default=Path("artifacts/fetch/images/scene_003.jpg"))
+    parser.add_argument("--photo", type=Path, default=Path("artifacts/fetch/images/scene_005.jpg"),
+                        help="a test-split photo of the sample (default %(default)s)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, default=Path("docs/serve.png"))
     args = parser.parse_args()
