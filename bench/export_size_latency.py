@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from segflow.config import Params, load_params
-from segflow.export import FP32_FILE, INT8_FILE, export_model, session
+from segflow.export import FP32_FILE, INT8_FILE, calibration_images, export_model, session
 from segflow.model import load_checkpoint
 from segflow.scoring import load_test_split
 
@@ -90,9 +90,7 @@ def main() -> None:
     checkpoints = args.checkpoint or [Path("artifacts/train/model.pt")]
     checkpoints += [train_checkpoint(params, encoder, args.data) for encoder in args.train]
     split = load_test_split(args.data)
-    train_images = np.load(args.data / "train_images.npy", mmap_mode="r")
-    picked = np.sort(np.random.default_rng(params.seed).choice(
-        len(train_images), min(params.serve.calibration_images, len(train_images)), replace=False))
+    calibration = calibration_images(args.data, params.serve.calibration_images, params.seed)
 
     rows, runners = [], {}
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
@@ -102,7 +100,7 @@ def main() -> None:
         metadata = {"class_names": meta["class_names"], "image_size": meta["image_size"],
                     "ignore_index": params.classes.ignore_index, "encoder": meta["encoder"], "arch": meta["arch"]}
         start = time.perf_counter()
-        report = export_model(model, metadata, out, split.images, split.masks, np.asarray(train_images[picked]),
+        report = export_model(model, metadata, out, split.images, split.masks, calibration,
                               params.serve.max_int8_miou_loss)
         export_seconds = time.perf_counter() - start
         name = f"{meta['arch']} {meta['encoder']}"

@@ -37,22 +37,21 @@ from segflow.serving.source import ModelSource
 
 def default_model(params_path: Path, data: Path, checkpoint: Path, out: Path) -> Path:
     """Export `checkpoint` into `out` and return the variant the export picks."""
-    from segflow.export import VARIANT_FILES, export_model
+    from segflow.export import VARIANT_FILES, calibration_images, export_model
     from segflow.model import load_checkpoint
     from segflow.scoring import load_test_split
 
     params = load_params(params_path)
     model, meta = load_checkpoint(checkpoint)
     split = load_test_split(data)
-    train = np.load(data / "train_images.npy", mmap_mode="r")
     run = Path("artifacts/train/run.json")  # the version the pipeline registered, for the page
     version = json.loads(run.read_text())["model_version"] if run.is_file() else None
     metadata = {"name": params.mlflow.model_name, "version": version, "class_names": meta["class_names"],
                 "image_size": meta["image_size"], "ignore_index": params.classes.ignore_index,
                 "encoder": meta["encoder"], "arch": meta["arch"],
                 "palette": [list(c) for c in params.classes.palette] or None}
-    report = export_model(model, metadata, out, split.images, split.masks,
-                          np.asarray(train[: params.serve.calibration_images]), params.serve.max_int8_miou_loss)
+    calibration = calibration_images(data, params.serve.calibration_images, params.seed)
+    report = export_model(model, metadata, out, split.images, split.masks, calibration, params.serve.max_int8_miou_loss)
     return out / VARIANT_FILES[report["default"]]
 
 

@@ -52,7 +52,7 @@ from segflow.visualize import palette
 __all__ = [
     "FP32_FILE", "INT8_FILE", "REPORT_FILE", "METADATA_KEY", "VARIANT_FILES",
     "export_onnx", "quantize_int8", "read_metadata", "write_metadata", "session",
-    "predict_masks", "export_model", "export_version",
+    "predict_masks", "export_model", "calibration_images", "export_version",
 ]
 
 log = logging.getLogger(__name__)
@@ -232,6 +232,13 @@ def export_model(
     return report
 
 
+def calibration_images(preprocess_dir: Path, count: int, seed: int) -> np.ndarray:
+    """`count` training images (seeded choice), (count, S, S, 3) uint8: the int8 calibration."""
+    train = np.load(Path(preprocess_dir) / "train_images.npy", mmap_mode="r")
+    picked = np.sort(np.random.default_rng(seed).choice(len(train), min(count, len(train)), replace=False))
+    return np.asarray(train[picked])
+
+
 def export_version(params: Params, preprocess_dir: Path, ref: str | None = None) -> dict:
     """Export a registered version (`ref`: number or alias, default ``champion``) and log it.
 
@@ -244,9 +251,7 @@ def export_version(params: Params, preprocess_dir: Path, ref: str | None = None)
     if not version.run_id:
         raise SegflowError(f"version {version.version} of {version.name!r} has no run to log the ONNX files to")
     split = load_test_split(preprocess_dir)
-    train_images = np.load(Path(preprocess_dir) / "train_images.npy", mmap_mode="r")
-    count = min(params.serve.calibration_images, len(train_images))
-    picked = np.sort(np.random.default_rng(params.seed).choice(len(train_images), count, replace=False))
+    calibration = calibration_images(preprocess_dir, params.serve.calibration_images, params.seed)
     with tempfile.TemporaryDirectory(prefix="segflow-export-") as tmp:
         checkpoint, info = registered.download_checkpoint(version, Path(tmp) / "model")
         model, meta = load_checkpoint(checkpoint)
@@ -258,7 +263,7 @@ def export_version(params: Params, preprocess_dir: Path, ref: str | None = None)
             "palette": info.get("palette") or palette(len(names), params.classes.palette).tolist(),
         }
         out = Path(tmp) / "onnx"
-        report = export_model(model, metadata, out, split.images, split.masks, np.asarray(train_images[picked]),
+        report = export_model(model, metadata, out, split.images, split.masks, calibration,
                               params.serve.max_int8_miou_loss)
         report["test_split_sha256"] = split.sha256
         report["bytes"]["checkpoint"] = checkpoint.stat().st_size
