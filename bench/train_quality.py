@@ -1,11 +1,15 @@
 """Benchmark: test mIoU / Dice and wall time of training variants, side by side.
 
-Every variant trains on the same preprocessed split (default: artifacts/preprocess from
-`dvc repro`) with the same seed, then is scored on the test split. Runs are tracked in
-a throwaway MLflow store, so the project's store is untouched.
+Every variant trains on the same data with the same seed and epochs, then is scored on
+the test split. Runs are tracked in a throwaway MLflow store, so the project's store is
+untouched.
 
-    python bench/train_quality.py --variants losses      # CE, Dice, CE+Dice, MSE
-    python bench/train_quality.py --variants defaults    # first pipeline vs current defaults
+    python bench/train_quality.py --variants losses                    # CE, Dice, CE+Dice, MSE
+    python bench/train_quality.py --variants losses --dataset photos   # the same on real photos
+    python bench/train_quality.py --variants defaults                  # first pipeline vs defaults
+
+--dataset sample (default) uses artifacts/preprocess from `dvc repro`; --dataset photos
+the 7 real photos of ../shared/datasets in 5 folds (bench/photos.py), test scores pooled.
 """
 from __future__ import annotations
 
@@ -14,24 +18,20 @@ import copy
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
-from segflow.config import Params
-from segflow.dataset import load_split
-from segflow.evaluate import predict
-from segflow.losses import build_loss
-from segflow.metrics import SegmentationMeter
-from segflow.model import load_checkpoint
-from segflow.train import train
+sys.path.insert(0, str(Path(__file__).parent))
+from photos import PHOTO_CLASSES, merge, photo_folds, run_variant  # noqa: E402
 
 #: The params of the first pipeline (issue 2), for "defaults".
 FIRST_PIPELINE = {
+    "model": {"encoder": "resnet18", "encoder_weights": None},
     "train": {"epochs": 20, "lr": 0.001, "weight_decay": 0.0, "class_weights": "none",
               "scheduler": "none", "grad_clip": 0.0, "loss": "ce+dice"},
 }
@@ -49,28 +49,12 @@ VARIANTS = {
 }
 
 
-def merge(base: dict, overrides: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        out[key] = merge(out.get(key, {}), value) if isinstance(value, dict) else value
-    return out
-
-
-def score(params: Params, preprocess: Path, model_path: Path) -> dict:
-    model, _ = load_checkpoint(model_path)
-    images, masks = load_split(preprocess, "test")
-    loss_fn = build_loss(params.train.loss, params.classes.ignore_index)
-    predictions, _ = predict(model, images, masks, loss_fn, 8, torch.device("cpu"))
-    meter = SegmentationMeter(len(params.classes.names), params.classes.ignore_index)
-    meter.update(torch.from_numpy(predictions), torch.from_numpy(np.asarray(masks)))
-    return meter.compute()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", choices=sorted(VARIANTS), default="losses")
+    parser.add_argument("--dataset", choices=["sample", "photos"], default="sample")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--data", type=Path, default=Path("artifacts/preprocess"))
+    parser.add_argument("--data", type=Path, default=Path("artifacts/preprocess"), help="for --dataset sample")
     parser.add_argument("--epochs", type=int, help="override train.epochs for every variant")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
@@ -78,24 +62,26 @@ def main() -> None:
     if args.epochs:
         base["train"]["epochs"] = args.epochs
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/bench.db"
+        if args.dataset == "photos":
+            base = merge(base, {"classes": PHOTO_CLASSES})
+            folders = photo_folds(tmp, base["preprocess"]["image_size"])
+        else:
+            folders = [args.data]
         for name, overrides in VARIANTS[args.variants].items():
-            params = Params.model_validate(merge(base, overrides))
-            start = time.perf_counter()
-            summary = train(params, args.data, Path(tmp) / name, Path(tmp), Path(tmp) / "resume.pt")
-            seconds = time.perf_counter() - start
-            scores = score(params, args.data, Path(tmp) / name / "model.pt")
-            rows.append({"variant": name, "loss": params.train.loss, "epochs": summary["epochs_run"],
-                         "test_miou": scores["miou"], "test_mdice": scores["mdice"],
-                         "iou": scores["iou"], "seconds": seconds})
-            print(f"{name}: mIoU {scores['miou']:.4f} Dice {scores['mdice']:.4f} in {seconds:.0f}s", flush=True)
-    print(f"\n{platform.node()} {os.cpu_count()} cores, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
-    print("| variant | loss | epochs | test mIoU | test Dice | min IoU class | train time (s) |")
+            row = run_variant(copy.deepcopy(base), overrides, folders, tmp, name)
+            rows.append(row)
+            print(f"{name}: mIoU {row['test_miou']:.4f} Dice {row['test_mdice']:.4f} in {row['seconds']:.0f}s",
+                  flush=True)
+    print(f"\n{platform.node()} {os.cpu_count()} cores, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, "
+          f"{args.dataset}, {len(folders)} fold(s)")
+    print("| variant | loss | epochs run | test mIoU | test Dice | min IoU class | train time (s) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['variant']} | {r['loss']} | {r['epochs']} | {r['test_miou']:.3f} | {r['test_mdice']:.3f} "
-              f"| {min(r['iou']):.3f} | {r['seconds']:.0f} |")
+        print(f"| {r['variant']} | {r['loss']} | {', '.join(map(str, r['epochs']))} | {r['test_miou']:.3f} "
+              f"| {r['test_mdice']:.3f} | {min(r['iou']):.3f} | {r['seconds']:.0f} |")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
 
