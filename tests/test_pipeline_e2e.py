@@ -115,3 +115,21 @@ def test_dvc_exp_run_with_a_changed_param(repro):
     _run(["dvc", "exp", "run", "-S", "train.epochs=2"], root, env)
     table = _run(["dvc", "exp", "show", "--json"], root, env)
     assert '"epochs": 2' in table
+
+
+def test_metrics_and_plots_diff_compare_the_commit_with_the_experiment(repro):
+    """HEAD holds the 1-epoch run, the workspace the 2-epoch experiment (previous test):
+    Git keeps the metrics and curves (cache: false), so DVC can read both sides."""
+    root, env, _ = repro
+    assert (root / "artifacts/evaluate/metrics.json").is_file()
+    tracked = _run(["git", "ls-files", "artifacts"], root, env).split()
+    assert {"artifacts/evaluate/metrics.json", "artifacts/train/history.csv"} <= set(tracked)
+    diff = json.loads(_run(["dvc", "metrics", "diff", "--all", "--json"], root, env))
+    miou = diff["artifacts/evaluate/metrics.json"]["test.miou"]
+    assert isinstance(miou["old"], float) and isinstance(miou["new"], float)
+    out = root / "plots-diff"
+    _run(["dvc", "plots", "diff", "HEAD", "--targets", "artifacts/train/history.csv", "-o", str(out)], root, env)
+    page = (out / "index.html").read_text()
+    assert '"rev": "HEAD"' in page and '"rev": "workspace"' in page
+    # Epoch 2 exists only in the experiment's curve: both sides' data are in the page.
+    assert page.count('"epoch": "1"') >= 2 and '"epoch": "2"' in page
