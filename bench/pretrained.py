@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from photos import PHOTO_CLASSES, REPO, merge, photo_folds, run_variant  # noqa: E402
 
 VARIANTS = {
-    "resnet18, random (default)": {"model": {"encoder": "resnet18", "encoder_weights": None}},
+    "resnet18, random (first default)": {"model": {"encoder": "resnet18", "encoder_weights": None}},
     "EfficientNet-Lite0, random": {"model": {"encoder": OFFLINE_ENCODER, "encoder_weights": None}},
     "EfficientNet-Lite0, imagenet-offline": {"model": {"encoder": OFFLINE_ENCODER, "encoder_weights": "imagenet-offline"}},
 }
