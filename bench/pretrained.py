@@ -14,13 +14,11 @@ and Dice, and the first epoch whose val mIoU reaches 90 % of the run's best (his
 from __future__ import annotations
 
 import argparse
-import copy
 import io
 import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from segflow.config import OFFLINE_ENCODER
 from segflow.model import build_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from photos import PHOTO_CLASSES, REPO, merge, photo_folds, run_variant  # noqa: E402
+from photos import REPO, run_variants  # noqa: E402
 
 VARIANTS = {
     "resnet18, random (first default)": {"model": {"encoder": "resnet18", "encoder_weights": None}},
@@ -83,20 +81,7 @@ def main() -> None:
             print(f"| {r['encoder']} | {r['parameters'] / 1e6:.2f} M | {r['encoder_parameters'] / 1e6:.2f} M "
                   f"| {r['bytes'] / 1e6:.1f} | {r['ms']:.0f} |")
     else:
-        rows = []
-        with tempfile.TemporaryDirectory() as tmp_name:
-            tmp = Path(tmp_name)
-            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/bench.db"
-            if args.dataset == "photos":
-                base = merge(base, {"classes": PHOTO_CLASSES})
-                folders = photo_folds(tmp, base["preprocess"]["image_size"])
-            else:
-                folders = [args.data]
-            for name, overrides in VARIANTS.items():
-                row = run_variant(copy.deepcopy(base), overrides, folders, tmp, name)
-                rows.append(row)
-                print(f"{name}: mIoU {row['test_miou']:.4f} Dice {row['test_mdice']:.4f} "
-                      f"90% at {row['epochs_to_90']} in {row['seconds']:.0f}s", flush=True)
+        rows = run_variants(base, VARIANTS, args.dataset, args.data)
         print(f"\n| {args.dataset} | test mIoU | test Dice | epochs to 90 % of best val mIoU | best epoch | train time (s) |")
         print("|---|---|---|---|---|---|")
         for r in rows:

@@ -14,12 +14,10 @@ the 7 real photos of ../shared/datasets in 5 folds (bench/photos.py), test score
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,12 +25,12 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from photos import PHOTO_CLASSES, merge, photo_folds, run_variant  # noqa: E402
+from photos import run_variants  # noqa: E402
 
 #: The params of the first pipeline (issue 2), for "defaults".
 FIRST_PIPELINE = {
     "model": {"encoder": "resnet18", "encoder_weights": None},
-    "train": {"epochs": 20, "lr": 0.001, "weight_decay": 0.0, "class_weights": "none",
+    "train": {"lr": 0.001, "weight_decay": 0.0, "class_weights": "none",
               "scheduler": "none", "grad_clip": 0.0, "loss": "ce+dice"},
 }
 VARIANTS = {
@@ -61,22 +59,9 @@ def main() -> None:
     base = yaml.safe_load(args.params.read_text())
     if args.epochs:
         base["train"]["epochs"] = args.epochs
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/bench.db"
-        if args.dataset == "photos":
-            base = merge(base, {"classes": PHOTO_CLASSES})
-            folders = photo_folds(tmp, base["preprocess"]["image_size"])
-        else:
-            folders = [args.data]
-        for name, overrides in VARIANTS[args.variants].items():
-            row = run_variant(copy.deepcopy(base), overrides, folders, tmp, name)
-            rows.append(row)
-            print(f"{name}: mIoU {row['test_miou']:.4f} Dice {row['test_mdice']:.4f} in {row['seconds']:.0f}s",
-                  flush=True)
+    rows = run_variants(base, VARIANTS[args.variants], args.dataset, args.data)
     print(f"\n{platform.node()} {os.cpu_count()} cores, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, "
-          f"{args.dataset}, {len(folders)} fold(s)")
+          f"{args.dataset}, {rows[0]['folds']} fold(s)")
     print("| variant | loss | epochs run | test mIoU | test Dice | min IoU class | train time (s) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
