@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -128,8 +129,22 @@ def test_metrics_and_plots_diff_compare_the_commit_with_the_experiment(repro):
     miou = diff["artifacts/evaluate/metrics.json"]["test.miou"]
     assert isinstance(miou["old"], float) and isinstance(miou["new"], float)
     out = root / "plots-diff"
-    _run(["dvc", "plots", "diff", "HEAD", "--targets", "artifacts/train/history.csv", "-o", str(out)], root, env)
-    page = (out / "index.html").read_text()
-    assert '"rev": "HEAD"' in page and '"rev": "workspace"' in page
+    _run(["dvc", "plots", "diff", "HEAD", "-o", str(out)], root, env)
+    specs = {name: json.loads(spec) for spec, name in re.findall(
+        r"var spec = (\{.*?\});\s*vegaEmbed\('#([^']+)'", (out / "index.html").read_text(), re.S)}
+    assert {"loss", "validation_scores", "per-image_test_mIoU", "test_confusion_matrix"} <= set(specs)
+    curves = specs["loss"]["data"]["values"]
     # Epoch 2 exists only in the experiment's curve: both sides' data are in the page.
-    assert page.count('"epoch": "1"') >= 2 and '"epoch": "2"' in page
+    assert {(row["rev"], row["epoch"]) for row in curves} == {("HEAD", "1"), ("workspace", "1"), ("workspace", "2")}
+    confusion = specs["test_confusion_matrix"]["data"]["values"]
+    assert {row["rev"] for row in confusion} == {"HEAD", "workspace"} and len(confusion) == 2 * 6 * 6
+
+
+def test_confusion_matrix_records_are_row_shares(repro):
+    root, _, _ = repro
+    records = json.loads((root / "artifacts/evaluate/confusion.json").read_text())
+    assert len(records) == 36
+    for truth in {r["truth"] for r in records}:
+        row = [r for r in records if r["truth"] == truth]
+        if sum(r["pixels"] for r in row):
+            assert sum(r["share"] for r in row) == pytest.approx(1.0, abs=1e-3)

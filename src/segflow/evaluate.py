@@ -1,7 +1,8 @@
 """The evaluate stage: score the trained model on the test split.
 
-Writes ``metrics.json`` (DVC metrics), ``per_image.csv``, ``confusion.json`` and
-``confusion.png``, and ``best.png`` / ``worst.png`` (the test images the model does best
+Writes ``metrics.json`` (DVC metrics), ``per_image.csv``, ``confusion.json`` (one record
+per truth/predicted class pair: pixels and share of the true class's pixels, drawn by
+``dvc plots`` with the template ``.dvc/plots/confusion_share.json``) and ``confusion.png``, and ``best.png`` / ``worst.png`` (the test images the model does best
 and worst on: image, truth, prediction, overlay), and logs them all to the training run
 in MLflow. Scores are accumulated over the whole split (see `segflow.metrics`).
 """
@@ -25,9 +26,9 @@ from segflow.model import SegmentationNet, load_checkpoint
 from segflow.outputs import atomic_dir
 from segflow.preprocess import content_size
 from segflow.train import select_device
-from segflow.visualize import palette, save_confusion, save_grid
+from segflow.visualize import normalise_rows, palette, save_confusion, save_grid
 
-__all__ = ["majority_baseline", "predict", "evaluate"]
+__all__ = ["majority_baseline", "predict", "evaluate", "confusion_records"]
 
 
 def _clean(value: float) -> float | None:
@@ -100,9 +101,8 @@ def evaluate(params: Params, preprocess_dir: Path, train_dir: Path, out_dir: Pat
             writer = csv.DictWriter(stream, fieldnames=["filename", "miou", "pixel_accuracy"])
             writer.writeheader()
             writer.writerows(per_image)
-        (staging / "confusion.json").write_text(
-            json.dumps({"classes": names, "rows_truth_cols_predicted": meter.confusion.tolist()})
-        )
+        records = confusion_records(meter.confusion, names)
+        (staging / "confusion.json").write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n")
         save_confusion(staging / "confusion.png", meter.confusion, names)
         order = sorted(range(len(split)), key=lambda i: per_image[i]["miou"])
         count = min(params.evaluate.examples, len(split))
@@ -117,6 +117,16 @@ def evaluate(params: Params, preprocess_dir: Path, train_dir: Path, out_dir: Pat
                 save_grid(staging / f"{name}.png", rows, names, colours, f"{name} {count} test images")
         _log(metrics, staging, run, root)
     return metrics
+
+
+def confusion_records(confusion: np.ndarray, names: list[str]) -> list[dict]:
+    """The confusion matrix as DVC plot data: every (truth, predicted) pair, row by row,
+    with its pixel count and its share of the true class's pixels (4 decimals)."""
+    shares = normalise_rows(confusion)
+    return [
+        {"truth": names[t], "predicted": names[p], "pixels": int(confusion[t, p]), "share": round(float(shares[t, p]), 4)}
+        for t in range(len(names)) for p in range(len(names))
+    ]
 
 
 def _log(metrics: dict, folder: Path, run: dict, root: Path) -> None:

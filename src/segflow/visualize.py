@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only; the stages run without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["palette", "colorize", "overlay", "save_grid", "save_confusion"]
+__all__ = ["palette", "colorize", "overlay", "save_grid", "normalise_rows", "save_confusion"]
 
 #: Colour of ignored pixels (padding, "ignore" regions) in pictures.
 IGNORE_COLOUR = (0, 0, 0)
@@ -65,10 +65,16 @@ def save_grid(
     plt.close(fig)
 
 
+def normalise_rows(confusion: np.ndarray) -> np.ndarray:
+    """Each truth row of `confusion` as shares of that class's pixels (a row of zeros
+    where the class never occurs)."""
+    totals = confusion.sum(axis=1, keepdims=True)
+    return np.divide(confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
+
+
 def save_confusion(path: Path, confusion: np.ndarray, class_names: list[str]) -> None:
     """Save the row-normalised confusion matrix (rows: truth) as a heat map."""
-    totals = confusion.sum(axis=1, keepdims=True)
-    normalised = np.divide(confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
+    normalised = normalise_rows(confusion)
     size = 1.0 + 0.6 * len(class_names)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
