@@ -115,8 +115,26 @@ class _Calibration(CalibrationDataReader):
         return next(self.batches, None)
 
 
+class _PerTensorNote(logging.Filter):
+    """Drops onnxruntime's note that a 1-D weight (the few BatchNorms the optimiser cannot
+    fold into a convolution, after TF-style SAME padding) gets one scale instead of one per
+    channel: expected, harmless (the int8 loss is measured), and not the user's to fix."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is out-of-range for weight" not in record.getMessage()
+
+
 def quantize_int8(fp32_path: Path, path: Path, calibration: np.ndarray) -> Path:
     """Quantize `fp32_path` to int8 at `path`; `calibration` (N, S, S, 3) uint8 RGB images."""
+    note = _PerTensorNote()
+    logging.getLogger().addFilter(note)  # onnxruntime logs it with logging.warning (root)
+    try:
+        return _quantize_int8(fp32_path, path, calibration)
+    finally:
+        logging.getLogger().removeFilter(note)
+
+
+def _quantize_int8(fp32_path: Path, path: Path, calibration: np.ndarray) -> Path:
     with tempfile.TemporaryDirectory(prefix="segflow-quant-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         # Folds constants and infers shapes, as onnxruntime recommends before quantizing.
