@@ -77,7 +77,7 @@ def test_every_stage_ran_and_wrote_its_outputs(repro):
 
 
 def test_mlflow_run_and_registered_candidate(repro):
-    root, _, _ = repro
+    root, env, _ = repro
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
@@ -96,6 +96,9 @@ def test_mlflow_run_and_registered_candidate(repro):
     assert str(version.version) == run_info["model_version"] == "1"
     assert version.run_id == run.info.run_id
     assert (root / "mlartifacts").is_dir() and not (root / "mlruns").exists()
+    # The first version is also champion, and the summary says so from the registry.
+    summary = " ".join(_run(["segflow", "summary"], root, env).split())
+    assert "segflow-unet version 1 (@candidate, @champion)" in summary
 
 
 def test_nothing_changed_reruns_nothing_and_lr_reruns_only_train_and_evaluate(repro):

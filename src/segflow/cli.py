@@ -26,6 +26,21 @@ from rich.table import Table
 __all__ = ["main"]
 
 
+def _aliases(name: str, version: str) -> list[str]:
+    """The version's aliases as the registry has them now (the first version is also
+    @champion; a later promote may have moved the aliases since)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from segflow import tracking
+
+    tracking.configure(Path.cwd())
+    try:
+        return sorted(mlflow.MlflowClient().get_model_version(name, str(version)).aliases)
+    except MlflowException:
+        return []
+
+
 def _summary(args: argparse.Namespace) -> int:
     """Print the test metrics, the registered model version, and how to look at runs."""
     metrics_path = args.artifacts / "evaluate" / "metrics.json"
@@ -45,9 +60,10 @@ def _summary(args: argparse.Namespace) -> int:
     for name, value in test["iou"].items():
         table.add_row(f"IoU {name}", "n/a" if value is None else f"{value:.4f}")
     rprint(table)
+    aliases = ", ".join(f"@{alias}" for alias in _aliases(run["model_name"], run["model_version"]))
     rprint(
         f"registered model [bold]{run['model_name']}[/] version [bold]{run['model_version']}[/] "
-        f"(alias candidate), MLflow run {run['run_id']}"
+        f"({aliases or 'no alias now'}), MLflow run {run['run_id']}"
     )
     rprint("browse runs and models: [bold]mlflow ui[/] (from the repository root), then open http://127.0.0.1:5000")
     return 0
