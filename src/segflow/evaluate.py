@@ -2,9 +2,9 @@
 
 Writes ``metrics.json`` (DVC metrics), ``per_image.csv``, ``confusion.json`` (one record
 per truth/predicted class pair: pixels and share of the true class's pixels, drawn by
-``dvc plots`` with the template ``.dvc/plots/confusion_share.json``) and ``confusion.png``, and ``best.png`` / ``worst.png`` (the test images the model does best
-and worst on: image, truth, prediction, overlay), and logs them all to the training run
-in MLflow. Scores are accumulated over the whole split (see `segflow.metrics`).
+``dvc plots`` with the template ``.dvc/plots/confusion_share.json``), ``confusion.png``,
+and ``best.png`` / ``worst.png`` (the test images the model does best and worst on: image,
+truth, prediction, overlay), and logs them all to the training run in MLflow. Scores are accumulated over the whole split (see `segflow.metrics`).
 """
 from __future__ import annotations
 

@@ -126,23 +126,19 @@ class _PerTensorNote(logging.Filter):
 
 def quantize_int8(fp32_path: Path, path: Path, calibration: np.ndarray) -> Path:
     """Quantize `fp32_path` to int8 at `path`; `calibration` (N, S, S, 3) uint8 RGB images."""
-    note = _PerTensorNote()
-    logging.getLogger().addFilter(note)  # onnxruntime logs it with logging.warning (root)
-    try:
-        return _quantize_int8(fp32_path, path, calibration)
-    finally:
-        logging.getLogger().removeFilter(note)
-
-
-def _quantize_int8(fp32_path: Path, path: Path, calibration: np.ndarray) -> Path:
+    note, root = _PerTensorNote(), logging.getLogger()  # onnxruntime logs the note on the root logger
     with tempfile.TemporaryDirectory(prefix="segflow-quant-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         # Folds constants and infers shapes, as onnxruntime recommends before quantizing.
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared), str(path), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-            per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-        )
+        root.addFilter(note)
+        try:
+            quantize_static(
+                str(prepared), str(path), _Calibration(calibration), quant_format=QuantFormat.QDQ,
+                per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+            )
+        finally:
+            root.removeFilter(note)
     return Path(path)
 
 
