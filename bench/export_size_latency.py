@@ -3,7 +3,7 @@
 For each trained checkpoint (default: artifacts/train/model.pt, the encoder params.yaml
 names; add others with --checkpoint), side by side in one run:
 
-  size     the PyTorch checkpoint, model.onnx and model.int8.onnx on disk (segflow.export)
+  size     the PyTorch checkpoint, model.onnx and model.int8.onnx on disk (segflow.serving.export)
   mIoU     of each on the frozen test split (artifacts/preprocess), and the int8 loss
   latency  one 512x512 image (batch 1) through each runtime, the same inputs; the runs
            are interleaved round-robin so that the shared machine's noise hits every
@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from segflow.config import Params, load_params
-from segflow.export import FP32_FILE, INT8_FILE, calibration_images, export_model, session
-from segflow.model import load_checkpoint
-from segflow.scoring import load_test_split
+from segflow.serving.export import FP32_FILE, INT8_FILE, calibration_images, export_model, session
+from segflow.inference.network import load_checkpoint
+from segflow.registry.scoring import load_test_split
 
 CACHE = Path("artifacts/bench/checkpoints")
 
@@ -44,7 +44,7 @@ def train_checkpoint(params: Params, encoder: str, data: Path) -> Path:
     path = CACHE / f"{encoder}.pt"
     if path.is_file():
         return path
-    from segflow.train import train
+    from segflow.training.train import train
 
     raw = params.model_dump(mode="json")
     raw["model"].update(encoder=encoder, encoder_weights=None)

@@ -10,7 +10,7 @@ bigger machine the server would get more of them.
 
     python bench/http_load.py --out artifacts/bench/http.json
 
-Without --model it exports artifacts/train/model.pt (segflow.export) into
+Without --model it exports artifacts/train/model.pt (segflow.serving.export) into
 artifacts/bench/serve/ and serves the variant the export picks as default, as `segflow
 serve` would for a registered version; `--model FILE` serves a given .onnx or .pt file.
 """
@@ -37,9 +37,9 @@ from segflow.serving.source import ModelSource
 
 def default_model(params_path: Path, data: Path, checkpoint: Path, out: Path) -> Path:
     """Export `checkpoint` into `out` and return the variant the export picks."""
-    from segflow.export import VARIANT_FILES, calibration_images, export_model
-    from segflow.model import load_checkpoint
-    from segflow.scoring import load_test_split
+    from segflow.serving.export import VARIANT_FILES, calibration_images, export_model
+    from segflow.inference.network import load_checkpoint
+    from segflow.registry.scoring import load_test_split
 
     params = load_params(params_path)
     model, meta = load_checkpoint(checkpoint)

@@ -20,9 +20,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from segflow.config import load_params
-from segflow.dataset import SegmentationDataset, build_augmentation, load_split
-from segflow.losses import build_loss
-from segflow.model import model_from_params
+from segflow.training.dataset import SegmentationDataset, build_augmentation, load_split
+from segflow.training.losses import build_loss
+from segflow.training.model import model_from_params
 
 
 def step(model, optimizer, loss_fn, images, masks) -> None:

@@ -22,13 +22,13 @@ import torch
 from PIL import Image
 
 from segflow.config import Params
-from segflow.dataset import load_split
-from segflow.evaluate import predict
-from segflow.losses import build_loss
+from segflow.training.dataset import load_split
+from segflow.training.evaluate import predict
+from segflow.training.losses import build_loss
 from segflow.metrics import SegmentationMeter
-from segflow.model import load_checkpoint
-from segflow.preprocess import letterbox
-from segflow.train import train
+from segflow.inference.network import load_checkpoint
+from segflow.inference.segment import letterbox
+from segflow.training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
@@ -83,7 +83,7 @@ def load_photo(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
         mask = np.where(mask == 255, 255, (mask > 0).astype(np.uint8)).astype(np.uint8)
     else:
         mask = via_mask(path, *image.shape[:2])
-    return letterbox(image, mask, size, 255)
+    return letterbox(image, size), letterbox(mask, size, fill=255, nearest=True)
 
 
 def write_split(out: Path, split: str, pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:

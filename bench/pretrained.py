@@ -2,7 +2,7 @@
 
 Variants: the current default (resnet18, random), EfficientNet-Lite0 random, and
 EfficientNet-Lite0 from the packaged ImageNet weights (`encoder_weights: imagenet-offline`).
-Each trains with segflow.train.train into a throwaway MLflow store; it reports test mIoU
+Each trains with segflow.training.train.train into a throwaway MLflow store; it reports test mIoU
 and Dice, and the first epoch whose val mIoU reaches 90 % of the run's best (history.csv).
 
     python bench/pretrained.py --dataset sample   # artifacts/preprocess (after dvc repro)
@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from segflow.config import OFFLINE_ENCODER
-from segflow.model import build_model
+from segflow.inference.network import build_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from photos import REPO, run_variants  # noqa: E402

@@ -33,8 +33,8 @@ from cityscapesscripts.helpers.labels import labels
 from cityscapesscripts.preparation.json2labelImg import createLabelImage, json2labelImg
 
 from segflow.config import ClassesParams
-from segflow.draw import DrawRules, rasterize_image
-from segflow.readers.cityscapes import parse_cityscapes
+from segflow.data.draw import DrawRules, rasterize_image
+from segflow.data.readers.cityscapes import parse_cityscapes
 
 WIDTH, HEIGHT = 2048, 1024
 

@@ -4,7 +4,7 @@ from pathlib import Path
 from rich import print as rprint
 from rich.table import Table
 
-from segflow.evaluate import evaluate
+from segflow.training.evaluate import evaluate
 from segflow.stage import run_stage
 
 

@@ -1,7 +1,7 @@
 """Stage preprocess: letterbox images and masks, split train/val/test, store arrays."""
 import logging
 
-from segflow.preprocess import preprocess
+from segflow.data.preprocess import preprocess
 from segflow.stage import run_stage
 
 

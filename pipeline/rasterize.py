@@ -3,8 +3,8 @@ import json
 
 from rich import print as rprint
 
-from segflow.rasterize import rasterize
-from segflow.report import report_table
+from segflow.data.rasterize import rasterize
+from segflow.data.report import report_table
 from segflow.stage import run_stage
 
 

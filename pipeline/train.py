@@ -3,7 +3,7 @@ import logging
 from pathlib import Path
 
 from segflow.stage import run_stage
-from segflow.train import train
+from segflow.training.train import train
 
 
 def main(params, args) -> None:

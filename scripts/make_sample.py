@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from segflow.sample import generate_sample
+from sample import generate_sample
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import uvicorn
 from playwright.sync_api import expect, sync_playwright
 
-from segflow import tracking
+from segflow.registry import tracking
 from segflow.config import load_params
 from segflow.serving import ModelSource, create_app
 

@@ -120,7 +120,7 @@ def registry_params(make_params, tmp_path, monkeypatch) -> Params:
 
     # Both variables, and MLflow's process-wide URIs: an earlier test's store would
     # otherwise linger (mlflow.set_registry_uri exports MLFLOW_REGISTRY_URI, which
-    # segflow.tracking.configure reads, and a client made before configure() uses the
+    # segflow.registry.tracking.configure reads, and a client made before configure() uses the
     # URI set last).
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
@@ -144,9 +144,11 @@ def register_version(registry_params, tmp_path):
     import mlflow
     import torch
 
-    from segflow import tracking
-    from segflow.model import model_from_params
-    from segflow.registry import register_model
+    from segflow.registry import tracking
+    from segflow.training.model import model_from_params
+    from segflow.registry.pyfunc import SegmentationModel
+    from segflow.registry.register import record_test_scores, register_model
+    from segflow.registry.scoring import load_test_split, score
 
     def register(class_index: int | None, params: Params = registry_params, data_dir: Path | None = None,
                  record_dir: Path | None = None) -> str:
@@ -161,7 +163,16 @@ def register_version(registry_params, tmp_path):
         tags = {"git_commit": "c0ffee", "git_dirty": "false", "data_md5": f"md5-of-v{class_index}"}
         with mlflow.start_run(experiment_id=tracking.experiment_id(params.mlflow.experiment, tmp_path)):
             mlflow.set_tags(tags)
-            return register_model(model.eval(), params, tags, data_dir=data_dir, record_dir=record_dir)
+            version = register_model(model.eval(), params, tags, record_dir=record_dir)
+            if data_dir is not None:  # what the evaluate stage does next
+                split = load_test_split(data_dir)
+                names = list(params.classes.names)
+                scores = score(SegmentationModel().attach(model, params.preprocess.image_size), split, names,
+                               params.classes.ignore_index)
+                train_masks = np.load(data_dir / "train_masks.npy") if (data_dir / "train_masks.npy").is_file() else None
+                masks = None if train_masks is None else (train_masks, np.asarray(split.masks))
+                record_test_scores(params, version, mlflow.active_run().info.run_id, scores, split.sha256, masks)
+            return version
     return register
 
 
@@ -229,7 +240,7 @@ def colour_rule_onnx(tmp_path_factory) -> Path:
     """An ONNX model (exported like a real one) whose logits follow the colour rule."""
     import torch
 
-    from segflow.export import export_onnx, write_metadata
+    from segflow.serving.export import export_onnx, write_metadata
 
     class ColourRule(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,11 +14,11 @@ from cityscapesscripts.preparation.json2labelImg import json2labelImg
 from segflow.cityscapes_labels import TRAIN_CLASSES, official_label, preset, train_id_lut
 from segflow.config import ClassesParams
 from segflow.errors import AnnotationError
-from segflow.fetch import fetch
-from segflow.images import read_rgb
-from segflow.rasterize import rasterize
-from segflow.readers import read_detected
-from segflow.readers.cityscapes import read_cityscapes
+from segflow.data.fetch import fetch
+from segflow.data.images import read_rgb
+from segflow.data.rasterize import rasterize
+from segflow.data.readers import read_detected
+from segflow.data.readers.cityscapes import read_cityscapes
 
 from conftest import SHARED_DATASETS, write_cityscapes
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from segflow.draw import rasterize_image
-from segflow.drops import Drops
+from segflow.data.draw import rasterize_image
+from segflow.data.drops import Drops
 from segflow.errors import AnnotationError
-from segflow.readers import read_detected
-from segflow.readers.coco import read_coco
+from segflow.data.readers import read_detected
+from segflow.data.readers.coco import read_coco
 
 from conftest import SHARED_DATASETS
 

@@ -94,7 +94,24 @@ def test_fetch_formats_are_the_readers():
     from typing import get_args
 
     from segflow.config import FetchParams
-    from segflow.readers import CROWD_CHOICES, FORMATS
+    from segflow.data.readers import CROWD_CHOICES, FORMATS
 
     assert get_args(FetchParams.model_fields["format"].annotation) == FORMATS
     assert get_args(FetchParams.model_fields["coco_crowd"].annotation) == CROWD_CHOICES
+
+
+def test_code_defaults_equal_params_yaml():
+    """params.yaml is the one source: a section built from code defaults alone equals it."""
+    from pathlib import Path
+
+    from segflow.config import load_params
+
+    shipped = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    differ = {}
+    for name, field in type(shipped).model_fields.items():
+        if name == "classes":  # no default: every dataset names its own classes
+            continue
+        default = field.get_default(call_default_factory=True)
+        if default != getattr(shipped, name):
+            differ[name] = (default, getattr(shipped, name))
+    assert not differ, f"code defaults differ from params.yaml: {differ}"

@@ -1,4 +1,4 @@
-"""segflow.export: a real SegmentationNet exported with the dynamo exporter, checked
+"""segflow.serving.export: a real SegmentationNet exported with the dynamo exporter, checked
 against PyTorch (logits, masks, at sizes and batches it was not traced with), quantized,
 verified on a split, and served with the same masks as the registered pyfunc."""
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from segflow.export import FP32_FILE, INT8_FILE, REPORT_FILE, export_model, read_metadata, session
-from segflow.model import build_model
-from segflow.pyfunc import SegmentationModel
+from segflow.serving.export import FP32_FILE, INT8_FILE, REPORT_FILE, export_model, read_metadata, session
+from segflow.inference.network import build_model
+from segflow.registry.pyfunc import SegmentationModel
 from segflow.serving.predictor import onnx_predictor
 
 CLASSES = ["background", "sky", "thing"]

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from segflow.errors import AnnotationError, ImageError
-from segflow.fetch import fetch
+from segflow.data.fetch import fetch
 
 from conftest import VIA_HEADER, via_row
 

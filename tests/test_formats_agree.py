@@ -17,11 +17,11 @@ import cv2
 import numpy as np
 import pytest
 
-from segflow.draw import DrawRules, rasterize_image
-from segflow.fetch import fetch
-from segflow.rasterize import rasterize
-from segflow.readers import read_detected
-from segflow.records import ImageAnnotation
+from segflow.data.draw import DrawRules, rasterize_image
+from segflow.data.fetch import fetch
+from segflow.data.rasterize import rasterize
+from segflow.data.readers import read_detected
+from segflow.data.records import ImageAnnotation
 
 from conftest import SHARED_DATASETS, VIA_HEADER, via_row
 

@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from segflow.draw import DrawRules, rasterize_image
+from segflow.data.draw import DrawRules, rasterize_image
 from segflow.errors import AnnotationError
-from segflow.fetch import fetch
-from segflow.rasterize import rasterize
-from segflow.readers import read_detected
-from segflow.readers.labelme import read_labelme
+from segflow.data.fetch import fetch
+from segflow.data.rasterize import rasterize
+from segflow.data.readers import read_detected
+from segflow.data.readers.labelme import read_labelme
 
 from conftest import SHARED_DATASETS, write_image
 

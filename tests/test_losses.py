@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from segflow.errors import ConfigError
-from segflow.losses import LOSSES, build_loss, class_weights, parse_loss
+from segflow.training.losses import LOSSES, build_loss, class_weights, parse_loss
 
 
 def logits_for(target: torch.Tensor, num_classes: int, confidence: float) -> torch.Tensor:

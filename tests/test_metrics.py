@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from segflow.evaluate import confusion_records, majority_baseline
+from segflow.training.evaluate import confusion_records, majority_baseline
 from segflow.metrics import SegmentationMeter
 
 

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from segflow.errors import ConfigError
-from segflow.model import build_model, load_checkpoint, model_from_params, save_checkpoint
+from segflow.inference.network import build_model, load_checkpoint, save_checkpoint
+from segflow.training.model import checkpoint_fields, model_from_params
 
 
 def test_output_shape_and_normalisation_inside_the_model():
@@ -41,7 +42,7 @@ def test_wrong_encoder_weights_fail_clearly(make_params, tmp_path):
 def test_checkpoint_round_trip(make_params, tmp_path):
     params = make_params()
     model = model_from_params(params)
-    save_checkpoint(model, params, tmp_path / "model.pt", epoch=3)
+    save_checkpoint(model, tmp_path / "model.pt", **checkpoint_fields(params), epoch=3)
     loaded, meta = load_checkpoint(tmp_path / "model.pt")
     assert meta["epoch"] == 3 and meta["class_names"] == params.classes.names
     assert torch.equal(loaded.net.decoder.blocks[0].conv1[0].weight, model.net.decoder.blocks[0].conv1[0].weight)

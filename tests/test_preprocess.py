@@ -2,13 +2,14 @@ import json
 
 import numpy as np
 
-from segflow.preprocess import letterbox, preprocess, split_indices
+from segflow.data.preprocess import preprocess, split_indices
+from segflow.inference.segment import letterbox
 
 
 def test_letterbox_keeps_aspect_and_pads_with_ignore():
     image = np.full((30, 60, 3), 200, np.uint8)
     mask = np.ones((30, 60), np.uint8)
-    out_image, out_mask = letterbox(image, mask, 32, 255)
+    out_image, out_mask = letterbox(image, 32), letterbox(mask, 32, fill=255, nearest=True)
     assert out_image.shape == (32, 32, 3) and out_mask.shape == (32, 32)
     assert (out_mask == 1).sum() == 16 * 32  # 60x30 -> 32x16
     assert (out_mask[16:] == 255).all() and (out_image[16:] == 0).all()
@@ -28,8 +29,8 @@ def test_small_datasets_still_get_a_test_image():
 
 
 def test_stage_writes_arrays(via_dataset, make_params, tmp_path):
-    from segflow.fetch import fetch
-    from segflow.rasterize import rasterize
+    from segflow.data.fetch import fetch
+    from segflow.data.rasterize import rasterize
 
     params = make_params(fetch={"source": str(via_dataset)}, preprocess={"image_size": 32, "val_fraction": 0.0, "test_fraction": 0.5})
     fetch(params, tmp_path / "fetch")
@@ -49,8 +50,8 @@ def test_stage_writes_arrays(via_dataset, make_params, tmp_path):
 
 
 def test_named_splits_are_kept_and_test_carved_from_val():
-    from segflow.preprocess import assign_splits
-    from segflow.records import ImageAnnotation
+    from segflow.data.preprocess import assign_splits
+    from segflow.data.records import ImageAnnotation
 
     images = [ImageAnnotation(f"{n}.png", split="train" if n < 6 else "val") for n in range(10)]
     splits = assign_splits(images, 0.15, 0.15, seed=0)
@@ -62,7 +63,7 @@ def test_named_splits_are_kept_and_test_carved_from_val():
 
 
 def test_cross_split_duplicates_are_found():
-    from segflow.preprocess import cross_split_duplicates
+    from segflow.data.preprocess import cross_split_duplicates
 
     files = [{"filename": "a.jpg", "sha256": "1"}, {"filename": "b.jpg", "sha256": "1"},
              {"filename": "c.jpg", "sha256": "2"}, {"filename": "d.jpg", "sha256": "2"}]

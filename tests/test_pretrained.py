@@ -22,11 +22,12 @@ import yaml
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from conftest import SHARED_DATASETS
-from segflow import model as model_module
+from segflow.training import model as model_module
 from segflow.config import OFFLINE_ENCODER, load_params
 from segflow.errors import ConfigError
-from segflow.model import IMAGENET_MEAN, IMAGENET_STD, build_model, load_checkpoint, model_from_params, save_checkpoint
-from segflow.pretrained import OFFLINE_MEAN, OFFLINE_STD, fit_state, load_offline_state
+from segflow.inference.network import IMAGENET_MEAN, IMAGENET_STD, build_model, load_checkpoint, save_checkpoint
+from segflow.training.model import checkpoint_fields, model_from_params
+from segflow.training.pretrained import OFFLINE_MEAN, OFFLINE_STD, fit_state, load_offline_state
 
 PHOTOS = {
     # photo: ImageNet classes its top-1 must be one of
@@ -154,7 +155,7 @@ def test_built_in_normalisation_matches_the_stem_statistics(offline_params):
 
 def test_checkpoint_keeps_the_offline_normalisation(offline_params, tmp_path):
     model = model_from_params(offline_params).eval()
-    save_checkpoint(model, offline_params, tmp_path / "model.pt")
+    save_checkpoint(model, tmp_path / "model.pt", **checkpoint_fields(offline_params))
     loaded, meta = load_checkpoint(tmp_path / "model.pt")
     assert meta["encoder"] == OFFLINE_ENCODER and loaded.mean.flatten().tolist() == [127.5] * 3
     x = torch.rand(1, 3, 64, 64) * 255
@@ -222,7 +223,7 @@ def test_imagenet_download_without_network_names_the_fix(make_params, monkeypatc
 @pytest.mark.slow
 def test_training_starts_from_imagenet_features(offline_params, make_params, tmp_path, monkeypatch):
     """One params change (encoder + encoder_weights) trains offline and keeps the normalisation."""
-    from segflow.train import train
+    from segflow.training.train import train
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "pre"

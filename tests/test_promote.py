@@ -12,13 +12,13 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT, SPLIT_PIXELS
-from segflow import promote as promote_module
+from segflow.registry import promote as promote_module
 from segflow.cli import main
 from segflow.config import PromoteParams
 from segflow.outputs import file_sha256
-from segflow.promote import compare, promote, rollback
-from segflow.champion import HISTORY_TAG, ChampionMoved
-from segflow.scoring import Scores
+from segflow.registry.promote import compare, promote, rollback
+from segflow.registry.champion import HISTORY_TAG, ChampionMoved
+from segflow.registry.scoring import Scores
 from test_registry import _free_port, start_server, stop_server, wait_for
 
 NAN = float("nan")
@@ -189,7 +189,7 @@ def test_two_promotes_at_once_end_in_a_state_one_of_them_asked_for(
 def test_train_register_promote_rollback_against_a_tracking_server(
     frozen_split, registry_params, register_version, tmp_path, monkeypatch,
 ):
-    from segflow.train import train
+    from segflow.training.train import train
 
     port = _free_port()
     log = tmp_path / "server.log"
@@ -205,7 +205,7 @@ def test_train_register_promote_rollback_against_a_tracking_server(
         trained = summary["model_version"]
         client = mlflow.MlflowClient()
         assert champion(client) == trained  # the first version ever
-        background, sky = register_version(0), register_version(1)
+        background, sky = register_version(0), register_version(1, data_dir=data)
         # Forced: how a random 1-epoch model compares with "background everywhere" is not known.
         forced = promote(registry_params, data, records, tmp_path, version=background, force=True)
         assert forced.outcome in ("forced", "promoted") and champion(client) == background

@@ -2,9 +2,9 @@ import cv2
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from segflow.draw import DrawRules
-from segflow.rasterize import draw_rules, rasterize, rasterize_image
-from segflow.records import ImageAnnotation, Region
+from segflow.data.draw import DrawRules
+from segflow.data.rasterize import draw_rules, rasterize, rasterize_image
+from segflow.data.records import ImageAnnotation, Region
 
 NAMES = ["background", "sky", "car"]
 
@@ -59,7 +59,7 @@ def test_polygon_outside_the_image_is_clipped():
 
 
 def test_stage_writes_one_png_per_image(via_dataset, make_params, tmp_path):
-    from segflow.fetch import fetch
+    from segflow.data.fetch import fetch
 
     params = make_params(fetch={"source": str(via_dataset)})
     fetch(params, tmp_path / "fetch")

@@ -21,9 +21,9 @@ import torch
 
 from conftest import SPLIT_PIXELS
 from segflow.cli import main
-from segflow.pyfunc import SegmentationModel, encode_png
-from segflow.champion import HISTORY_TAG
-from segflow.registry import MODEL_CARD, requirements
+from segflow.registry.pyfunc import SegmentationModel, encode_png
+from segflow.registry.champion import HISTORY_TAG
+from segflow.registry.register import MODEL_CARD, requirements
 
 LABELLED = sum(SPLIT_PIXELS.values())
 
@@ -46,7 +46,8 @@ def test_first_version_becomes_champion_without_comparison_and_says_so(register_
     [record_file] = records.glob("*-promote-v1.json")
     record = json.loads(record_file.read_text())
     assert record["outcome"] == "first champion" and record["champion_after"] == first
-    assert record["metrics"]["candidate"]["iou"] == [pytest.approx(64 / 1920, abs=1e-5), 0.0, 0.0]
+    # Crowned at registration; its scores come from the evaluate stage, in the tags.
+    assert record["metrics"]["candidate"] is None
     run_id = client.get_model_version("tiny", first).run_id
     assert f"promotions/{record_file.name}" in {a.path for a in client.list_artifacts(run_id, "promotions")}
 
@@ -57,22 +58,26 @@ def test_first_version_becomes_champion_without_comparison_and_says_so(register_
     assert "promote.outcome" not in client.get_model_version("tiny", second).tags
 
 
-def test_the_model_carries_classes_palette_metrics_and_pinned_requirements(register_version, frozen_split):
+def test_the_model_carries_classes_palette_inference_code_and_pinned_requirements(register_version, frozen_split):
     version = register_version(1, data_dir=frozen_split / "preprocess")
     info = mlflow.models.get_model_info(f"models:/tiny/{version}")
     meta = info.metadata
     assert meta["class_names"] == ["background", "sky", "thing"]
     assert len(meta["palette"]) == 3 and all(len(colour) == 3 for colour in meta["palette"])
     assert meta["image_size"] == 32
-    assert meta["test_metrics"]["miou"] == pytest.approx(SPLIT_PIXELS["sky"] / LABELLED / 3, abs=1e-5)
-    assert meta["test_metrics"]["iou"]["sky"] == pytest.approx(0.9)
+    # Scored once, by what the evaluate stage runs: the tags are the one record of it.
+    tags = mlflow.MlflowClient().get_model_version("tiny", version).tags
+    assert float(tags["test_miou"]) == pytest.approx(SPLIT_PIXELS["sky"] / LABELLED / 3, abs=1e-5)
+    assert tags["test_images"] == "2" and "test_metrics" not in meta
     assert info.signature.inputs is None and info.signature.outputs is not None
     local = Path(mlflow.artifacts.download_artifacts(f"models:/tiny/{version}"))
     pinned = (local / "requirements.txt").read_text()
     assert all(requirement in pinned for requirement in requirements())
     assert any(line.startswith("torch==") for line in pinned.splitlines())
-    # segflow's code travels with the model, without bytecode caches.
-    assert (local / "code" / "segflow" / "pyfunc.py").is_file()
+    # Only the inference closure travels with the model, without bytecode caches.
+    code = local / "code" / "segflow"
+    assert (code / "registry" / "pyfunc.py").is_file() and (code / "inference" / "segment.py").is_file()
+    assert not (code / "data").exists() and not (code / "serving").exists() and not (code / "cli.py").exists()
     assert not list((local / "code").rglob("__pycache__"))
 
 

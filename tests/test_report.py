@@ -7,9 +7,9 @@ import shutil
 import cv2
 from rich.console import Console
 
-from segflow.fetch import fetch
-from segflow.rasterize import rasterize
-from segflow.report import report_table
+from segflow.data.fetch import fetch
+from segflow.data.rasterize import rasterize
+from segflow.data.report import report_table
 
 from conftest import via_row, write_image
 

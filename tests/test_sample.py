@@ -1,4 +1,4 @@
-"""Tests for segflow.sample: the deterministic synthetic street-scene generator."""
+"""Tests for sample: the deterministic synthetic street-scene generator."""
 from __future__ import annotations
 
 import csv
@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from segflow.readers.via import read_via_csv
-from segflow.sample import SAMPLE_CLASSES, generate_sample
+from segflow.data.readers.via import read_via_csv
+from sample import SAMPLE_CLASSES, generate_sample
 
 # Small enough to be fast, large enough that every object kind fits.
 WIDTH, HEIGHT, N_IMAGES, SEED = 96, 72, 4, 3
@@ -45,7 +45,7 @@ def by_image(rows: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
 
 
 def shape_mask(shape: dict, value: int, mask: np.ndarray) -> None:
-    """Paint one VIA shape the way segflow.rasterize does (rect covers x .. x+width-1)."""
+    """Paint one VIA shape the way segflow.data.rasterize does (rect covers x .. x+width-1)."""
     if shape["name"] == "polygon":
         points = np.array([shape["all_points_x"], shape["all_points_y"]], np.int32).T
         cv2.fillPoly(mask, [points], value)

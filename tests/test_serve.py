@@ -6,6 +6,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
+import os
+import shutil
+import socket
 import struct
 import threading
 import time
@@ -21,14 +25,22 @@ from PIL import Image
 from conftest import SERVE_CLASSES, SERVE_PALETTE, SERVE_SIZE, colour_rule_mask, live_server, scene
 from segflow.config import ServeParams
 from segflow.errors import ConfigError
-from segflow.preprocess import letterbox
-from segflow.records import Region
+from segflow.inference.segment import letterbox
+from segflow.data.records import Region
 from segflow.serving import ModelSource, create_app
 from segflow.serving.decode import InputError, decode_image
+from segflow.serving.export import read_metadata, write_metadata
 from segflow.serving.predictor import ModelInfo, Predictor
 
 #: Limits of the test service: small, so the refusals are cheap to provoke.
 LIMITS = ServeParams(max_upload_bytes=1_000_000, max_pixels=1_000_000, min_side=8, poll_seconds=0)
+#: What the test clients send as Host: a loopback name, as a browser on this machine does.
+BASE_URL = "http://localhost"
+
+
+def serve_params(**changes) -> ServeParams:
+    """LIMITS with `changes`, validated as params.yaml would be."""
+    return ServeParams.model_validate({**LIMITS.model_dump(), **changes})
 
 
 def encode(image: np.ndarray, fmt: str = "PNG", **options) -> bytes:
@@ -53,6 +65,14 @@ def mask_of(response: httpx.Response) -> np.ndarray:
     return np.array(image)
 
 
+def samples(text: str) -> dict[tuple, float]:
+    """/metrics text parsed as a scraper does: {(sample name, *sorted label pairs): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, *sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
     assert a.shape == b.shape
     return float((a == b).mean())
@@ -65,7 +85,7 @@ def app(colour_rule_onnx):
 
 @pytest.fixture(scope="module")
 def client(app):
-    with TestClient(app) as client:
+    with TestClient(app, base_url=BASE_URL) as client:
         yield client
 
 
@@ -98,7 +118,7 @@ def test_json_gives_shares_and_polygons_that_repaint_the_mask(client):
     assert sum(entry["pixels"] for entry in body["classes"]) == 200 * 120
     mask = np.array(Image.open(io.BytesIO(base64.b64decode(body["mask_png"].split(",", 1)[1]))))
     # The regions are canonical records; painted in order they give the mask back.
-    from segflow.draw import paint_region
+    from segflow.data.draw import paint_region
 
     regions = [Region(r["label"], r["shape"], tuple(map(tuple, r["points"]))) for r in body["regions"]]
     assert {r.label for r in regions} == set(SERVE_CLASSES)
@@ -120,7 +140,7 @@ def test_the_model_sees_exactly_what_preprocess_made():
     info = ModelInfo("m", "1", None, "test", ["a", "b"], [[0, 0, 0], [1, 1, 1]], 32, 0)
     image = np.random.default_rng(0).integers(0, 255, (45, 70, 3), dtype=np.uint8)
     assert Predictor(run, info).predict(image).shape == (45, 70)
-    expected = letterbox(image, np.zeros((45, 70), np.uint8), 32, 0)[0]
+    expected = letterbox(image, 32)
     np.testing.assert_array_equal(seen[0][0].transpose(1, 2, 0).astype(np.uint8), expected)
 
 
@@ -132,12 +152,37 @@ def test_model_health_and_metrics(client):
     assert client.get("/health").json()["status"] == "ok"
     client.post("/predict", content=encode(scene(40, 40)))
     metrics = client.get("/metrics")
-    assert metrics.headers["content-type"].startswith("text/plain")
-    text = metrics.text
-    assert 'segflow_requests_total{method="POST",route="/predict",status="200"}' in text
-    assert 'segflow_request_duration_seconds_bucket{route="/predict",le="+Inf"}' in text
-    assert 'segflow_inference_duration_seconds_count{runtime="onnx-fp32"}' in text
-    assert 'segflow_model_info{name="colour-rule",runtime="onnx-fp32",version="7"} 1' in text
+    assert metrics.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    found = samples(metrics.text)
+    assert found["segflow_requests_total", ("method", "POST"), ("route", "/predict"), ("status", "200")] >= 1
+    assert found["segflow_request_duration_seconds_bucket", ("le", "+Inf"), ("route", "/predict")] >= 1
+    assert found["segflow_inference_duration_seconds_count", ("runtime", "onnx-fp32")] >= 1
+    assert found["segflow_model_info", ("name", "colour-rule"), ("runtime", "onnx-fp32"), ("version", "7")] == 1
+    assert found["segflow_model_reloads_total",] == 0
+
+
+def test_metrics_escape_label_values_and_negotiate_the_format(colour_rule_onnx, tmp_path):
+    """A model name with a quote, a backslash and a newline reads back intact."""
+    odd = tmp_path / "odd.onnx"
+    shutil.copy(colour_rule_onnx, odd)
+    name = 'colour "rule" \\ v2\nsecond line'
+    write_metadata(odd, {**read_metadata(odd), "name": name})
+    # A second app in this process: each has its own registry, so nothing clashes.
+    with TestClient(create_app(odd, LIMITS), base_url=BASE_URL) as client:
+        assert client.post("/predict", content=encode(scene(40, 40))).status_code == 200
+        response = client.get("/metrics")
+        openmetrics = client.get("/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"})
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    found = samples(response.text)
+    assert [labels for name, *labels in found if name == "segflow_model_info"] == [
+        [("name", name), ("runtime", "onnx-fp32"), ("version", "7")]]
+    assert found["segflow_model_info", ("name", name), ("runtime", "onnx-fp32"), ("version", "7")] == 1
+    assert found["segflow_requests_total", ("method", "POST"), ("route", "/predict"), ("status", "200")] == 1
+    assert found["segflow_inference_duration_seconds_count", ("runtime", "onnx-fp32")] == 1
+    assert found["segflow_inference_duration_seconds_bucket", ("le", "+Inf"), ("runtime", "onnx-fp32")] == 1
+    assert found["segflow_model_reloads_total",] == 0
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert openmetrics.text.endswith("# EOF\n")
 
 
 def _truncated_jpeg() -> bytes:
@@ -228,7 +273,7 @@ def test_exif_orientation_is_applied(client):
 
 def test_upload_limit_from_the_environment(colour_rule_onnx, monkeypatch):
     monkeypatch.setenv("SEGFLOW_MAX_UPLOAD_BYTES", "1000")
-    with TestClient(create_app(colour_rule_onnx, LIMITS)) as small:
+    with TestClient(create_app(colour_rule_onnx, LIMITS), base_url=BASE_URL) as small:
         noise = np.random.default_rng(0).integers(0, 255, (100, 100, 3), dtype=np.uint8)  # 30 kB as PNG
         response = small.post("/predict", content=encode(noise))
     assert response.status_code == 413 and "SEGFLOW_MAX_UPLOAD_BYTES" in response.json()["detail"]
@@ -263,6 +308,35 @@ def test_eight_concurrent_clients_get_no_5xx(app):
     assert 'status="5' not in metrics
 
 
+@pytest.mark.parametrize("content_type", ["image/png", "multipart/form-data; boundary=xyz"])
+def test_an_aborted_upload_counts_as_499_without_a_traceback(app, caplog, content_type):
+    """A client that hangs up mid-body is the client's doing: 499, not a 500 with a traceback."""
+    caplog.set_level(logging.INFO, logger="segflow")
+    head = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: 500000\r\n\r\n").encode()
+    part = b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n"
+    with live_server(app) as url:
+        # uvicorn's logger does not propagate to the root logger that caplog listens on.
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        uvicorn_log.addHandler(caplog.handler)
+        try:
+            server = httpx.URL(url)
+            with socket.create_connection((server.host, server.port)) as sock:
+                sock.sendall(head + (part if content_type.startswith("multipart") else b"") + bytes(20_000))
+                time.sleep(0.3)  # the service is waiting for the other 480 kB
+            deadline, metrics = time.monotonic() + 20, ""
+            while 'status="499"' not in metrics and time.monotonic() < deadline:
+                time.sleep(0.05)
+                metrics = httpx.get(f"{url}/metrics").text
+        finally:
+            uvicorn_log.removeHandler(caplog.handler)
+    assert 'segflow_requests_total{method="POST",route="/predict",status="499"}' in metrics
+    assert 'status="500"' not in metrics
+    assert [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING] == []
+    assert not any("Traceback" in line for line in caplog.text.splitlines())
+    assert any("499" in r.getMessage() for r in caplog.records if r.name.startswith("segflow"))
+
+
 @pytest.mark.slow  # a fresh interpreter imports torch, MLflow and FastAPI
 def test_segflow_serve_command(colour_rule_onnx):
     """`segflow serve --onnx FILE` answers on the port it is given."""
@@ -292,6 +366,79 @@ def test_segflow_serve_command(colour_rule_onnx):
         server.wait(timeout=30)
 
 
+@pytest.mark.parametrize("fix", ["champion moved back", "a new model"])
+def test_a_reload_that_succeeds_clears_the_last_error(colour_rule_onnx, tmp_path, fix):
+    served = tmp_path / "model.onnx"
+    shutil.copy2(colour_rule_onnx, served)
+    good, loaded = served.read_bytes(), served.stat()
+    with TestClient(create_app(served, LIMITS), base_url=BASE_URL) as client:
+        served.write_bytes(b"not an ONNX model")  # a broken model replaces the served one
+        assert client.post("/reload").status_code == 503
+        assert "model.onnx" in client.get("/health").json()["last_reload_error"]
+        served.write_bytes(good)
+        if fix == "champion moved back":  # the source names the model being served again
+            os.utime(served, ns=(loaded.st_atime_ns, loaded.st_mtime_ns))
+        else:
+            os.utime(served, ns=(loaded.st_atime_ns, loaded.st_mtime_ns + 10**9))
+        response = client.post("/reload")
+        assert response.status_code == 200 and response.json()["reloaded"] is (fix == "a new model")
+        health = client.get("/health").json()
+    assert health["last_reload_error"] is None and health["model"]["version"] == "7"
+
+
+def test_reload_on_loopback_needs_no_token(colour_rule_onnx, monkeypatch):
+    monkeypatch.delenv("SEGFLOW_SERVE_TOKEN", raising=False)
+    with TestClient(create_app(colour_rule_onnx, LIMITS), base_url=BASE_URL) as client:
+        response = client.post("/reload")
+    assert response.status_code == 200 and response.json()["reloaded"] is False
+
+
+def test_reload_beyond_loopback_without_a_token_is_refused(colour_rule_onnx, monkeypatch):
+    monkeypatch.delenv("SEGFLOW_SERVE_TOKEN", raising=False)
+    with TestClient(create_app(colour_rule_onnx, serve_params(host="0.0.0.0")), base_url=BASE_URL) as client:
+        response = client.post("/reload", headers={"authorization": "Bearer anything"})
+        assert client.get("/health").status_code == 200  # reading stays open
+    assert response.status_code == 403 and "SEGFLOW_SERVE_TOKEN" in response.json()["detail"]
+
+
+def test_reload_beyond_loopback_takes_only_the_token(colour_rule_onnx, monkeypatch):
+    monkeypatch.setenv("SEGFLOW_SERVE_TOKEN", "s3cret-token")
+    with TestClient(create_app(colour_rule_onnx, serve_params(host="0.0.0.0")), base_url=BASE_URL) as client:
+        missing = client.post("/reload")
+        wrong = client.post("/reload", headers={"authorization": "Bearer s3cret-tokeN"})
+        not_bearer = client.post("/reload", headers={"authorization": "Basic s3cret-token"})
+        right = client.post("/reload", headers={"authorization": "Bearer s3cret-token"})
+    for refused in (missing, wrong, not_bearer):
+        assert refused.status_code == 401, refused.text
+        assert refused.headers["www-authenticate"] == "Bearer"
+        assert "SEGFLOW_SERVE_TOKEN" in refused.json()["detail"]
+    assert right.status_code == 200 and right.json()["reloaded"] is False
+
+
+@pytest.mark.parametrize("host, allowed, answers", [
+    ("127.0.0.1", None, {"localhost": 200, "127.0.0.1:8000": 200, "[::1]:8000": 200, "LOCALHOST": 200,
+                         "evil.example": 400, "127.0.0.1.evil.example": 400, "": 400}),
+    ("10.1.2.3", None, {"10.1.2.3:8000": 200, "localhost": 200, "10.1.2.4": 400}),
+    ("0.0.0.0", ["seg.example.com"], {"seg.example.com": 200, "SEG.example.com:443": 200, "localhost": 400}),
+    ("0.0.0.0", ["*"], {"anything.example": 200, "10.9.8.7:8000": 200}),
+])
+def test_the_host_header_must_be_allowed(colour_rule_onnx, host, allowed, answers):
+    """DNS rebinding: a page on another site must not reach the service by its name."""
+    changes = {"host": host} if allowed is None else {"host": host, "allowed_hosts": allowed}
+    with TestClient(create_app(colour_rule_onnx, serve_params(**changes)), base_url=BASE_URL) as client:
+        for header, status in answers.items():
+            response = client.get("/health", headers={"host": header})
+            assert response.status_code == status, (header, response.text)
+            if status == 400:
+                name = header.split(":")[0].lower()
+                assert f"Host header '{name}' is not in serve.allowed_hosts" in response.json()["detail"]
+
+
+def test_allowed_hosts_are_names_not_urls():
+    with pytest.raises(ValueError, match="allowed_hosts"):
+        ServeParams(allowed_hosts=["http://seg.example.com:8000"])
+
+
 def test_source_spec_errors_say_what_to_give(tmp_path):
     with pytest.raises(Exception, match="models:/<name>@<alias>"):
         ModelSource("champion")
@@ -306,9 +453,9 @@ def test_champion_is_exported_served_and_swapped_when_the_alias_moves(
     import mlflow
     import yaml
 
-    from segflow import export
+    from segflow.serving import export
     from segflow.cli import main
-    from segflow.registry import move_champion
+    from segflow.registry.register import move_champion
 
     # The exporter itself is tested in test_export.py; the fast one keeps this test short.
     real_export = export.export_onnx
@@ -372,4 +519,4 @@ def test_champion_is_exported_served_and_swapped_when_the_alias_moves(
         assert reloaded["model"]["version"] == first
         reload_line = [line for line in http.get("/metrics").text.splitlines()
                        if line.startswith("segflow_model_reloads_total ")]
-        assert int(reload_line[0].split()[1]) == health["reloads"]
+        assert float(reload_line[0].split()[1]) == health["reloads"]

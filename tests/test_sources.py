@@ -18,9 +18,9 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from pydantic import ValidationError
 
-from segflow import sources
+from segflow.data import sources
 from segflow.errors import SourceError
-from segflow.fetch import fetch
+from segflow.data.fetch import fetch
 
 from conftest import write_cityscapes
 

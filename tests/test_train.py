@@ -8,8 +8,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from segflow import train as train_module
-from segflow.train import train
+from segflow.training import train as train_module
+from segflow.training.train import train
 
 
 @pytest.fixture

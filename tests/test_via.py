@@ -1,4 +1,4 @@
-"""Tests for segflow.readers.via and the format dispatch in segflow.readers."""
+"""Tests for segflow.data.readers.via and the format dispatch in segflow.data.readers."""
 from __future__ import annotations
 
 import csv
@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from segflow.errors import AnnotationError
-from segflow.readers import FORMATS, read_annotation_file
-from segflow.readers.via import CSV_COLUMNS, read_via_csv, read_via_json
-from segflow.records import ImageAnnotation
+from segflow.data.readers import FORMATS, read_annotation_file
+from segflow.data.readers.via import CSV_COLUMNS, read_via_csv, read_via_json
+from segflow.data.records import ImageAnnotation
 
 DATASET = Path(__file__).parents[2] / "shared" / "datasets" / "via-2label"
 
@@ -296,7 +296,7 @@ def test_json_structure_errors(tmp_path: Path, payload: Any, expected: str) -> N
 def test_json_duplicate_regions_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     twice = {"shape_attributes": rect(), "region_attributes": label("x")}
     path = write_json(tmp_path / "dup.json", {"a": {"filename": "a.jpg", "regions": [twice] * 3}})
-    with caplog.at_level(logging.WARNING, logger="segflow.readers.via"):
+    with caplog.at_level(logging.WARNING, logger="segflow.data.readers.via"):
         [image] = read_via_json(path, "label")
     assert len(image.regions) == 3  # kept: duplicates paint the same pixels
     assert "image a.jpg: 2 regions repeat another exactly" in caplog.text

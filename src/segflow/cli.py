@@ -17,11 +17,14 @@ import argparse
 import json
 import math
 import sys
+from typing import get_args
 from pathlib import Path
 
 from rich import box
 from rich import print as rprint
 from rich.table import Table
+
+from segflow.config.registry import Runtime
 
 __all__ = ["main"]
 
@@ -32,7 +35,7 @@ def _aliases(name: str, version: str) -> list[str]:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from segflow import tracking
+    from segflow.registry import tracking
 
     tracking.configure(Path.cwd())
     try:
@@ -82,7 +85,7 @@ def _delta(new: float | None, old: float | None, digits: int, higher_is_better: 
     return f"[{colour}]{diff:+.{digits}f}[/]"
 
 
-def _scores_table(decision) -> Table:  # noqa: ANN001 (segflow.promote.Decision, imported lazily)
+def _scores_table(decision) -> Table:  # noqa: ANN001 (segflow.registry.promote.Decision, imported lazily)
     """Side by side: candidate and champion on the same test split."""
     cand, champ = decision.candidate, decision.champion
     table = Table(title=f"test split sha256 {decision.split_sha256[:12]}…, {cand.images} images")
@@ -114,34 +117,35 @@ def _registry_context(args: argparse.Namespace):  # noqa: ANN202
 
 def _promote(args: argparse.Namespace) -> int:
     """Compare the candidate with @champion on the frozen test split; move the alias if it wins."""
-    from segflow.promote import promote, rule_text
+    from segflow.registry.champion import Outcome
+    from segflow.registry.promote import promote, rule_text
 
     params, preprocess_dir, record_dir = _registry_context(args)
     decision = promote(params, preprocess_dir, record_dir, Path.cwd(), version=args.version,
                        run_id=args.run, force=args.force)
     name = params.mlflow.model_name
-    if decision.outcome == "already champion":
+    if decision.outcome is Outcome.ALREADY_CHAMPION:
         rprint(f"version {decision.version} of [bold]{name}[/] is already @champion: nothing to do")
         return 0
     rprint(_scores_table(decision))
     rprint(f"rule: {rule_text(params.promote)}")
     for reason in decision.reasons:
         rprint(f"  - {reason}")
-    colour = {"refused": "red", "forced": "yellow"}.get(decision.outcome, "green")
+    colour = {Outcome.REFUSED: "red", Outcome.FORCED: "yellow"}.get(decision.outcome, "green")
     verdict = {
-        "first champion": f"version {decision.version} is the first champion (no comparison)",
-        "promoted": f"version {decision.version} promoted: @champion {decision.champion_before} -> {decision.version}",
-        "forced": f"version {decision.version} promoted by --force over the rule: @champion {decision.champion_before} -> {decision.version}",
-        "refused": f"version {decision.version} refused: @champion stays {decision.champion_before} (--force overrides)",
+        Outcome.FIRST_CHAMPION: f"version {decision.version} is the first champion (no comparison)",
+        Outcome.PROMOTED: f"version {decision.version} promoted: @champion {decision.champion_before} -> {decision.version}",
+        Outcome.FORCED: f"version {decision.version} promoted by --force over the rule: @champion {decision.champion_before} -> {decision.version}",
+        Outcome.REFUSED: f"version {decision.version} refused: @champion stays {decision.champion_before} (--force overrides)",
     }[decision.outcome]
     rprint(f"[bold {colour}]{verdict}[/]")
     rprint(f"recorded: {', '.join(decision.record['files'])} and tags promote.* on version {decision.version}")
-    return 1 if decision.outcome == "refused" else 0
+    return 1 if decision.outcome is Outcome.REFUSED else 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
     """Move @champion back to the previous champion."""
-    from segflow.promote import rollback
+    from segflow.registry.promote import rollback
 
     params, _, record_dir = _registry_context(args)
     decision = rollback(params, record_dir, Path.cwd())
@@ -155,8 +159,8 @@ def _models(args: argparse.Namespace) -> int:
     """List registered versions: aliases, test mIoU, data and code versions, creation time."""
     import mlflow
 
-    from segflow import tracking
-    from segflow.registry import list_versions
+    from segflow.registry import tracking
+    from segflow.registry.register import list_versions
 
     params, _, _ = _registry_context(args)
     uri = tracking.configure(Path.cwd())
@@ -183,8 +187,8 @@ def _models(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     """Export a registered version to ONNX (fp32 and int8), verify it, log it to its run."""
-    from segflow import tracking
-    from segflow.export import export_version
+    from segflow.registry import tracking
+    from segflow.serving.export import export_version
 
     params, preprocess_dir, _ = _registry_context(args)
     tracking.configure(Path.cwd())
@@ -206,7 +210,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     """Serve the web page and JSON API until interrupted."""
-    from segflow import tracking
+    from segflow.registry import tracking
     from segflow.config import load_params
     from segflow.serving import run
 
@@ -276,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
                                                         "or a .onnx / .pt file")
     source.add_argument("--version", help="a version number of the params' model")
     source.add_argument("--onnx", metavar="FILE", help="an exported .onnx file (no registry needed)")
-    serve.add_argument("--runtime", choices=["auto", "int8", "fp32", "torch"], help="default: serve.runtime")
+    serve.add_argument("--runtime", choices=get_args(Runtime), help="default: serve.runtime")
     serve.add_argument("--host", help="default: serve.host")
     serve.add_argument("--port", type=int, help="default: serve.port")
     serve.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default %(default)s)")

@@ -4,7 +4,7 @@ Every message names the file (and row, record or key) and says how to fix it, so
 pipeline stages can print it as is instead of a traceback from deep in a library.
 Each error also carries a short `reason` ("unknown shape", "missing image", ...): the
 key under which the dataset report counts the record when ``fetch.bad_records: skip``
-drops it instead of stopping (see `segflow.drops`).
+drops it instead of stopping (see `segflow.data.drops`).
 """
 from __future__ import annotations
 

@@ -43,6 +43,14 @@ class SegmentationMeter:
             self.num_classes, self.num_classes
         )
 
+    def add(self, other: SegmentationMeter) -> None:
+        """Add the counts of `other` (same classes): a split's meter from its images' meters."""
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+        self.tn += other.tn
+        self.confusion += other.confusion
+
     def compute(self) -> dict[str, float | list[float]]:
         """Per-class IoU and Dice, their means, and pixel accuracy.
 

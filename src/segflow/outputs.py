@@ -2,11 +2,14 @@
 
 A stage writes into a temporary sibling folder and renames it into place only when
 everything succeeded, so a failure never leaves a half-written `artifacts/...` that a
-later stage (or DVC) could mistake for a result.
+later stage (or DVC) could mistake for a result. A staging folder left by a killed
+process (``kill -9``, power loss) is removed the next time its stage runs.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -14,6 +17,27 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["atomic_dir", "file_sha256"]
+
+log = logging.getLogger(__name__)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _remove_stale(target: Path) -> None:
+    """Remove staging folders of `target` whose process (named in the folder) is gone."""
+    for folder in target.parent.glob(f".{target.name}.*"):
+        pid = folder.name[len(target.name) + 2 :].split(".", 1)[0]
+        if folder.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            log.info("removing %s, left by a process that no longer runs", folder)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager
@@ -25,9 +49,11 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(target)
     if target.exists():
         shutil.rmtree(target)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    # The process id in the name tells a later run whether the writer still lives.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", dir=target.parent))
     try:
         yield staging
         staging.rename(target)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from segflow import tracking
+from segflow.registry import tracking
 from segflow.config import Params
 from segflow.serving.app import create_app
 from segflow.serving.source import ModelSource
@@ -23,15 +23,16 @@ def run(params: Params, spec: str | Path | None = None, *, host: str | None = No
         runtime: str | None = None) -> None:
     """Serve `spec` (default ``models:/<mlflow.model_name>@champion``) until interrupted.
 
-    The caller configures MLflow tracking (`segflow.tracking.configure`) first.
+    The caller configures MLflow tracking (`segflow.registry.tracking.configure`) first.
     """
     import uvicorn
 
-    serve = params.serve
+    # The address given here is the one the app's guards (token, allowed hosts) must know.
+    serve = params.serve.model_copy(update={"host": host or params.serve.host, "port": port or params.serve.port})
     source = ModelSource(spec or f"models:/{params.mlflow.model_name}@{tracking.CHAMPION}", runtime or serve.runtime)
     app = create_app(source, serve)
     info = app.state.holder.current.info
-    host, port = host or serve.host, port or serve.port
+    host, port = serve.host, serve.port
     log.info("serving %s version %s (%s, %.1f MB) on http://%s:%d", info.name, info.version, info.runtime,
              info.bytes / 1e6, host, port)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -6,16 +6,27 @@
                     ?polygons=true each class region as a polygon, ?mask=true the PNG inline
     GET  /health    liveness, the model version, the last failed reload
     GET  /model     name, version, alias, runtime, classes and colours, test metrics
-    GET  /metrics   Prometheus text: requests, latency and inference histograms
+    GET  /metrics   Prometheus (text, or OpenMetrics if asked): requests, latency and
+                    inference histograms, the model, reloads
     POST /reload    load the source's model now if it changed (e.g. @champion moved)
 
 Bad input is a 4xx whose JSON ``detail`` says what is wrong (`segflow.serving.decode`);
 the service keeps serving. Decoding, the model and encoding run in worker threads, so the
-event loop keeps accepting requests while a photo is being segmented.
+event loop keeps accepting requests while a photo is being segmented. A client that hangs
+up mid-upload is counted as status 499 (client closed request), not as a server error.
+
+Guards, for a service reachable beyond this machine: every request's Host header must be
+in `serve.allowed_hosts` (or be `serve.host`), else 400, so a web page whose domain is
+re-pointed at this machine (DNS rebinding) cannot use it; and POST /reload needs
+``Authorization: Bearer $SEGFLOW_SERVE_TOKEN`` when that variable is set, and is refused
+outright (403) on a non-loopback `serve.host` when it is not.
 """
 from __future__ import annotations
 
 import base64
+import hmac
+import ipaddress
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,11 +34,12 @@ from pathlib import Path
 from time import perf_counter
 from typing import Literal
 
-from fastapi import FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from segflow.config import ServeParams
 from segflow.errors import ConfigError
@@ -37,10 +49,17 @@ from segflow.serving.metrics import Metrics
 from segflow.serving.regions import class_shares, mask_png, polygons
 from segflow.serving.source import ModelSource
 
-__all__ = ["UPLOAD_ENV", "upload_limit", "create_app"]
+__all__ = ["UPLOAD_ENV", "TOKEN_ENV", "CLIENT_CLOSED", "upload_limit", "create_app"]
+
+log = logging.getLogger(__name__)
 
 #: Environment variable that overrides serve.max_upload_bytes on one machine.
 UPLOAD_ENV = "SEGFLOW_MAX_UPLOAD_BYTES"
+#: Environment variable holding the bearer token POST /reload requires (a secret: never in params.yaml).
+TOKEN_ENV = "SEGFLOW_SERVE_TOKEN"
+#: Status recorded for a request whose client hung up before sending its body (nginx's
+#: "client closed request"): the client's doing, so not a 5xx that would page someone.
+CLIENT_CLOSED = 499
 PAGE = Path(__file__).with_name("static") / "index.html"
 
 
@@ -85,6 +104,71 @@ async def _read_upload(request: Request, limit: int) -> bytes:
         await form.close()
 
 
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """serve.host as an IP address; None for a name (which may resolve to anything)."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _allowed_hosts(serve: ServeParams) -> frozenset[str]:
+    """serve.allowed_hosts and serve.host, unless that is a wildcard like 0.0.0.0: browsers
+    reach this machine by that name too, so allowing it would let any web page in."""
+    address = _address(serve.host)
+    bound = set() if address is not None and address.is_unspecified else {serve.host.lower()}
+    return frozenset(serve.allowed_hosts) | bound
+
+
+def _host_name(header: str) -> str:
+    """The name in a Host header, without the port: "[::1]:8000" -> "::1"."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.partition(":")[0]
+
+
+class _AllowedHosts:
+    """ASGI middleware: a 400 for a Host header not in `allowed` (unless it holds "*")."""
+
+    def __init__(self, app, allowed: frozenset[str]) -> None:  # noqa: ANN001 (an ASGI app)
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http" or "*" in self.allowed:
+            return await self.app(scope, receive, send)
+        host = _host_name(Headers(scope=scope).get("host", ""))
+        if host in self.allowed:
+            return await self.app(scope, receive, send)
+        detail = (f"Host header {host!r} is not in serve.allowed_hosts {sorted(self.allowed)}: add the name "
+                  "clients use to reach the service there in params.yaml ('*' allows any)")
+        await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
+
+
+def _token_guard(serve: ServeParams):  # noqa: ANN202 (a FastAPI dependency)
+    """The dependency of mutating endpoints: the bearer token of $SEGFLOW_SERVE_TOKEN."""
+    token = os.environ.get(TOKEN_ENV) or None
+    address = _address(serve.host)
+    exposed = serve.host.lower() != "localhost" and not (address is not None and address.is_loopback)
+    if exposed and token is None:
+        log.warning("POST /reload is refused: %s is reachable beyond this machine and %s is not set",
+                    serve.host, TOKEN_ENV)
+
+    async def require_token(request: Request) -> None:
+        if token is None:
+            if exposed:
+                raise HTTPException(403, f"{request.method} {request.url.path} is disabled: the service listens on "
+                                         f"{serve.host} (serve.host), beyond this machine, without a token; set "
+                                         f"{TOKEN_ENV} where it runs and send 'Authorization: Bearer <token>'")
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise HTTPException(401, f"missing or wrong token: send 'Authorization: Bearer <the value of {TOKEN_ENV} "
+                                     "where the service runs>'", headers={"WWW-Authenticate": "Bearer"})
+
+    return require_token
+
+
 class _Measure:
     """ASGI middleware: every HTTP request's route, status and latency into `metrics`."""
 
@@ -118,8 +202,14 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams = ServeParam
     """
     holder = ModelHolder(source if isinstance(source, ModelSource) else ModelSource(source, serve.runtime))
     limit = upload_limit(serve)
-    metrics = Metrics()
+    require_token = _token_guard(serve)
     page = PAGE.read_text()
+
+    def model_state() -> tuple[dict[str, str], int]:
+        info = holder.current.info
+        return {"name": info.name, "runtime": info.runtime, "version": str(info.version)}, holder.reloads
+
+    metrics = Metrics(model_state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -131,11 +221,19 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams = ServeParam
                   lifespan=lifespan)
     app.state.holder = holder
     app.state.metrics = metrics
-    app.add_middleware(_Measure, metrics=metrics)
+    app.add_middleware(_AllowedHosts, allowed=_allowed_hosts(serve))
+    app.add_middleware(_Measure, metrics=metrics)  # added last = outermost: refused hosts are counted too
 
     @app.exception_handler(InputError)
     async def refuse(request: Request, exc: InputError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_closed(request: Request, exc: ClientDisconnect) -> Response:
+        # Nobody is left to read this answer; it sets the status the metrics record.
+        log.info("%s %s: the client closed the connection before sending the whole body (%d)",
+                 request.method, request.url.path, CLIENT_CLOSED)
+        return Response(status_code=CLIENT_CLOSED)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -151,18 +249,16 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams = ServeParam
     async def model() -> dict:
         return holder.current.info.as_dict()
 
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def prometheus() -> PlainTextResponse:
-        info = holder.current.info
-        labels = {"name": info.name, "version": str(info.version), "runtime": info.runtime}
-        return PlainTextResponse(metrics.render(labels, holder.reloads), media_type="text/plain; version=0.0.4")
+    @app.get("/metrics", response_class=Response)
+    async def prometheus(request: Request) -> Response:
+        body, content_type = metrics.exposition(request.headers.get("accept", ""))
+        return Response(body, media_type=content_type)
 
-    @app.post("/reload")
+    @app.post("/reload", dependencies=[Depends(require_token)])
     async def reload() -> JSONResponse:
         try:
             changed = await run_in_threadpool(holder.reload)
-        except Exception as exc:  # noqa: BLE001 - reported, and the old model keeps serving
-            holder.last_error = f"{type(exc).__name__}: {exc}"
+        except Exception:  # noqa: BLE001 - reported (holder.last_error), and the old model keeps serving
             return JSONResponse({"detail": f"reload failed ({holder.last_error}); still serving version "
                                            f"{holder.current.info.version}"}, status_code=503)
         return JSONResponse({"reloaded": changed, "model": holder.current.info.as_dict()})

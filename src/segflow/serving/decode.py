@@ -10,7 +10,7 @@ Each refusal is an `InputError` carrying the HTTP status the service answers wit
 * 422: an image that cannot be used: truncated or corrupt, or a side under ``min_side``.
 
 16-bit, grayscale, palette, CMYK and RGBA images are converted to 8-bit RGB (alpha
-dropped, as `segflow.pyfunc` does), and the EXIF orientation is applied, so the mask lines
+dropped, as `segflow.registry.pyfunc` does), and the EXIF orientation is applied, so the mask lines
 up with the picture a browser shows.
 """
 from __future__ import annotations

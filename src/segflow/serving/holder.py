@@ -7,7 +7,8 @@ freed when the last request holding it finishes, so nothing in flight is dropped
 
 Reloads happen on `POST /reload`, and every `poll_seconds` from a background thread when
 the source can move (an alias, a file). A failed reload keeps the current model and is
-reported by `GET /health`.
+reported by `GET /health` until a later reload succeeds, whether that one swaps the model
+or finds the source naming the served model again (@champion moved back).
 """
 from __future__ import annotations
 
@@ -36,17 +37,25 @@ class ModelHolder:
     def reload(self, force: bool = False) -> bool:
         """Load the source's model if it changed (or `force`); returns whether it swapped.
 
-        Raises whatever loading raises; the current model stays in place then.
+        Success clears `last_error`; a failure sets it and raises whatever loading raised,
+        and the current model stays in place.
         """
         with self._reload_lock:
-            key = self.source.key()
-            if key == self.key and not force:
+            try:
+                key = self.source.key()
+                swap = key != self.key or force
+                if swap:
+                    key, predictor = self.source.load()
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                raise
+            # Either way the source is healthy again: an old failure no longer describes it.
+            self.last_error = None
+            if not swap:
                 return False
-            key, predictor = self.source.load()
             previous = self.current.info.version
             self.key, self.current = key, predictor  # the swap: requests after this line see the new model
             self.reloads += 1
-            self.last_error = None
             log.info("serving %s version %s (was %s)", predictor.info.name, predictor.info.version, previous)
             return True
 
@@ -54,8 +63,7 @@ class ModelHolder:
         while not self._stop.wait(seconds):
             try:
                 self.reload()
-            except Exception as exc:  # noqa: BLE001 - any failure must leave the service serving the old model
-                self.last_error = f"{type(exc).__name__}: {exc}"
+            except Exception:  # noqa: BLE001 - any failure must leave the service serving the old model
                 log.warning("reload of %s failed, still serving version %s: %s",
                             self.source.spec, self.current.info.version, self.last_error)
 

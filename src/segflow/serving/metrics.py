@@ -1,84 +1,65 @@
-"""Prometheus metrics in the text exposition format, without a client library.
+"""Prometheus metrics of one service, exposed with `prometheus_client`.
 
 Request counts by route and status, request latency by route and model inference time
-as histograms, and which model is loaded. Five small types are not worth a dependency;
-the format is https://prometheus.io/docs/instrumenting/exposition_formats/.
+as histograms, which model is loaded and how many reloads replaced it. Each `Metrics`
+has its own `CollectorRegistry`, not the process-wide one, so several apps in one
+process (the tests) do not clash; `prometheus_client` escapes label values (a model
+name may hold any character) and speaks both the text and the OpenMetrics format.
 """
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 __all__ = ["BUCKETS", "Metrics"]
 
 #: Histogram upper bounds, seconds: from a cached page to a large photo on a slow CPU.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-
-def _labels(pairs: tuple[tuple[str, str], ...]) -> str:
-    escaped = (f'{key}="{str(value).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-               for key, value in pairs)
-    return "{" + ",".join(escaped) + "}" if pairs else ""
+#: () -> (labels of the model being served: name, version, runtime; reloads so far).
+ModelState = Callable[[], tuple[dict[str, str], int]]
 
 
-class _Histogram:
-    def __init__(self) -> None:
-        self.counts = [0] * len(BUCKETS)
-        self.total = 0
-        self.sum = 0.0
+class _ModelCollector(Collector):
+    """The served model and the reload count, read from the service at each scrape."""
 
-    def observe(self, value: float) -> None:
-        for i, bound in enumerate(BUCKETS):
-            if value <= bound:
-                self.counts[i] += 1
-        self.total += 1
-        self.sum += value
+    def __init__(self, state: ModelState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        model, reloads = self.state()
+        yield InfoMetricFamily("segflow_model", "The model being served (value 1).", value=model)
+        yield CounterMetricFamily("segflow_model_reloads", "Times a new model replaced the served one.",
+                                  value=reloads)
 
 
 class Metrics:
-    """Thread-safe counters and histograms; `render()` gives the text exposition."""
+    """The service's metrics; `exposition(accept)` renders them for GET /metrics."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[tuple, int] = defaultdict(int)
-        self.latency: dict[tuple, _Histogram] = defaultdict(_Histogram)
-        self.inference: dict[tuple, _Histogram] = defaultdict(_Histogram)
+    def __init__(self, model_state: ModelState) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("segflow_requests", "HTTP requests by route and status.",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("segflow_request_duration_seconds",
+                                 "HTTP request latency, from first byte read to response.",
+                                 ["route"], buckets=BUCKETS, registry=self.registry)
+        self.inference = Histogram("segflow_inference_duration_seconds",
+                                   "Model work per image: letterbox, network, resize back (not queueing).",
+                                   ["runtime"], buckets=BUCKETS, registry=self.registry)
+        self.registry.register(_ModelCollector(model_state))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self.requests[(("method", method), ("route", route), ("status", str(status)))] += 1
-            self.latency[(("route", route),)].observe(seconds)
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
 
     def observe_inference(self, runtime: str, seconds: float) -> None:
-        with self._lock:
-            self.inference[(("runtime", runtime),)].observe(seconds)
+        self.inference.labels(runtime).observe(seconds)
 
-    def render(self, model: dict[str, str], reloads: int) -> str:
-        lines = [
-            "# HELP segflow_requests_total HTTP requests by route and status.",
-            "# TYPE segflow_requests_total counter",
-        ]
-        with self._lock:
-            lines += [f"segflow_requests_total{_labels(key)} {n}" for key, n in sorted(self.requests.items())]
-            for metric, text, series in (
-                ("segflow_request_duration_seconds", "HTTP request latency, from first byte read to response.",
-                 self.latency),
-                ("segflow_inference_duration_seconds", "Model work per image: letterbox, network, resize back (not queueing).",
-                 self.inference),
-            ):
-                lines += [f"# HELP {metric} {text}", f"# TYPE {metric} histogram"]
-                for key, hist in sorted(series.items()):
-                    for bound, count in zip(BUCKETS, hist.counts):
-                        lines.append(f"{metric}_bucket{_labels(key + (('le', str(bound)),))} {count}")
-                    lines.append(f"{metric}_bucket{_labels(key + (('le', '+Inf'),))} {hist.total}")
-                    lines.append(f"{metric}_sum{_labels(key)} {hist.sum:.6f}")
-                    lines.append(f"{metric}_count{_labels(key)} {hist.total}")
-        lines += [
-            "# HELP segflow_model_info The model being served (value 1).",
-            "# TYPE segflow_model_info gauge",
-            f"segflow_model_info{_labels(tuple(sorted(model.items())))} 1",
-            "# HELP segflow_model_reloads_total Times a new model replaced the served one.",
-            "# TYPE segflow_model_reloads_total counter",
-            f"segflow_model_reloads_total {reloads}",
-        ]
-        return "\n".join(lines) + "\n"
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """(body, content type): the format the scraper's Accept header asks for, else text 0.0.4."""
+        encode, content_type = choose_encoder(accept)
+        return encode(self.registry), content_type

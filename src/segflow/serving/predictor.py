@@ -1,9 +1,7 @@
 """One loaded model: any RGB image in, its class-index mask at the image's own size out.
 
-An image is letterboxed to the model's input size exactly as the preprocess stage did
-(`segflow.preprocess.letterbox`: resize keeping aspect with INTER_AREA, pad bottom/right),
-run through onnxruntime or PyTorch, and the mask's padding is cropped before it is resized
-back to the input size with nearest-neighbour (labels are not interpolated).
+Prediction is `segflow.inference.segment.Segmenter` (the path evaluation and the
+registered model use) over an onnxruntime session or a PyTorch network.
 
 Inference runs one request at a time per model: onnxruntime and PyTorch already use every
 core for one image, so parallel runs would only fight over them; concurrent requests
@@ -18,12 +16,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
 
-from segflow.errors import SegflowError
-from segflow.preprocess import content_size
+from segflow.inference.segment import Runner, Segmenter, onnx_runner, torch_runner
 
 __all__ = ["ModelInfo", "Predictor", "onnx_predictor", "torch_predictor"]
 
@@ -55,13 +50,21 @@ class ModelInfo:
 class Predictor:
     """`predict(image)`: (H, W, 3) uint8 RGB -> (H, W) uint8 class indices.
 
-    `run` maps a (1, 3, S, S) float32 RGB 0..255 batch to (1, S, S) uint8 class indices.
+    `run` is a `segflow.inference.segment.Runner` at the model's input size.
     """
 
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray], info: ModelInfo) -> None:
-        self._run = run
+    def __init__(self, run: Runner, info: ModelInfo) -> None:
         self.info = info
         self._lock = threading.Lock()
+        self._waited = threading.local()
+
+        def locked(batch: np.ndarray) -> np.ndarray:
+            start = time.perf_counter()
+            with self._lock:
+                self._waited.seconds = time.perf_counter() - start
+                return run(batch)
+
+        self._segmenter = Segmenter(locked, info.image_size)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         return self.predict_timed(image)[0]
@@ -70,26 +73,15 @@ class Predictor:
         """(mask, seconds of work): letterbox, network and resize back, not the wait for
         another request's turn at the network."""
         start = time.perf_counter()
-        height, width = image.shape[:2]
-        size = self.info.image_size
-        inner_h, inner_w = content_size(height, width, size)
-        # What segflow.preprocess.letterbox does to an image (tests hold the two equal).
-        boxed = np.zeros((size, size, 3), np.uint8)
-        boxed[:inner_h, :inner_w] = cv2.resize(image, (inner_w, inner_h), interpolation=cv2.INTER_AREA)
-        batch = np.ascontiguousarray(boxed.transpose(2, 0, 1)[None], dtype=np.float32)
-        waited = time.perf_counter()
-        with self._lock:
-            waited = time.perf_counter() - waited
-            mask = self._run(batch)[0]
-        mask = cv2.resize(np.ascontiguousarray(mask[:inner_h, :inner_w]), (width, height),
-                          interpolation=cv2.INTER_NEAREST)
-        return mask, time.perf_counter() - start - waited
+        self._waited.seconds = 0.0
+        mask = self._segmenter.predict([image])[0]
+        return mask, time.perf_counter() - start - self._waited.seconds
 
 
 def onnx_predictor(path: Path, info: dict, threads: int = 0) -> Predictor:
-    """A predictor running the ONNX file `path` (from `segflow.export`); `info` fills ModelInfo
+    """A predictor running the ONNX file `path` (from `segflow.serving.export`); `info` fills ModelInfo
     beyond what the file's metadata says."""
-    from segflow.export import read_metadata, session
+    from segflow.serving.export import read_metadata, session
 
     runner = session(path, threads)
     meta = read_metadata(runner)
@@ -103,12 +95,12 @@ def onnx_predictor(path: Path, info: dict, threads: int = 0) -> Predictor:
         palette=meta.get("palette") or _default_palette(len(meta["class_names"])),
         image_size=int(meta["image_size"]), bytes=Path(path).stat().st_size, metrics=metrics, **info,
     )
-    return Predictor(lambda batch: runner.run(["mask"], {"image": batch})[0], model)
+    return Predictor(onnx_runner(runner), model)
 
 
 def torch_predictor(checkpoint: Path, info: dict) -> Predictor:
-    """A predictor running a `segflow.model.save_checkpoint` file with PyTorch."""
-    from segflow.model import load_checkpoint
+    """A predictor running a `segflow.training.model.save_checkpoint` file with PyTorch."""
+    from segflow.inference.network import load_checkpoint
 
     net, meta = load_checkpoint(checkpoint)
     names = meta["class_names"]
@@ -120,14 +112,10 @@ def torch_predictor(checkpoint: Path, info: dict) -> Predictor:
         bytes=Path(checkpoint).stat().st_size, metrics=info.pop("metrics", {}), **info,
     )
 
-    @torch.inference_mode()
-    def run(batch: np.ndarray) -> np.ndarray:
-        return net(torch.from_numpy(batch)).argmax(1).to(torch.uint8).numpy()
-
-    return Predictor(run, model)
+    return Predictor(torch_runner(net), model)
 
 
 def _default_palette(count: int) -> list[list[int]]:
-    from segflow.visualize import palette
+    from segflow.colours import palette
 
     return palette(count).tolist()

@@ -2,7 +2,7 @@
 
 `class_shares` counts each class's pixels. `polygons` traces each class's connected
 regions with OpenCV (`cv2.findContours`, outer boundaries) and returns them as canonical
-region records (`segflow.records.Region`: label, shape "polygon", points [[x, y], ...]
+region records (`segflow.data.records.Region`: label, shape "polygon", points [[x, y], ...]
 in pixels of the image), the form every annotation reader produces, so a predicted mask
 can be reviewed and corrected in the same tools. Regions come largest first: painting
 them in order (as rasterize does, later over earlier) puts a region inside a hole of
@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from segflow.records import Region
+from segflow.data.records import Region
 
 __all__ = ["class_shares", "polygons", "mask_png"]
 

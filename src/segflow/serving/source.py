@@ -5,7 +5,7 @@ A source is one of:
 * ``models:/<name>@<alias>``: the version an alias points at (``@champion`` by default);
   it moves when the alias does (`segflow promote`, `segflow rollback`);
 * ``models:/<name>/<version>``: one version, which never changes;
-* a ``.onnx`` file from `segflow export`, or a ``.pt`` checkpoint (`segflow.model`); it
+* a ``.onnx`` file from `segflow export`, or a ``.pt`` checkpoint (`segflow.training.model`); it
   changes when the file is replaced.
 
 For a registered version, the exported ONNX model the version names (``onnx.default``)
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import mlflow
 
-from segflow import registered
+from segflow.registry import versions
 from segflow.errors import SegflowError
 from segflow.serving.predictor import Predictor, onnx_predictor, torch_predictor
 
@@ -70,7 +70,7 @@ class ModelSource:
             return f"{stat.st_mtime_ns}:{stat.st_size}"
         if self.alias is None:
             return self.version
-        return str(registered.resolve(mlflow.MlflowClient(), self.name, self.alias).version)
+        return str(versions.resolve(mlflow.MlflowClient(), self.name, self.alias).version)
 
     def load(self) -> tuple[str, Predictor]:
         """(key, predictor) of the model this source names now."""
@@ -83,10 +83,10 @@ class ModelSource:
 
     def _load_registered(self) -> tuple[str, Predictor]:
         client = mlflow.MlflowClient()
-        version = registered.resolve(client, self.name, self.alias or self.version)
+        version = versions.resolve(client, self.name, self.alias or self.version)
         info = {"name": version.name, "version": str(version.version), "alias": self.alias,
                 "source": f"models:/{version.name}/{version.version}"}
-        exported = None if self.runtime == "torch" else registered.onnx_uri(
+        exported = None if self.runtime == "torch" else versions.onnx_uri(
             version, None if self.runtime == "auto" else self.runtime)
         if exported is None and self.runtime in ("int8", "fp32"):
             raise SegflowError(f"version {version.version} of {version.name!r} has no exported {self.runtime} "
@@ -101,7 +101,7 @@ class ModelSource:
             else:
                 log.info("version %s of %s has no exported ONNX model: serving its PyTorch checkpoint "
                          "(`segflow export` makes it smaller and faster)", version.version, version.name)
-                checkpoint, meta = registered.download_checkpoint(version, Path(tmp))
-                metrics = {"test_miou": registered.test_miou(version, meta)}
+                checkpoint, meta = versions.download_checkpoint(version, Path(tmp))
+                metrics = {"test_miou": versions.test_miou(version, meta)}
                 predictor = torch_predictor(checkpoint, {**info, "palette": meta.get("palette"), "metrics": metrics})
         return str(version.version), predictor

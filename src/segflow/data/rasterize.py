@@ -1,0 +1,98 @@
+"""The rasterize stage: canonical regions -> single-channel class-index PNG masks.
+
+Rules (documented in the README too):
+
+* Regions are painted in the order the annotation file lists them, so a later region
+  covers an earlier one where they overlap (as they appear stacked in the tool).
+* Pixels that no region covers get `Params.unlabeled_value`: a class (usually
+  background) or the ignore index, chosen by ``rasterize.unlabeled``. Regions labelled
+  ``ignore`` (``classes.label_map``) are painted with the ignore index.
+* Which pixels a shape covers follows ``rasterize.fill`` (see `segflow.data.draw`): OpenCV's
+  fill, or PIL's, which reproduces Cityscapes' and LabelMe's own converters. Parts
+  outside the image are clipped.
+* Polylines and points are drawn only with ``rasterize.polyline_width`` /
+  ``point_radius`` above 0; otherwise they are skipped and counted in the report.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from segflow.config import Params
+from segflow.data.draw import DrawRules, drawable, paint_region, rasterize_image
+from segflow.data.drops import Drops
+from segflow.errors import AnnotationError
+from segflow.outputs import atomic_dir
+from segflow.data.records import read_annotations
+from segflow.data.report import add_pixels, write_report
+
+__all__ = ["PIL_FORMATS", "mask_name", "draw_rules", "paint_region", "rasterize_image", "rasterize"]
+
+#: Formats whose own tools rasterize with PIL; ``rasterize.fill: auto`` follows them.
+PIL_FORMATS = ("cityscapes", "labelme")
+
+
+def mask_name(filename: str) -> str:
+    """Mask file name (relative) for an image file name: same path, ``.png``."""
+    return str(Path(filename).with_suffix(".png"))
+
+
+def draw_rules(params: Params, fmt: str) -> DrawRules:
+    """The drawing rules for annotations read as `fmt`, from ``rasterize`` params."""
+    settings = params.rasterize
+    fill = settings.fill
+    if fill == "auto":
+        fill = "pil" if fmt in PIL_FORMATS else "opencv"
+    return DrawRules(fill=fill, polyline_width=settings.polyline_width, point_radius=settings.point_radius)
+
+
+def rasterize(params: Params, fetch_dir: Path, out_dir: Path, report_dir: Path | None = None) -> dict[str, int]:
+    """Write one mask PNG per image of the fetch snapshot into `out_dir`.
+
+    Args:
+        report_dir: if given, the fetch report with pixel counts added is written there
+            (``report.json`` and ``class_pixels.png``).
+
+    Returns:
+        Pixel count per class (and ``"ignore"``) over all masks.
+    """
+    images = read_annotations(fetch_dir / "annotations.json")
+    # The fetch manifest already holds every image's size: no need to decode them again.
+    manifest = json.loads((fetch_dir / "manifest.json").read_text())
+    sizes = {entry["filename"]: (entry["height"], entry["width"]) for entry in manifest["files"]}
+    rules = draw_rules(params, manifest.get("format", "via_csv"))
+    names, ignore = params.classes.names, params.classes.ignore_index
+    skipped = Drops(strict=False)
+    counts = np.zeros(256, dtype=np.int64)
+    with atomic_dir(out_dir) as staging:
+        for image in tqdm(images, desc=f"rasterize ({rules.fill})", unit="img"):
+            for region in image.regions:
+                if not drawable(region, rules):
+                    option = "polyline_width" if region.shape == "polyline" else "point_radius"
+                    skipped.note(f"{region.shape} not drawn", f"{region.origin}: a {region.shape} "
+                                 f"has no area; skipped (set rasterize.{option} to draw it)")
+            height, width = sizes[image.filename]
+            mask = rasterize_image(image, height, width, names, params.unlabeled_value,
+                                   ignore_index=ignore, rules=rules)
+            target = staging / mask_name(image.filename)
+            if target.exists():
+                raise AnnotationError(
+                    f"{image.origin}: two images share the mask name {target.name}; rename one "
+                    "(masks are named after the image without its extension)"
+                )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(target), mask)
+            counts += np.bincount(mask.ravel(), minlength=256)
+    pixels = {name: int(counts[index]) for index, name in enumerate(names)}
+    pixels["ignore"] = int(counts[ignore])
+    if report_dir is not None:
+        if not (fetch_dir / "report.json").is_file():
+            raise AnnotationError(f"{fetch_dir}: no report.json (an older fetch output); rerun fetch")
+        report = json.loads((fetch_dir / "report.json").read_text())
+        with atomic_dir(report_dir) as folder:
+            write_report(add_pixels(report, pixels, skipped.as_dict()), folder)
+    return pixels

@@ -1,0 +1,133 @@
+"""Annotation readers: one module per tool, each returning `ImageAnnotation` records.
+
+=========== ============================================ =================================
+format      reads                                        module
+=========== ============================================ =================================
+via_csv     a VIA 1.x/2.x CSV export                     `segflow.data.readers.via`
+via_json    a VIA 1.x/2.x JSON export or project file    `segflow.data.readers.via`
+coco        a COCO instances JSON (polygons, RLE, bbox)  `segflow.data.readers.coco`
+labelme     a LabelMe JSON file, or a folder of them     `segflow.data.readers.labelme`
+cityscapes  a Cityscapes folder (gtFine/ + leftImg8bit/) `segflow.data.readers.cityscapes`
+=========== ============================================ =================================
+
+``"auto"`` tells them apart: a ``.csv`` is VIA; a ``.json`` is parsed once and
+recognised by its keys (COCO: ``images`` + ``annotations`` + ``categories``; LabelMe:
+``shapes`` + ``imagePath``; Cityscapes: ``imgHeight`` + ``objects``; VIA: image
+records with ``filename`` and ``regions``, or ``_via_img_metadata``); a folder holding
+``gtFine/`` is Cityscapes, and a folder of ``.json`` files is LabelMe.
+
+To add a format, write its module, add it to `_FILE_READERS` or `_FOLDER_READERS`, and
+teach `detect_format` to recognise it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, get_args
+
+from segflow.config.data import AnnotationFormat
+from segflow.data.drops import Drops
+from segflow.errors import AnnotationError
+from segflow.data.readers.cityscapes import parse_cityscapes, read_cityscapes
+from segflow.data.readers.coco import CROWD_CHOICES, parse_coco
+from segflow.data.readers.common import load_json
+from segflow.data.readers.labelme import parse_labelme, read_labelme
+from segflow.data.readers.via import parse_via_json, read_via_csv
+from segflow.data.records import ImageAnnotation
+
+__all__ = ["FORMATS", "CROWD_CHOICES", "detect_format", "read_annotation_file", "read_detected"]
+
+# (path, parsed JSON, label_key, drops, crowd) -> records, for formats read from one JSON file.
+_JsonParser = Callable[[Path, Any, str, Drops, str], list[ImageAnnotation]]
+_FILE_READERS: dict[str, _JsonParser] = {
+    "via_json": lambda path, data, key, drops, crowd: parse_via_json(path, data, key, drops),
+    "coco": lambda path, data, key, drops, crowd: parse_coco(path, data, key, drops, crowd),
+    "labelme": lambda path, data, key, drops, crowd: [parse_labelme(path, data, drops)],
+    "cityscapes": lambda path, data, key, drops, crowd: [parse_cityscapes(path, data, drops)],
+}
+_FOLDER_READERS = {"labelme": read_labelme, "cityscapes": read_cityscapes}
+
+#: Accepted values of the format argument: "auto" (detect) or a reader name.
+FORMATS = get_args(AnnotationFormat)
+
+
+def _json_format(path: Path, data: Any) -> str:
+    """The format of a parsed JSON annotation file, recognised by its keys."""
+    if isinstance(data, dict):
+        if {"images", "annotations", "categories"} <= data.keys():
+            return "coco"
+        if {"shapes", "imagePath"} <= data.keys():
+            return "labelme"
+        if "objects" in data and "imgHeight" in data:
+            return "cityscapes"
+        if "_via_img_metadata" in data or any(
+            isinstance(entry, dict) and "filename" in entry and "regions" in entry
+            for entry in data.values()
+        ):
+            return "via_json"
+    raise AnnotationError(
+        f"{path}: cannot tell which tool wrote this JSON (it is not COCO, LabelMe, Cityscapes "
+        f"or VIA by its keys); set fetch.format to one of {list(FORMATS[1:])}",
+        reason="unreadable file",
+    )
+
+
+def detect_format(path: Path, data: Any = None) -> str:
+    """The reader for `path` (`data`: its parsed JSON, if already loaded)."""
+    if path.is_dir():
+        if (path / "gtFine").is_dir():
+            return "cityscapes"
+        if next(path.rglob("*.json"), None) is not None:
+            return "labelme"
+        raise AnnotationError(
+            f"{path}: a folder with neither gtFine/ (Cityscapes) nor .json files (LabelMe); "
+            "point fetch.annotations at an annotation file or such a folder"
+        )
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "via_csv"
+    if suffix == ".json":
+        return _json_format(path, load_json(path, "your annotation tool") if data is None else data)
+    raise AnnotationError(
+        f"{path}: cannot tell the annotation format from the extension {suffix!r} "
+        f"(known: ['.csv', '.json', a folder]); set the format to one of {list(FORMATS[1:])}"
+    )
+
+
+def read_detected(
+    path: Path, fmt: str, label_key: str, drops: Drops | None = None, *, crowd: str = "class"
+) -> tuple[str, list[ImageAnnotation]]:
+    """`read_annotation_file`, also returning the format it read (detected for "auto")."""
+    if fmt not in FORMATS:
+        raise AnnotationError(f"unknown annotation format {fmt!r}; choose from {list(FORMATS)}")
+    drops = drops or Drops()
+    if path.is_dir():
+        fmt = detect_format(path) if fmt == "auto" else fmt
+        if fmt not in _FOLDER_READERS:
+            raise AnnotationError(
+                f"{path}: is a folder, but {fmt} reads one file; point fetch.annotations at the "
+                f"file, or use a folder format {sorted(_FOLDER_READERS)}"
+            )
+        return fmt, _FOLDER_READERS[fmt](path, label_key, drops)
+    if fmt == "via_csv" or (fmt == "auto" and path.suffix.lower() == ".csv"):
+        return "via_csv", read_via_csv(path, label_key, drops)
+    data = None
+    if fmt != "auto" or path.suffix.lower() == ".json":
+        data = load_json(path, "your annotation tool")
+    fmt = detect_format(path, data) if fmt == "auto" else fmt
+    return fmt, _FILE_READERS[fmt](path, data, label_key, drops, crowd)
+
+
+def read_annotation_file(
+    path: Path, fmt: str, label_key: str, drops: Drops | None = None, *, crowd: str = "class"
+) -> list[ImageAnnotation]:
+    """Read one annotation export (a file or a folder) with the reader for `fmt`.
+
+    Args:
+        path: the annotation file or folder.
+        fmt: one of `FORMATS`; ``"auto"`` detects it (see the module docstring).
+        label_key: the VIA region attribute holding the label, e.g. ``"labels"``.
+        drops: where bad records go; None (or a strict one) raises at the first.
+        crowd: what COCO crowd annotations become, one of `CROWD_CHOICES`.
+    """
+    return read_detected(path, fmt, label_key, drops, crowd=crowd)[1]

@@ -1,0 +1,129 @@
+"""The dataset report: what the fetch and rasterize stages found in the data.
+
+Fetch writes ``report.json`` into its snapshot; rasterize adds the pixels each class
+covers and writes the full report, with a bar chart of pixel shares
+(``class_pixels.png``), into the report folder. Keys of ``report.json``:
+
+* ``format``, ``source``: the reader used and where the data came from;
+* ``images``, ``regions``: how many were kept;
+* ``classes``: per class (and ``ignore``): ``images`` holding it, ``instances``
+  (regions) and, after rasterize, ``pixels`` and ``pixel_share``;
+* ``images_without_regions``: a count and the first few names;
+* ``dropped``: per reason, how many records were dropped and example messages naming
+  file and record (bad records when ``fetch.bad_records: skip``, polygons wholly
+  outside their image, polylines and points not drawn, ...);
+* ``unreadable_files``: how many of the drops were missing or undecodable images and
+  unreadable annotation files;
+* ``clipped``: regions partly outside their image (kept; the outside part is lost);
+* ``duplicate_images``: groups of images with identical bytes (by sha256).
+
+Preprocess adds the duplicates that cross the train/val/test split to its own output.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from segflow.config import IGNORE
+from segflow.data.records import ImageAnnotation
+
+__all__ = ["UNREADABLE_REASONS", "fetch_report", "add_pixels", "write_report", "report_table"]
+
+#: Drop reasons that count as unreadable files.
+UNREADABLE_REASONS = ("missing image", "unreadable image", "unreadable file")
+_EXAMPLES = 5
+
+
+def fetch_report(
+    records: list[ImageAnnotation], class_names: list[str], files: list[dict[str, Any]],
+    dropped: dict[str, dict], clipped: list[str], fmt: str, source: str,
+) -> dict[str, Any]:
+    """The fetch part of the report, from the kept (label-mapped) records and their files."""
+    instances = Counter(region.label for record in records for region in record.regions)
+    images = Counter(label for record in records for label in {r.label for r in record.regions})
+    empty = [record.filename for record in records if not record.regions]
+    by_hash: dict[str, list[str]] = {}
+    for entry in files:
+        by_hash.setdefault(entry["sha256"], []).append(entry["filename"])
+    return {
+        "format": fmt,
+        "source": source,
+        "images": len(records),
+        "regions": sum(instances.values()),
+        "classes": {
+            name: {"images": images[name], "instances": instances[name]}
+            for name in [*class_names, IGNORE]
+        },
+        "images_without_regions": {"count": len(empty), "examples": empty[:_EXAMPLES]},
+        "dropped": dropped,
+        "unreadable_files": sum(dropped["counts"].get(reason, 0) for reason in UNREADABLE_REASONS),
+        "clipped": {"count": len(clipped), "examples": clipped[:_EXAMPLES]},
+        "duplicate_images": [sorted(names) for names in by_hash.values() if len(names) > 1],
+    }
+
+
+def add_pixels(report: dict[str, Any], pixels: dict[str, int], dropped: dict[str, dict]) -> dict[str, Any]:
+    """The report with rasterize's pixel counts per class and its own drops added."""
+    total = sum(pixels.values()) or 1
+    classes = {
+        name: {**counts, "pixels": pixels.get(name, 0), "pixel_share": pixels.get(name, 0) / total}
+        for name, counts in report["classes"].items()
+    }
+    counts = Counter(report["dropped"]["counts"]) + Counter(dropped["counts"])
+    examples = {**report["dropped"]["examples"], **dropped["examples"]}
+    merged = {"counts": dict(sorted(counts.items())), "examples": dict(sorted(examples.items()))}
+    return {**report, "classes": classes, "dropped": merged}
+
+
+def _chart(report: dict[str, Any], path: Path) -> None:
+    """A horizontal bar chart of each class's share of the pixels."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    names = list(report["classes"])
+    shares = [100 * report["classes"][name]["pixel_share"] for name in names]
+    figure, axes = plt.subplots(figsize=(6, 0.35 * len(names) + 1.2))
+    bars = axes.barh(names[::-1], shares[::-1], color="#4878a8")
+    axes.bar_label(bars, fmt="%.1f%%", fontsize=8, padding=2)
+    axes.set_xlabel("share of all mask pixels (%)")
+    axes.set_title(f"pixels per class, {report['images']} images")
+    axes.set_xlim(0, max(shares + [1]) * 1.2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write_report(report: dict[str, Any], folder: Path) -> None:
+    """Write ``report.json`` into `folder`, and ``class_pixels.png`` once pixels are counted."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(report, indent=1))
+    if all("pixels" in counts for counts in report["classes"].values()):
+        _chart(report, folder / "class_pixels.png")
+
+
+def report_table(report: dict[str, Any]) -> Table:
+    """A short table for the terminal: classes, then what was dropped, clipped, duplicated."""
+    table = Table(title=f"dataset: {report['images']} images, {report['regions']} regions "
+                        f"({report['format']})")
+    for column in ("class", "images", "instances", "pixels"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, counts in report["classes"].items():
+        share = f"{counts['pixel_share']:.1%}" if "pixel_share" in counts else "-"
+        table.add_row(name, str(counts["images"]), str(counts["instances"]), share)
+    notes = {
+        "images without regions": report["images_without_regions"]["count"],
+        "unreadable files": report["unreadable_files"],
+        "clipped to the image": report["clipped"]["count"],
+        "duplicate images": sum(len(group) for group in report["duplicate_images"]),
+        **{f"dropped: {reason}": count for reason, count in report["dropped"]["counts"].items()},
+    }
+    for note, count in notes.items():
+        if count:
+            table.add_row(f"[yellow]{note}[/]", "", str(count), "")
+    return table

@@ -1,0 +1,111 @@
+"""The segmentation network and its checkpoint file.
+
+The network takes raw RGB pixels, float32 in 0..255, so a served model needs no side
+file describing how to normalise: the mean and std its encoder weights expect live in
+its buffers. A checkpoint holds the weights and what is needed to rebuild the network
+(architecture, encoder, class names, input size); where the weights come from before
+training (ImageNet, a file) is `segflow.training.model`'s business.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from segflow.errors import ConfigError
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "SegmentationNet",
+    "build_model",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+
+#: ImageNet channel statistics (RGB, 0..1): smp encoders expect inputs normalised by them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class SegmentationNet(nn.Module):
+    """smp model + normalisation.
+
+    forward(x): x (N, 3, H, W) float32 RGB in 0..255, H and W multiples of 32
+    -> logits (N, num_classes, H, W).
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        encoder: str,
+        num_classes: int,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        download_imagenet: bool = False,
+    ) -> None:
+        super().__init__()
+        # Nothing is downloaded unless asked for (model.encoder_weights: imagenet).
+        # smp wants True for a timm encoder's default pretrained tag, a name otherwise.
+        weights = (True if encoder.startswith("tu-") else "imagenet") if download_imagenet else None
+        self.net = smp.create_model(arch, encoder_name=encoder, encoder_weights=weights, classes=num_classes)
+        # Buffers, so they travel in the state dict: a loaded checkpoint keeps its statistics.
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def check_names(arch: str, encoder: str) -> None:
+    """Raise a ConfigError listing the valid choices if `arch` or `encoder` is unknown to smp."""
+    archs = sorted(smp.MODEL_ARCHITECTURES_MAPPING)
+    if arch.lower() not in {name.lower() for name in archs}:
+        raise ConfigError(f"model.arch: unknown architecture {arch!r}; choose from {archs}")
+    encoders = smp.encoders.get_encoder_names()
+    if encoder not in encoders and not encoder.startswith("tu-"):
+        raise ConfigError(
+            f"model.encoder: unknown encoder {encoder!r}; choose from {sorted(encoders)} "
+            "or a timm encoder as 'tu-<name>'"
+        )
+
+
+def build_model(
+    arch: str,
+    encoder: str,
+    num_classes: int,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> SegmentationNet:
+    """Create the network (random weights), with errors that list the valid choices."""
+    check_names(arch, encoder)
+    return SegmentationNet(arch, encoder, num_classes, mean, std)
+
+
+def save_checkpoint(
+    model: SegmentationNet, path: Path, *, arch: str, encoder: str, class_names: list[str], image_size: int,
+    **extra: object,
+) -> None:
+    """Save weights with what is needed to rebuild the network (`extra`: epoch, scores...)."""
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "arch": arch,
+            "encoder": encoder,
+            "class_names": list(class_names),
+            "image_size": image_size,
+            **extra,
+        },
+        path,
+    )
+
+
+def load_checkpoint(path: Path) -> tuple[SegmentationNet, dict]:
+    """Rebuild the network saved by `save_checkpoint`; returns (model in eval mode, metadata)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(checkpoint["arch"], checkpoint["encoder"], len(checkpoint["class_names"]))
+    model.load_state_dict(checkpoint.pop("state_dict"))
+    return model.eval(), checkpoint

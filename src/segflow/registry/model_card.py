@@ -1,0 +1,111 @@
+"""The model card: one markdown page per registered version, logged beside its run.
+
+What a person needs before trusting a version: which data and code made it, the class
+shares it learnt from, its params, its test scores per class, the confusion matrix, and
+its known weaknesses (the worst classes and what they are mistaken for).
+"""
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+
+from segflow.config import Params
+from segflow.registry.scoring import Scores
+
+__all__ = ["WORST_CLASSES", "render_model_card"]
+
+#: "Known weaknesses" lists at most this many classes: the lowest IoUs below the mIoU.
+WORST_CLASSES = 3
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _weaknesses(scores: Scores) -> list[str]:
+    names, confusion = scores.class_names, scores.confusion
+    measured = [i for i, v in enumerate(scores.iou) if not math.isnan(v) and v < scores.miou]
+    lines = [] if measured else ["- no class scores below the mIoU"]
+    for i in sorted(measured, key=lambda i: scores.iou[i])[:WORST_CLASSES]:
+        row, total = confusion[i], sum(confusion[i])
+        mistakes = [(count, j) for j, count in enumerate(row) if j != i and count]
+        detail = "no test pixels of this class"
+        if total and mistakes:
+            count, j = max(mistakes)
+            detail = f"{100 * count / total:.0f}% of its pixels predicted as `{names[j]}`"
+        elif total:
+            detail = "its errors are false positives (other classes predicted as it)"
+        lines.append(f"- `{names[i]}`: IoU {_num(scores.iou[i])}; {detail}")
+    absent = [names[i] for i, v in enumerate(scores.iou) if math.isnan(v)]
+    if absent:
+        lines.append(f"- not measured (absent from the test split): {', '.join(absent)}")
+    return lines
+
+
+def render_model_card(
+    name: str, version: str, run_id: str, params: Params, tags: dict[str, str],
+    scores: Scores | None, train_shares: list[float] | None, test_shares: list[float] | None,
+    split_sha256: str | None,
+) -> str:
+    """Markdown for one registered version; `scores` None = not evaluated at registration."""
+    names = list(params.classes.names)
+    size = params.preprocess.image_size
+    lines = [
+        f"# {name} version {version}",
+        "",
+        f"{params.model.arch} (encoder {params.model.encoder}) segmenting {len(names)} classes; "
+        f"input letterboxed to {size}x{size} px, mask returned at the image's own size. "
+        f'Load: `mlflow.pyfunc.load_model("models:/{name}/{version}").predict(rgb_array)`.',
+        "",
+        *_table(["", ""], [
+            ["registered", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")],
+            ["MLflow run", f"`{run_id}`"],
+            ["code", f"git `{tags.get('git_commit', 'unknown')}`"
+                     + (" with uncommitted changes" if tags.get("git_dirty") == "true" else "")],
+            ["data", f"data.dvc md5 `{tags.get('data_md5', 'unknown')}`"],
+            ["test split", f"sha256 `{split_sha256}`" if split_sha256
+             else f"not read; all preprocessed arrays: sha256 `{tags.get('split_sha256', 'unknown')}`"],
+        ]),
+        "",
+        "## Data: class shares (labelled pixels)",
+        "",
+    ]
+    if train_shares is None and test_shares is None:
+        lines.append("Not measured (the model was registered without its data folder).")
+    else:
+        rows = [[n, _num(100 * train_shares[i], 1) + "%" if train_shares else "n/a",
+                 _num(100 * test_shares[i], 1) + "%" if test_shares else "n/a"] for i, n in enumerate(names)]
+        lines += _table(["class", "train", "test"], rows)
+    lines += ["", "## Parameters", ""]
+    dumped = params.model_dump(mode="json", include={"seed", "preprocess", "model", "augment", "train"})
+    flat = [[f"`{section}.{key}`" if isinstance(values, dict) else f"`{section}`", f"`{value}`"]
+            for section, values in dumped.items()
+            for key, value in (values.items() if isinstance(values, dict) else [("", values)])]
+    lines += _table(["param", "value"], flat)
+    lines += ["", "## Test metrics", ""]
+    if scores is None:
+        lines.append("Not evaluated at registration: see the run's `evaluation/` artifacts, or `segflow promote`.")
+        return "\n".join(lines) + "\n"
+    lines += [
+        f"{scores.images} test images: mIoU **{_num(scores.miou)}**, mean Dice {_num(scores.mdice)}, "
+        f"pixel accuracy {_num(scores.pixel_accuracy)}; {scores.ms_per_image:.1f} ms per image on the "
+        f"registering machine; {scores.parameters:,} weights ({scores.checkpoint_bytes / 1e6:.1f} MB).",
+        "",
+        *_table(["class", "IoU", "Dice"],
+                [[n, _num(scores.iou[i]), _num(scores.dice[i])] for i, n in enumerate(names)]),
+        "",
+        "## Confusion matrix (rows: truth, columns: predicted, % of the row)",
+        "",
+    ]
+    rows = []
+    for i, row in enumerate(scores.confusion):
+        total = sum(row)
+        rows.append([f"**{names[i]}**", *(f"{100 * c / total:.0f}" if total else "-" for c in row)])
+    lines += _table(["truth \\ predicted", *names], rows)
+    lines += ["", "## Known weaknesses (classes below the mIoU, worst first)", "", *_weaknesses(scores)]
+    return "\n".join(lines) + "\n"
