@@ -9,7 +9,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install run test sample browser
+.PHONY: install run lint test test-fast sample browser
 
 install: $(VENV)/.installed
 
@@ -26,8 +26,18 @@ run: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 	$(BIN)/segflow summary
 
-test: install browser
+# What CI runs (.ci/run): lint, then every test, slow ones included.
+test: install browser lint
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
+
+# The inner loop: lint and the tests not marked slow (the end-to-end runs, the model in a
+# fresh virtual environment, the tracking servers).
+test-fast: install lint
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Regenerate the embedded sample (then `dvc add data && dvc push` to publish it).
 sample: install

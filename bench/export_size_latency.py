@@ -16,6 +16,7 @@ artifacts/bench/checkpoints/ENCODER.pt), so the comparison is reproducible from 
 
     python bench/export_size_latency.py --train tu-efficientnet_lite0 --out artifacts/bench/export.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,9 @@ import numpy as np
 import torch
 
 from segflow.config import Params, load_params
-from segflow.serving.export import FP32_FILE, INT8_FILE, calibration_images, export_model, session
 from segflow.inference.network import load_checkpoint
 from segflow.registry.scoring import load_test_split
+from segflow.serving.export import FP32_FILE, INT8_FILE, calibration_images, export_model, session
 
 CACHE = Path("artifacts/bench/checkpoints")
 
@@ -73,15 +74,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--data", type=Path, default=Path("artifacts/preprocess"))
-    parser.add_argument("--checkpoint", type=Path, action="append", default=[],
-                        help="a trained checkpoint (repeatable); default artifacts/train/model.pt")
-    parser.add_argument("--train", action="append", default=[], metavar="ENCODER",
-                        help="also compare this encoder, training it first if it is not cached")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[512], help="latency input sides (default "
-                        "%(default)s, plus the served size)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        action="append",
+        default=[],
+        help="a trained checkpoint (repeatable); default artifacts/train/model.pt",
+    )
+    parser.add_argument(
+        "--train",
+        action="append",
+        default=[],
+        metavar="ENCODER",
+        help="also compare this encoder, training it first if it is not cached",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[512],
+        help="latency input sides (default %(default)s, plus the served size)",
+    )
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=0,
-                        help="threads of PyTorch and onnxruntime alike (default 0: their own default, one per core)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="threads of PyTorch and onnxruntime alike (default 0: their own default, one per core)",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     params = load_params(args.params)
@@ -97,23 +117,39 @@ def main() -> None:
     for checkpoint in checkpoints:
         model, meta = load_checkpoint(checkpoint)
         out = work / meta["encoder"]
-        metadata = {"class_names": meta["class_names"], "image_size": meta["image_size"],
-                    "ignore_index": params.classes.ignore_index, "encoder": meta["encoder"], "arch": meta["arch"]}
+        metadata = {
+            "class_names": meta["class_names"],
+            "image_size": meta["image_size"],
+            "ignore_index": params.classes.ignore_index,
+            "encoder": meta["encoder"],
+            "arch": meta["arch"],
+        }
         start = time.perf_counter()
-        report = export_model(model, metadata, out, split.images, split.masks, calibration,
-                              params.serve.max_int8_miou_loss)
+        report = export_model(
+            model, metadata, out, split.images, split.masks, calibration, params.serve.max_int8_miou_loss
+        )
         export_seconds = time.perf_counter() - start
         name = f"{meta['arch']} {meta['encoder']}"
         fp32, int8 = session(out / FP32_FILE, args.threads), session(out / INT8_FILE, args.threads)
         runners[(name, "torch")] = lambda x, model=model: model(torch.from_numpy(x))
         runners[(name, "fp32")] = lambda x, s=fp32: s.run(["mask"], {"image": x})
         runners[(name, "int8")] = lambda x, s=int8: s.run(["mask"], {"image": x})
-        rows.append({
-            "model": name, "checkpoint": str(checkpoint), "parameters": sum(p.numel() for p in model.parameters()),
-            "bytes": {"torch": Path(checkpoint).stat().st_size, **{k: report["bytes"][k] for k in ("fp32", "int8")}},
-            "miou": report["miou"], "int8_miou_loss": report["int8_miou_loss"], "agreement": report["agreement"],
-            "default": report["default"], "export_seconds": export_seconds,
-        })
+        rows.append(
+            {
+                "model": name,
+                "checkpoint": str(checkpoint),
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "bytes": {
+                    "torch": Path(checkpoint).stat().st_size,
+                    **{k: report["bytes"][k] for k in ("fp32", "int8")},
+                },
+                "miou": report["miou"],
+                "int8_miou_loss": report["int8_miou_loss"],
+                "agreement": report["agreement"],
+                "default": report["default"],
+                "export_seconds": export_seconds,
+            }
+        )
     sizes = list(dict.fromkeys([*args.sizes, int(split.images.shape[1])]))
     for row in rows:
         row["ms"], row["speedup_vs_eager"] = {}, {}
@@ -127,23 +163,33 @@ def main() -> None:
             row["speedup_vs_eager"][size] = {r: ms["torch"] / ms[r] for r in ("fp32", "int8")}
     shutil.rmtree(work, ignore_errors=True)
 
-    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "torch_threads": torch.get_num_threads(), "latency_sizes": sizes,
-              "repeats": args.repeats, "test_images": int(len(split.images)), "rows": rows}
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "torch_threads": torch.get_num_threads(),
+        "latency_sizes": sizes,
+        "repeats": args.repeats,
+        "test_images": int(len(split.images)),
+        "rows": rows,
+    }
     print("| model | weights | PyTorch .pt | ONNX fp32 | ONNX int8 | test mIoU PyTorch / fp32 / int8 | int8 loss |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         mb, miou = row["bytes"], row["miou"]
-        print(f"| {row['model']} | {row['parameters'] / 1e6:.1f} M | {mb['torch'] / 1e6:.1f} MB | {mb['fp32'] / 1e6:.1f} MB"
-              f" | {mb['int8'] / 1e6:.1f} MB | {miou['torch']:.4f} / {miou['fp32']:.4f} / {miou['int8']:.4f}"
-              f" | {100 * row['int8_miou_loss']:+.2f} pt |")
+        print(
+            f"| {row['model']} | {row['parameters'] / 1e6:.1f} M | {mb['torch'] / 1e6:.1f} MB "
+            f"| {mb['fp32'] / 1e6:.1f} MB"
+            f" | {mb['int8'] / 1e6:.1f} MB | {miou['torch']:.4f} / {miou['fp32']:.4f} / {miou['int8']:.4f}"
+            f" | {100 * row['int8_miou_loss']:+.2f} pt |"
+        )
     print("\n| model | input | eager ms | ONNX fp32 ms | ONNX int8 ms | fp32 vs eager | int8 vs eager |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         for size in sizes:
             ms, x = row["ms"][size], row["speedup_vs_eager"][size]
-            print(f"| {row['model']} | {size}² | {ms['torch']:.1f} | {ms['fp32']:.1f} | {ms['int8']:.1f} | "
-                  f"{x['fp32']:.2f}× | {x['int8']:.2f}× |")
+            print(
+                f"| {row['model']} | {size}² | {ms['torch']:.1f} | {ms['fp32']:.1f} | {ms['int8']:.1f} | "
+                f"{x['fp32']:.2f}× | {x['int8']:.2f}× |"
+            )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))

@@ -14,6 +14,7 @@ Without --model it exports artifacts/train/model.pt (segflow.serving.export) int
 artifacts/bench/serve/ and serves the variant the export picks as default, as `segflow
 serve` would for a registered version; `--model FILE` serves a given .onnx or .pt file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,19 +38,25 @@ from segflow.serving.source import ModelSource
 
 def default_model(params_path: Path, data: Path, checkpoint: Path, out: Path) -> Path:
     """Export `checkpoint` into `out` and return the variant the export picks."""
-    from segflow.serving.export import VARIANT_FILES, calibration_images, export_model
     from segflow.inference.network import load_checkpoint
     from segflow.registry.scoring import load_test_split
+    from segflow.serving.export import VARIANT_FILES, calibration_images, export_model
 
     params = load_params(params_path)
     model, meta = load_checkpoint(checkpoint)
     split = load_test_split(data)
     run = Path("artifacts/train/run.json")  # the version the pipeline registered, for the page
     version = json.loads(run.read_text())["model_version"] if run.is_file() else None
-    metadata = {"name": params.mlflow.model_name, "version": version, "class_names": meta["class_names"],
-                "image_size": meta["image_size"], "ignore_index": params.classes.ignore_index,
-                "encoder": meta["encoder"], "arch": meta["arch"],
-                "palette": [list(c) for c in params.classes.palette] or None}
+    metadata = {
+        "name": params.mlflow.model_name,
+        "version": version,
+        "class_names": meta["class_names"],
+        "image_size": meta["image_size"],
+        "ignore_index": params.classes.ignore_index,
+        "encoder": meta["encoder"],
+        "arch": meta["arch"],
+        "palette": [list(c) for c in params.classes.palette] or None,
+    }
     calibration = calibration_images(data, params.serve.calibration_images, params.seed)
     report = export_model(model, metadata, out, split.images, split.masks, calibration, params.serve.max_int8_miou_loss)
     return out / VARIANT_FILES[report["default"]]
@@ -59,8 +66,9 @@ def photo(size: int) -> bytes:
     """A sample scene resized to size x size, as a JPEG."""
     images = sorted(Path("artifacts/fetch/images").glob("*.jpg"))
     image = cv2.imread(str(images[0])) if images else np.random.default_rng(0).integers(0, 255, (240, 320, 3), np.uint8)
-    ok, data = cv2.imencode(".jpg", cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC),
-                            [cv2.IMWRITE_JPEG_QUALITY, 90])
+    ok, data = cv2.imencode(
+        ".jpg", cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC), [cv2.IMWRITE_JPEG_QUALITY, 90]
+    )
     return data.tobytes()
 
 
@@ -102,18 +110,29 @@ def load(url: str, body: bytes, clients: int, seconds: float) -> dict:
     wall = time.monotonic() - begin
     ordered = sorted(latencies)
     return {
-        "clients": clients, "seconds": wall, "requests": len(ordered),
-        "p50_ms": ordered[len(ordered) // 2], "p95_ms": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
-        "throughput_per_s": len(ordered) / wall, "statuses": statuses,
+        "clients": clients,
+        "seconds": wall,
+        "requests": len(ordered),
+        "p50_ms": ordered[len(ordered) // 2],
+        "p95_ms": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+        "throughput_per_s": len(ordered) / wall,
+        "statuses": statuses,
         "errors_5xx": sum(n for s, n in statuses.items() if s >= 500),
     }
 
 
 def server_model_ms(url: str) -> float:
     text = httpx.get(f"{url}/metrics").text
-    values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-              if line.startswith(("segflow_inference_duration_seconds_sum", "segflow_inference_duration_seconds_count"))}
-    return 1000 * values["segflow_inference_duration_seconds_sum"] / max(values["segflow_inference_duration_seconds_count"], 1)
+    values = {
+        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(("segflow_inference_duration_seconds_sum", "segflow_inference_duration_seconds_count"))
+    }
+    return (
+        1000
+        * values["segflow_inference_duration_seconds_sum"]
+        / max(values["segflow_inference_duration_seconds_count"], 1)
+    )
 
 
 def main() -> None:
@@ -134,9 +153,22 @@ def main() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-c", "from segflow.cli import main; main()", "serve", "--model", str(model),
-                               "--params", str(args.params), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from segflow.cli import main; main()",
+            "serve",
+            "--model",
+            str(model),
+            "--params",
+            str(args.params),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -153,15 +185,21 @@ def main() -> None:
         server.wait(timeout=30)
     for run in runs:
         run["http_p50_over_bare_model"] = run["p50_ms"] / bare
-    result = {"model": {k: info[k] for k in ("name", "version", "runtime", "bytes", "image_size")},
-              "input": f"{args.size}x{args.size} JPEG, {len(body)} bytes", "bare_model_ms": bare,
-              "server_mean_model_ms": served, "runs": runs}
+    result = {
+        "model": {k: info[k] for k in ("name", "version", "runtime", "bytes", "image_size")},
+        "input": f"{args.size}x{args.size} JPEG, {len(body)} bytes",
+        "bare_model_ms": bare,
+        "server_mean_model_ms": served,
+        "runs": runs,
+    }
     print(f"model {info['runtime']} ({info['bytes'] / 1e6:.1f} MB); bare model {bare:.1f} ms per {args.size}² image")
     print("| clients | requests | p50 ms | p95 ms | req/s | 5xx | HTTP p50 / bare model |")
     print("|---|---|---|---|---|---|---|")
     for run in runs:
-        print(f"| {run['clients']} | {run['requests']} | {run['p50_ms']:.1f} | {run['p95_ms']:.1f} | "
-              f"{run['throughput_per_s']:.1f} | {run['errors_5xx']} | {run['http_p50_over_bare_model']:.2f} |")
+        print(
+            f"| {run['clients']} | {run['requests']} | {run['p50_ms']:.1f} | {run['p95_ms']:.1f} | "
+            f"{run['throughput_per_s']:.1f} | {run['errors_5xx']} | {run['http_p50_over_bare_model']:.2f} |"
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))

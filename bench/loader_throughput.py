@@ -8,6 +8,7 @@ The loader's cost is 1 - memory_time / loader_time. Epochs alternate to share no
 
     python bench/loader_throughput.py [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,7 @@ def main() -> None:
     dataset = SegmentationDataset(
         *load_split(args.data, "train"), transform=build_augmentation(params.augment, size, ignore, params.seed)
     )
-    loader = DataLoader(dataset, batch_size=params.train.batch_size, shuffle=True,
-                        num_workers=params.train.num_workers)
+    loader = DataLoader(dataset, batch_size=params.train.batch_size, shuffle=True, num_workers=params.train.num_workers)
     model = model_from_params(params).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=params.train.lr)
     loss_fn = build_loss(params.train.loss, ignore)
@@ -61,8 +61,10 @@ def main() -> None:
         times["memory"].append(time.perf_counter() - start)
     n = len(dataset)
     loader_s, memory_s = statistics.median(times["loader"]), statistics.median(times["memory"])
-    print(f"{os.cpu_count()} cores, {torch.get_num_threads()} threads, {n} images of {size}px, "
-          f"batch {params.train.batch_size}, workers {params.train.num_workers}, {args.repeats} epochs each")
+    print(
+        f"{os.cpu_count()} cores, {torch.get_num_threads()} threads, {n} images of {size}px, "
+        f"batch {params.train.batch_size}, workers {params.train.num_workers}, {args.repeats} epochs each"
+    )
     print("| pipeline | median epoch (s) | images/s |")
     print("|---|---|---|")
     print(f"| segflow loader + augmentation | {loader_s:.2f} | {n / loader_s:.1f} |")

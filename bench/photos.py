@@ -6,6 +6,7 @@ strawberries and oranges (VIA rects). Five folds: each polygon-annotated photo i
 test image once, the next one validates, the other five train (each repeated 4 times per
 epoch, so an epoch is a few optimiser steps). Test scores pool the five test images.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,12 +23,12 @@ import torch
 from PIL import Image
 
 from segflow.config import Params
+from segflow.inference.network import load_checkpoint
+from segflow.inference.segment import letterbox
+from segflow.metrics import SegmentationMeter
 from segflow.training.dataset import load_split
 from segflow.training.evaluate import predict
 from segflow.training.losses import build_loss
-from segflow.metrics import SegmentationMeter
-from segflow.inference.network import load_checkpoint
-from segflow.inference.segment import letterbox
 from segflow.training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ def via_mask(image_path: Path, height: int, width: int) -> np.ndarray:
                 cv2.fillPoly(mask, [points], 1)
             elif shape["name"] == "rect":
                 x, y, w, h = (int(shape[k]) for k in ("x", "y", "width", "height"))
-                mask[y:y + h, x:x + w] = 1
+                mask[y : y + h, x : x + w] = 1
     return mask
 
 
@@ -136,9 +137,17 @@ def run_variant(base: dict, overrides: dict, folders: list[Path], tmp: Path, nam
         best_epochs.append(summary["best_epoch"])
         epochs_run.append(summary["epochs_run"])
     scores = meter.compute()
-    return {"variant": name, "loss": params.train.loss, "epochs": epochs_run, "test_miou": scores["miou"],
-            "test_mdice": scores["mdice"], "iou": scores["iou"], "epochs_to_90": to_90,
-            "best_epoch": best_epochs, "seconds": seconds}
+    return {
+        "variant": name,
+        "loss": params.train.loss,
+        "epochs": epochs_run,
+        "test_miou": scores["miou"],
+        "test_mdice": scores["mdice"],
+        "iou": scores["iou"],
+        "epochs_to_90": to_90,
+        "best_epoch": best_epochs,
+        "seconds": seconds,
+    }
 
 
 def run_variants(base: dict, variants: dict[str, dict], dataset: str, data: Path) -> list[dict]:
@@ -157,6 +166,9 @@ def run_variants(base: dict, variants: dict[str, dict], dataset: str, data: Path
             row = run_variant(copy.deepcopy(base), overrides, folders, tmp, name)
             row["folds"] = len(folders)
             rows.append(row)
-            print(f"{name}: mIoU {row['test_miou']:.4f} Dice {row['test_mdice']:.4f}, 90% of the best val "
-                  f"mIoU at epoch {row['epochs_to_90']}, {row['seconds']:.0f}s", flush=True)
+            print(
+                f"{name}: mIoU {row['test_miou']:.4f} Dice {row['test_mdice']:.4f}, 90% of the best val "
+                f"mIoU at epoch {row['epochs_to_90']}, {row['seconds']:.0f}s",
+                flush=True,
+            )
     return rows

@@ -11,6 +11,7 @@ and Dice, and the first epoch whose val mIoU reaches 90 % of the run's best (his
 
 "photos": the 7 real photos, 5 folds, described in bench/photos.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,12 @@ from photos import REPO, run_variants  # noqa: E402
 VARIANTS = {
     "resnet18, random (first default)": {"model": {"encoder": "resnet18", "encoder_weights": None}},
     "EfficientNet-Lite0, random": {"model": {"encoder": OFFLINE_ENCODER, "encoder_weights": None}},
-    "EfficientNet-Lite0, imagenet-offline": {"model": {"encoder": OFFLINE_ENCODER, "encoder_weights": "imagenet-offline"}},
+    "EfficientNet-Lite0, imagenet-offline": {
+        "model": {"encoder": OFFLINE_ENCODER, "encoder_weights": "imagenet-offline"}
+    },
 }
+
+
 def sizes(num_classes: int, image_size: int) -> list[dict]:
     """Parameters, checkpoint bytes and CPU latency (batch 1) of each encoder's U-Net."""
     rows = []
@@ -52,9 +57,15 @@ def sizes(num_classes: int, image_size: int) -> list[dict]:
                 start = time.perf_counter()
                 model(x)
                 times.append(time.perf_counter() - start)
-        rows.append({"encoder": encoder, "parameters": sum(p.numel() for p in model.parameters()),
-                     "encoder_parameters": sum(p.numel() for p in model.net.encoder.parameters()),
-                     "bytes": buffer.getbuffer().nbytes, "ms": 1000 * float(np.median(times))})
+        rows.append(
+            {
+                "encoder": encoder,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "encoder_parameters": sum(p.numel() for p in model.net.encoder.parameters()),
+                "bytes": buffer.getbuffer().nbytes,
+                "ms": 1000 * float(np.median(times)),
+            }
+        )
     return rows
 
 
@@ -71,23 +82,33 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     base = yaml.safe_load(args.params.read_text())
     base["train"]["epochs"] = args.epochs
-    print(f"{platform.node()} {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}", flush=True)
+    print(
+        f"{platform.node()} {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}",
+        flush=True,
+    )
     if args.dataset == "sizes":
         rows = sizes(len(base["classes"]["names"]), base["preprocess"]["image_size"])
         print("| encoder | U-Net parameters | of which encoder | checkpoint (MB) | CPU latency, 1 image (ms) |")
         print("|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['encoder']} | {r['parameters'] / 1e6:.2f} M | {r['encoder_parameters'] / 1e6:.2f} M "
-                  f"| {r['bytes'] / 1e6:.1f} | {r['ms']:.0f} |")
+            print(
+                f"| {r['encoder']} | {r['parameters'] / 1e6:.2f} M | {r['encoder_parameters'] / 1e6:.2f} M "
+                f"| {r['bytes'] / 1e6:.1f} | {r['ms']:.0f} |"
+            )
     else:
         rows = run_variants(base, VARIANTS, args.dataset, args.data)
-        print(f"\n| {args.dataset} | test mIoU | test Dice | epochs to 90 % of best val mIoU | best epoch | train time (s) |")
+        print(
+            f"\n| {args.dataset} | test mIoU | test Dice | epochs to 90 % of best val mIoU | best epoch "
+            "| train time (s) |"
+        )
         print("|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['variant']} | {r['test_miou']:.3f} | {r['test_mdice']:.3f} "
-                  f"| {', '.join(map(str, r['epochs_to_90']))} | {', '.join(map(str, r['best_epoch']))} "
-                  f"| {r['seconds']:.0f} |")
+            print(
+                f"| {r['variant']} | {r['test_miou']:.3f} | {r['test_mdice']:.3f} "
+                f"| {', '.join(map(str, r['epochs_to_90']))} | {', '.join(map(str, r['best_epoch']))} "
+                f"| {r['seconds']:.0f} |"
+            )
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
 

@@ -15,6 +15,7 @@ segflow's PNGs must equal json2labelImg's pixel for pixel, or the script fails.
 
     python bench/rasterize_cityscapes.py [--frames 20] [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,13 @@ def write_frames(root: Path, frames: int, seed: int = 0) -> list[Path]:
             radius = rng.uniform(150, 600, n) if big else rng.uniform(8, 90, n)
             angle = np.sort(rng.uniform(0, 2 * np.pi, n))
             polygon = np.round(centre + np.stack([radius * np.cos(angle), radius * np.sin(angle)], 1))
-            objects.append({"label": names[int(rng.integers(len(names)))], "deleted": int(k % 50 == 7),
-                            "polygon": polygon.astype(int).tolist()})
+            objects.append(
+                {
+                    "label": names[int(rng.integers(len(names)))],
+                    "deleted": int(k % 50 == 7),
+                    "polygon": polygon.astype(int).tolist(),
+                }
+            )
         path = root / "gtFine" / "val" / "benchcity" / f"benchcity_{frame:06d}_000019_gtFine_polygons.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"imgHeight": HEIGHT, "imgWidth": WIDTH, "objects": objects}))
@@ -66,8 +72,15 @@ def segflow_mask(path: Path, classes: ClassesParams, fill: str) -> np.ndarray:
     """segflow's path from a polygons file to a trainIds mask."""
     record = parse_cityscapes(path, json.loads(path.read_text()))
     mapped = replace(record, regions=tuple(replace(r, label=classes.class_of(r.label)) for r in record.regions))
-    return rasterize_image(mapped, HEIGHT, WIDTH, classes.names, classes.ignore_index,
-                           ignore_index=classes.ignore_index, rules=DrawRules(fill=fill))
+    return rasterize_image(
+        mapped,
+        HEIGHT,
+        WIDTH,
+        classes.names,
+        classes.ignore_index,
+        ignore_index=classes.ignore_index,
+        rules=DrawRules(fill=fill),
+    )
 
 
 def official_mask(path: Path) -> np.ndarray:
@@ -108,14 +121,18 @@ def main() -> None:
                     png = [cv2.imread(str(root / f"{n}.png"), cv2.IMREAD_UNCHANGED) for n in ("official", "segflow")]
                     for ours, reference in ((png[1], png[0]), (masks["segflow"], masks["official"])):
                         if not np.array_equal(ours, reference):
-                            raise SystemExit(f"{path.name}: segflow differs from json2labelImg in "
-                                             f"{int((ours != reference).sum())} pixels")
+                            raise SystemExit(
+                                f"{path.name}: segflow differs from json2labelImg in "
+                                f"{int((ours != reference).sum())} pixels"
+                            )
                     differ += int((masks["opencv"] != masks["official"]).sum())
             for name in runs:
                 totals[name].append(1000 * spent[name] / len(paths))
     ms = {name: statistics.median(values) for name, values in totals.items()}
-    print(f"{os.cpu_count()} cores; {args.frames} frames of {WIDTH}x{HEIGHT}, 120 polygons each; "
-          f"median of {args.repeats} repeats")
+    print(
+        f"{os.cpu_count()} cores; {args.frames} frames of {WIDTH}x{HEIGHT}, 120 polygons each; "
+        f"median of {args.repeats} repeats"
+    )
     print("| JSON ->  | rasterizer | ms / frame | speed vs json2labelImg | trainIds |")
     print("|---|---|---|---|---|")
     rows = (
@@ -123,8 +140,13 @@ def main() -> None:
         ("PNG file", "segflow", "official", "segflow (`fill: pil`, = auto)", "equal, every pixel"),
         ("array", "official-draw", "official-draw", "cityscapesscripts `createLabelImage`", "reference"),
         ("array", "segflow-draw", "official-draw", "segflow (`fill: pil`, = auto)", "equal, every pixel"),
-        ("array", "opencv-draw", "official-draw", "segflow (`fill: opencv`)",
-         f"{100 * differ / (len(paths) * WIDTH * HEIGHT):.2f}% of pixels differ"),
+        (
+            "array",
+            "opencv-draw",
+            "official-draw",
+            "segflow (`fill: opencv`)",
+            f"{100 * differ / (len(paths) * WIDTH * HEIGHT):.2f}% of pixels differ",
+        ),
     )
     for output, name, baseline, label, result in rows:
         print(f"| {output} | {label} | {ms[name]:.1f} | {ms[baseline] / ms[name]:.2f}x | {result} |")

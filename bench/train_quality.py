@@ -11,6 +11,7 @@ untouched.
 --dataset sample (default) uses artifacts/preprocess from `dvc repro`; --dataset photos
 the 7 real photos of ../shared/datasets in 5 folds (bench/photos.py), test scores pooled.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,14 @@ from photos import run_variants  # noqa: E402
 #: The params of the first pipeline (issue 2), for "defaults".
 FIRST_PIPELINE = {
     "model": {"encoder": "resnet18", "encoder_weights": None},
-    "train": {"lr": 0.001, "weight_decay": 0.0, "class_weights": "none",
-              "scheduler": "none", "grad_clip": 0.0, "loss": "ce+dice"},
+    "train": {
+        "lr": 0.001,
+        "weight_decay": 0.0,
+        "class_weights": "none",
+        "scheduler": "none",
+        "grad_clip": 0.0,
+        "loss": "ce+dice",
+    },
 }
 VARIANTS = {
     "losses": {
@@ -60,13 +67,17 @@ def main() -> None:
     if args.epochs:
         base["train"]["epochs"] = args.epochs
     rows = run_variants(base, VARIANTS[args.variants], args.dataset, args.data)
-    print(f"\n{platform.node()} {os.cpu_count()} cores, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, "
-          f"{args.dataset}, {rows[0]['folds']} fold(s)")
+    print(
+        f"\n{platform.node()} {os.cpu_count()} cores, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, "
+        f"{args.dataset}, {rows[0]['folds']} fold(s)"
+    )
     print("| variant | loss | epochs run | test mIoU | test Dice | min IoU class | train time (s) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['variant']} | {r['loss']} | {', '.join(map(str, r['epochs']))} | {r['test_miou']:.3f} "
-              f"| {r['test_mdice']:.3f} | {min(r['iou']):.3f} | {r['seconds']:.0f} |")
+        print(
+            f"| {r['variant']} | {r['loss']} | {', '.join(map(str, r['epochs']))} | {r['test_miou']:.3f} "
+            f"| {r['test_mdice']:.3f} | {min(r['iou']):.3f} | {r['seconds']:.0f} |"
+        )
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
 

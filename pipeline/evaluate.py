@@ -1,11 +1,12 @@
 """Stage evaluate: test-split IoU per class, mIoU, Dice, confusion matrix, overlays."""
+
 from pathlib import Path
 
 from rich import print as rprint
 from rich.table import Table
 
-from segflow.training.evaluate import evaluate
 from segflow.stage import run_stage
+from segflow.training.evaluate import evaluate
 
 
 def main(params, args) -> None:

@@ -1,4 +1,5 @@
 """Stage fetch: materialise the source named in params, validate it and snapshot it."""
+
 import json
 
 from rich import print as rprint
@@ -16,7 +17,9 @@ def main(params, args) -> None:
 if __name__ == "__main__":
     run_stage(
         __doc__,
-        {"out": "snapshot folder to write",
-         "cache": "downloads and extracted archives, kept between runs (not an output)"},
+        {
+            "out": "snapshot folder to write",
+            "cache": "downloads and extracted archives, kept between runs (not an output)",
+        },
         main,
     )

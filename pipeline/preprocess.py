@@ -1,4 +1,5 @@
 """Stage preprocess: letterbox images and masks, split train/val/test, store arrays."""
+
 import logging
 
 from segflow.data.preprocess import preprocess

@@ -1,4 +1,5 @@
 """Stage rasterize: regions of the fetch snapshot -> class-index PNG masks, and the dataset report."""
+
 import json
 
 from rich import print as rprint
@@ -16,7 +17,10 @@ def main(params, args) -> None:
 if __name__ == "__main__":
     run_stage(
         __doc__,
-        {"fetch": "fetch snapshot folder", "out": "mask folder to write",
-         "report": "dataset report folder to write (report.json, class_pixels.png)"},
+        {
+            "fetch": "fetch snapshot folder",
+            "out": "mask folder to write",
+            "report": "dataset report folder to write (report.json, class_pixels.png)",
+        },
         main,
     )

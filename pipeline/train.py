@@ -1,4 +1,5 @@
 """Stage train: fit the U-Net, log the run to MLflow, register a `candidate` version."""
+
 import logging
 from pathlib import Path
 
@@ -10,7 +11,10 @@ def main(params, args) -> None:
     summary = train(params, args.data, args.out, root=Path.cwd(), resume_file=args.resume, report_dir=args.report)
     logging.getLogger("segflow").info(
         "registered %s version %s (alias candidate), best val mIoU %.4f at epoch %d",
-        summary["model_name"], summary["model_version"], summary["best_val_miou"], summary["best_epoch"],
+        summary["model_name"],
+        summary["model_version"],
+        summary["best_val_miou"],
+        summary["best_epoch"],
     )
 
 

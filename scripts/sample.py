@@ -7,6 +7,7 @@ the CSV, so masks rasterized from the CSV agree with the picture. What no region
 covers (sidewalk, curb, grass, hedges) is background. Regions are listed back to
 front, because the rasterizer paints later regions over earlier ones.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
-
 from sample_scene import draw_scene
+from tqdm import tqdm
 
 __all__ = ["SAMPLE_CLASSES", "generate_sample"]
 
@@ -29,20 +29,18 @@ SAMPLE_CLASSES = ("background", "sky", "building", "road", "car", "person")
 #: Quality of the written JPEGs: high enough that blocking does not smear object edges.
 _JPEG_QUALITY = 90
 #: First line of a VIA 2.x CSV export.
-_CSV_HEADER = (
-    "filename,file_size,file_attributes,region_count,region_id,"
-    "region_shape_attributes,region_attributes"
-)
+_CSV_HEADER = "filename,file_size,file_attributes,region_count,region_id,region_shape_attributes,region_attributes"
 #: Smallest (width, height) the layout fits in: below it windows and people vanish.
 _MIN_SIZE = (64, 48)
+
+
 def _quote(text: str) -> str:
     # VIA quotes every JSON column, even "{}", and nothing else: csv's QUOTE_MINIMAL would
     # leave "{}" bare, so the cells are quoted here to write VIA's bytes exactly.
     return '"' + text.replace('"', '""') + '"'
 
 
-def generate_sample(out_dir: Path, n_images: int = 120, width: int = 320, height: int = 240,
-                    seed: int = 0) -> None:
+def generate_sample(out_dir: Path, n_images: int = 120, width: int = 320, height: int = 240, seed: int = 0) -> None:
     """Write synthetic street scenes and their VIA 2.x CSV annotations into `out_dir`.
 
     Writes ``scene_000.jpg`` ... and ``via_region_data.csv`` (label attribute ``label``,
@@ -61,11 +59,11 @@ def generate_sample(out_dir: Path, n_images: int = 120, width: int = 320, height
     if n_images < 1:
         raise ValueError(f"n_images is {n_images}; ask for at least 1 image")
     if width < _MIN_SIZE[0] or height < _MIN_SIZE[1]:
-        raise ValueError(f"image size {width}x{height} is too small; use at least "
-                         f"{_MIN_SIZE[0]}x{_MIN_SIZE[1]}")
+        raise ValueError(f"image size {width}x{height} is too small; use at least {_MIN_SIZE[0]}x{_MIN_SIZE[1]}")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"{out_dir} already exists and is not empty; remove it first "
-                              "or choose another output folder")
+        raise FileExistsError(
+            f"{out_dir} already exists and is not empty; remove it first or choose another output folder"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     lines, total = [_CSV_HEADER], 0
@@ -79,9 +77,19 @@ def generate_sample(out_dir: Path, n_images: int = 120, width: int = 320, height
         total += jpeg.size
         for region_id, region in enumerate(regions):
             label = json.dumps({"label": region.label}, separators=(",", ":"))
-            lines.append(",".join([name, str(jpeg.size), _quote("{}"), str(len(regions)),
-                                   str(region_id), _quote(region.shape_json()), _quote(label)]))
+            lines.append(
+                ",".join(
+                    [
+                        name,
+                        str(jpeg.size),
+                        _quote("{}"),
+                        str(len(regions)),
+                        str(region_id),
+                        _quote(region.shape_json()),
+                        _quote(label),
+                    ]
+                )
+            )
     # VIA joins rows with "\n" and ends the file without one.
     (out_dir / "via_region_data.csv").write_bytes("\n".join(lines).encode("utf-8"))
-    log.info("wrote %d scenes (%d bytes of JPEG) and %d regions to %s",
-             n_images, total, len(lines) - 1, out_dir)
+    log.info("wrote %d scenes (%d bytes of JPEG) and %d regions to %s", n_images, total, len(lines) - 1, out_dir)

@@ -4,6 +4,7 @@ Sky, a row of buildings, a road in perspective, cars and people; each annotated 
 is painted from the very integer vertices its region carries, so masks rasterized from
 the regions agree with the picture. Sidewalk, curb, grass and hedges get no region.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,13 +17,15 @@ __all__ = ["draw_scene"]
 
 #: Facade colours (BGR): brick, sandstone, concrete, blue glass, cream, brown, ochre.
 _FACADES = np.array(
-    [[60, 70, 150], [140, 180, 200], [150, 150, 145], [150, 115, 80],
-     [190, 215, 225], [60, 85, 110], [70, 150, 200]], dtype=np.float32)
+    [[60, 70, 150], [140, 180, 200], [150, 150, 145], [150, 115, 80], [190, 215, 225], [60, 85, 110], [70, 150, 200]],
+    dtype=np.float32,
+)
 _GLASS = 3  # index of the glass facade in _FACADES: it gets large windows
 #: Sky (top colour, horizon colour) pairs, BGR: clear, overcast, dusk.
 _SKIES = np.array(
-    [[[170, 110, 50], [235, 215, 190]], [[165, 160, 155], [215, 210, 205]],
-     [[140, 90, 90], [130, 180, 240]]], dtype=np.float32)
+    [[[170, 110, 50], [235, 215, 190]], [[165, 160, 155], [215, 210, 205]], [[140, 90, 90], [130, 180, 240]]],
+    dtype=np.float32,
+)
 #: Width of one lane in metres: sets the pixels-per-metre scale of cars and people.
 _LANE_M = 3.5
 
@@ -38,8 +41,13 @@ class _Region:
     def shape_json(self) -> str:
         xs, ys = self.points[:, 0], self.points[:, 1]
         if self.rect:  # VIA's rect covers x .. x+width-1 once rasterized
-            shape = {"name": "rect", "x": int(xs.min()), "y": int(ys.min()),
-                     "width": int(xs.max() - xs.min() + 1), "height": int(ys.max() - ys.min() + 1)}
+            shape = {
+                "name": "rect",
+                "x": int(xs.min()),
+                "y": int(ys.min()),
+                "width": int(xs.max() - xs.min() + 1),
+                "height": int(ys.max() - ys.min() + 1),
+            }
         else:
             shape = {"name": "polygon", "all_points_x": xs.tolist(), "all_points_y": ys.tolist()}
         return json.dumps(shape, separators=(",", ":"))
@@ -58,8 +66,7 @@ def _mask(points: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return mask.astype(bool)
 
 
-def _textured(rng: np.random.Generator, shape: tuple[int, ...], colour: np.ndarray,
-              grain: float) -> np.ndarray:
+def _textured(rng: np.random.Generator, shape: tuple[int, ...], colour: np.ndarray, grain: float) -> np.ndarray:
     """A full-size layer of `colour` with luminance grain, to paint through a mask."""
     return colour + rng.normal(0.0, grain, (*shape[:2], 1)).astype(np.float32)
 
@@ -89,8 +96,7 @@ class _Road:
 
     def band(self, f0: float, f1: float, y0: float, y1: float) -> np.ndarray:
         """Quad between road fractions `f0`, `f1` and rows `y0`, `y1` (may leave the image)."""
-        return _poly([(self.x(f0, y0), y0), (self.x(f1, y0), y0),
-                      (self.x(f1, y1), y1), (self.x(f0, y1), y1)])
+        return _poly([(self.x(f0, y0), y0), (self.x(f1, y0), y0), (self.x(f1, y1), y1), (self.x(f0, y1), y1)])
 
     def outline(self) -> np.ndarray:
         """The road polygon clipped to the image columns (Sutherland-Hodgman)."""
@@ -141,8 +147,7 @@ def _ground(rng: np.random.Generator, img: np.ndarray, road: _Road) -> None:
         cv2.fillPoly(img, [road.band(f0, f1, y_h, h - 1)], (175, 175, 170))
 
 
-def _buildings(rng: np.random.Generator, img: np.ndarray, y_h: int,
-               haze: np.ndarray) -> list[_Region]:
+def _buildings(rng: np.random.Generator, img: np.ndarray, y_h: int, haze: np.ndarray) -> list[_Region]:
     """Paint two rows of buildings on the horizon, the far row hazy; return their regions."""
     h, w = img.shape[:2]
     regions = []
@@ -159,8 +164,9 @@ def _buildings(rng: np.random.Generator, img: np.ndarray, y_h: int,
     return regions
 
 
-def _building(rng: np.random.Generator, img: np.ndarray, box: tuple[int, int, float, int],
-              far: bool, haze: np.ndarray) -> _Region:
+def _building(
+    rng: np.random.Generator, img: np.ndarray, box: tuple[int, int, float, int], far: bool, haze: np.ndarray
+) -> _Region:
     """Paint one facade in `box` (x0, x1 inclusive, roof top, base row) with windows."""
     x0, x1, top, base = box
     roof = min(rng.uniform(0.04, 0.12) * img.shape[0], 0.4 * (base - top))
@@ -174,8 +180,7 @@ def _building(rng: np.random.Generator, img: np.ndarray, box: tuple[int, int, fl
         outline = [(x0, base), (x0, left), (x1, right), (x1, base)]
     else:
         s, t = rng.uniform(0.1, 0.25) * (x1 - x0), top + roof
-        outline = [(x0, base), (x0, t), (x0 + s, t), (x0 + s, top), (x1 - s, top), (x1 - s, t),
-                   (x1, t), (x1, base)]
+        outline = [(x0, base), (x0, t), (x0 + s, t), (x0 + s, top), (x1 - s, top), (x1 - s, t), (x1, t), (x1, base)]
     points = _poly(outline)
     facade = int(rng.integers(len(_FACADES)))
     colour = _FACADES[facade] + rng.normal(0, 12, 3)
@@ -197,7 +202,7 @@ def _building(rng: np.random.Generator, img: np.ndarray, box: tuple[int, int, fl
             opposite = (int(x + cell_w * (1 + fill) / 2), int(y + cell_h * fill))
             cv2.rectangle(layer, corner, opposite, shades[i, j].tolist(), -1)
     if rng.random() < 0.5:  # a dark shopfront along the ground floor
-        layer[int(base - 1.2 * cell_h):] *= 0.45
+        layer[int(base - 1.2 * cell_h) :] *= 0.45
     inside = _mask(points, img.shape)
     img[inside] = layer[inside]
     return _Region("building", points, rect=bool(kind == 0))
@@ -214,7 +219,7 @@ def _sky_region(buildings: list[_Region], shape: tuple[int, ...], y_h: int) -> _
     # 2 px beyond the image's top and sides, so the simplified outline has room to cut
     # corners without leaving sky unannotated.
     shrunk = cv2.erode(built, np.ones((5, 5), np.uint8))
-    shrunk[y_h - 3:] = built[y_h - 3:]
+    shrunk[y_h - 3 :] = built[y_h - 3 :]
     traced = np.zeros_like(built)
     traced[:y_h] = 1 - shrunk[:y_h]
     traced = cv2.copyMakeBorder(traced, 2, 0, 2, 2, cv2.BORDER_REPLICATE)
@@ -265,8 +270,7 @@ def _shadow(img: np.ndarray, x: float, y: float, rx: float, ry: float) -> None:
     img[patch.astype(bool)] *= 0.55
 
 
-def _car(rng: np.random.Generator, img: np.ndarray, road: _Road, yb: int,
-         xc: float) -> _Region | None:
+def _car(rng: np.random.Generator, img: np.ndarray, road: _Road, yb: int, xc: float) -> _Region | None:
     """Paint a car seen from behind or ahead, wheels on row `yb`; None if it does not fit."""
     ppm = road.ppm(yb)
     cw, ch = ppm * rng.uniform(1.7, 2.0), ppm * rng.uniform(1.3, 1.9)
@@ -276,47 +280,87 @@ def _car(rng: np.random.Generator, img: np.ndarray, road: _Road, yb: int,
     b, ib, it = rng.uniform(0.45, 0.6), rng.uniform(0.03, 0.1), rng.uniform(0.14, 0.24)
 
     def box(fx0: float, fy0: float, fx1: float, fy1: float) -> np.ndarray:
-        return _poly([(x0 + fx0 * cw, yb - fy0 * ch), (x0 + fx1 * cw, yb - fy0 * ch),
-                      (x0 + fx1 * cw, yb - fy1 * ch), (x0 + fx0 * cw, yb - fy1 * ch)])
+        return _poly(
+            [
+                (x0 + fx0 * cw, yb - fy0 * ch),
+                (x0 + fx1 * cw, yb - fy0 * ch),
+                (x0 + fx1 * cw, yb - fy1 * ch),
+                (x0 + fx0 * cw, yb - fy1 * ch),
+            ]
+        )
 
-    outline = [(.04, 0), (.2, 0), (.2, .1), (.8, .1), (.8, 0), (.96, 0), (.96, .1), (1, .12),
-               (1, b), (1 - ib, b), (1 - it, 1), (it, 1), (ib, b), (0, b), (0, .12), (.04, .1)]
+    outline = [
+        (0.04, 0),
+        (0.2, 0),
+        (0.2, 0.1),
+        (0.8, 0.1),
+        (0.8, 0),
+        (0.96, 0),
+        (0.96, 0.1),
+        (1, 0.12),
+        (1, b),
+        (1 - ib, b),
+        (1 - it, 1),
+        (it, 1),
+        (ib, b),
+        (0, b),
+        (0, 0.12),
+        (0.04, 0.1),
+    ]
     points = _poly([(x0 + fx * cw, yb - fy * ch) for fx, fy in outline])
     paints = [(225, 225, 225), (35, 35, 35), (170, 170, 165), (40, 40, 180), (140, 70, 30)]
     body = np.array(paints[rng.integers(5)] if rng.random() < 0.7 else rng.uniform(30, 230, 3))
     layer = _textured(rng, img.shape, body + rng.normal(0, 8, 3), 4)
-    window = _poly([(x0 + f * cw, yb - g * ch) for f, g in
-                    ((ib + .06, b + .04), (1 - ib - .06, b + .04), (1 - it - .04, .93), (it + .04, .93))])
+    window = _poly(
+        [
+            (x0 + f * cw, yb - g * ch)
+            for f, g in ((ib + 0.06, b + 0.04), (1 - ib - 0.06, b + 0.04), (1 - it - 0.04, 0.93), (it + 0.04, 0.93))
+        ]
+    )
     cv2.fillPoly(layer, [window], (60, 55, 50))
-    cv2.fillPoly(layer, [box(0, .1, 1, .22)], (0.45 * body + 20).tolist())  # bumper
+    cv2.fillPoly(layer, [box(0, 0.1, 1, 0.22)], (0.45 * body + 20).tolist())  # bumper
     lamp = (40, 40, 210) if rng.random() < 0.7 else (220, 240, 250)  # tail or head lights
-    for fx in (.03, .8):
-        cv2.fillPoly(layer, [box(fx, b - .17, fx + .17, b - .05)], lamp)
-        cv2.fillPoly(layer, [box(fx + .01, 0, fx + .17, .12)], (25, 25, 25))  # wheel
-    cv2.fillPoly(layer, [box(.4, .24, .6, .34)], (220, 220, 215))  # number plate
+    for fx in (0.03, 0.8):
+        cv2.fillPoly(layer, [box(fx, b - 0.17, fx + 0.17, b - 0.05)], lamp)
+        cv2.fillPoly(layer, [box(fx + 0.01, 0, fx + 0.17, 0.12)], (25, 25, 25))  # wheel
+    cv2.fillPoly(layer, [box(0.4, 0.24, 0.6, 0.34)], (220, 220, 215))  # number plate
     _shadow(img, xc, yb, 0.55 * cw, 0.06 * ch)
     inside = _mask(points, img.shape)
     img[inside] = layer[inside]
     return _Region("car", points)
 
 
-def _person(rng: np.random.Generator, img: np.ndarray, road: _Road, yb: int,
-            xc: float) -> _Region | None:
+def _person(rng: np.random.Generator, img: np.ndarray, road: _Road, yb: int, xc: float) -> _Region | None:
     """Paint a standing person, feet on row `yb`; None if it does not fit."""
     u = road.ppm(yb) * rng.uniform(1.55, 1.9)  # height in pixels
     if u < 10 or yb - u < 0 or xc - 0.3 * u < 0 or xc + 0.3 * u > img.shape[1] - 1:
         return None
     hw, st, r = rng.uniform(0.11, 0.15), rng.uniform(0, 0.08), 0.065  # shoulders, stride, head
     head = [(r * np.cos(a), 1 - r + r * np.sin(a)) for a in np.radians(np.arange(-60, 241, 50))]
-    outline = [(-.08 - st, 0), (-.02 - st / 2, 0), (0, .45), (.02 + st / 2, 0), (.08 + st, 0),
-               (.09, .5), (hw - .03, .45), (hw + .01, .43), (hw, .78), (.035, .84), *head,
-               (-.035, .84), (-hw, .78), (-hw - .01, .43), (-hw + .03, .45), (-.09, .5)]
+    outline = [
+        (-0.08 - st, 0),
+        (-0.02 - st / 2, 0),
+        (0, 0.45),
+        (0.02 + st / 2, 0),
+        (0.08 + st, 0),
+        (0.09, 0.5),
+        (hw - 0.03, 0.45),
+        (hw + 0.01, 0.43),
+        (hw, 0.78),
+        (0.035, 0.84),
+        *head,
+        (-0.035, 0.84),
+        (-hw, 0.78),
+        (-hw - 0.01, 0.43),
+        (-hw + 0.03, 0.45),
+        (-0.09, 0.5),
+    ]
     points = _poly([(xc + fx * u, yb - fy * u) for fx, fy in outline])
     rise = ((yb - np.arange(img.shape[0])) / u)[:, None]  # height above the feet, per row
     skin = np.array([(60, 90, 150), (90, 140, 200), (120, 170, 225)][rng.integers(3)])
-    colour = np.where(rise > .48, rng.uniform(20, 235, 3), rng.uniform(20, 140, 3))
-    colour = np.where(rise > .845, skin, colour)
-    colour = np.where((rise > 1 - .8 * r) | (rise < .03), rng.uniform(15, 60), colour)  # hair, shoes
+    colour = np.where(rise > 0.48, rng.uniform(20, 235, 3), rng.uniform(20, 140, 3))
+    colour = np.where(rise > 0.845, skin, colour)
+    colour = np.where((rise > 1 - 0.8 * r) | (rise < 0.03), rng.uniform(15, 60), colour)  # hair, shoes
     layer = colour[:, None, :].astype(np.float32) + rng.normal(0, 5, (*img.shape[:2], 1))
     _shadow(img, xc, yb, 0.15 * u, 0.03 * u)
     inside = _mask(points, img.shape)

@@ -6,6 +6,7 @@
 Runs the service in this process (as tests/test_page.py does) and drives the page with
 Debian's Chromium (`make browser`) through Playwright.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,19 +18,31 @@ from pathlib import Path
 import uvicorn
 from playwright.sync_api import expect, sync_playwright
 
-from segflow.registry import tracking
 from segflow.config import load_params
+from segflow.registry import tracking
 from segflow.serving import ModelSource, create_app
 
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="what `segflow serve --model` takes")
-    parser.add_argument("--photo", type=Path, default=Path("artifacts/fetch/images/scene_005.jpg"),
-                        help="a test-split photo of the sample (default %(default)s)")
+    parser.add_argument(
+        "--photo",
+        type=Path,
+        default=Path("artifacts/fetch/images/scene_005.jpg"),
+        help="a test-split photo of the sample (default %(default)s)",
+    )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, default=Path("docs/serve.png"))
     args = parser.parse_args()

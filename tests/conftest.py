@@ -1,4 +1,5 @@
 """Shared fixtures: the real params.yaml, shrunk, and small annotated datasets."""
+
 from __future__ import annotations
 
 import copy
@@ -38,8 +39,10 @@ def raw_params() -> dict:
 @pytest.fixture
 def make_params(raw_params):
     """Build validated Params from params.yaml with nested overrides."""
+
     def build(**overrides) -> Params:
         return Params.model_validate(_merge(raw_params, overrides))
+
     return build
 
 
@@ -70,8 +73,16 @@ def via_dataset(tmp_path) -> Path:
     rows = [
         VIA_HEADER,
         via_row("a.jpg", 2, 0, '{"name":"rect","x":0,"y":0,"width":40,"height":10}', '{"label":"sky"}'),
-        via_row("a.jpg", 2, 1, '{"name":"polygon","all_points_x":[5,15,15,5],"all_points_y":[12,12,22,22]}', '{"label":"car"}'),
-        via_row("b.jpg", 1, 0, '{"name":"polygon","all_points_x":[20,30,25],"all_points_y":[5,5,25]}', '{"label":"person"}'),
+        via_row(
+            "a.jpg",
+            2,
+            1,
+            '{"name":"polygon","all_points_x":[5,15,15,5],"all_points_y":[12,12,22,22]}',
+            '{"label":"car"}',
+        ),
+        via_row(
+            "b.jpg", 1, 0, '{"name":"polygon","all_points_x":[20,30,25],"all_points_y":[5,5,25]}', '{"label":"person"}'
+        ),
     ]
     (source / "via_region_data.csv").write_text("\n".join(rows) + "\n")
     return source
@@ -145,20 +156,26 @@ def register_version(registry_params, tmp_path):
     import torch
 
     from segflow.registry import tracking
-    from segflow.training.model import model_from_params
     from segflow.registry.pyfunc import SegmentationModel
     from segflow.registry.register import record_test_scores, register_model
     from segflow.registry.scoring import load_test_split, score
+    from segflow.training.model import model_from_params
 
-    def register(class_index: int | None, params: Params = registry_params, data_dir: Path | None = None,
-                 record_dir: Path | None = None) -> str:
+    def register(
+        class_index: int | None,
+        params: Params = registry_params,
+        data_dir: Path | None = None,
+        record_dir: Path | None = None,
+    ) -> str:
         torch.manual_seed(0)
         model = model_from_params(params)
         if class_index is not None:
             head = model.net.segmentation_head[0]
             torch.nn.init.zeros_(head.weight)
             with torch.no_grad():
-                head.bias.copy_(10.0 * torch.nn.functional.one_hot(torch.tensor(class_index), len(params.classes.names)))
+                head.bias.copy_(
+                    10.0 * torch.nn.functional.one_hot(torch.tensor(class_index), len(params.classes.names))
+                )
         tracking.configure(tmp_path)
         tags = {"git_commit": "c0ffee", "git_dirty": "false", "data_md5": f"md5-of-v{class_index}"}
         with mlflow.start_run(experiment_id=tracking.experiment_id(params.mlflow.experiment, tmp_path)):
@@ -167,23 +184,49 @@ def register_version(registry_params, tmp_path):
             if data_dir is not None:  # what the evaluate stage does next
                 split = load_test_split(data_dir)
                 names = list(params.classes.names)
-                scores = score(SegmentationModel().attach(model, params.preprocess.image_size), split, names,
-                               params.classes.ignore_index)
-                train_masks = np.load(data_dir / "train_masks.npy") if (data_dir / "train_masks.npy").is_file() else None
+                scores = score(
+                    SegmentationModel().attach(model, params.preprocess.image_size),
+                    split,
+                    names,
+                    params.classes.ignore_index,
+                )
+                train_masks = (
+                    np.load(data_dir / "train_masks.npy") if (data_dir / "train_masks.npy").is_file() else None
+                )
                 masks = None if train_masks is None else (train_masks, np.asarray(split.masks))
                 record_test_scores(params, version, mlflow.active_run().info.run_id, scores, split.sha256, masks)
             return version
+
     return register
 
 
 #: Labels the Cityscapes fixtures draw: classes, a crowd (cargroup), a void label, a
 #: label json2labelImg never draws (license plate), and a group that is its own label.
-CITYSCAPES_LABELS = ["road", "sidewalk", "building", "car", "cargroup", "person", "sky",
-                     "vegetation", "out of roi", "ego vehicle", "license plate", "polegroup"]
+CITYSCAPES_LABELS = [
+    "road",
+    "sidewalk",
+    "building",
+    "car",
+    "cargroup",
+    "person",
+    "sky",
+    "vegetation",
+    "out of roi",
+    "ego vehicle",
+    "license plate",
+    "polegroup",
+]
 
 
-def write_cityscapes(root: Path, frames: int = 2, split: str = "val", size: tuple[int, int] = (64, 128),
-                     objects: int = 12, seed: int = 0, images: bool = True) -> list[Path]:
+def write_cityscapes(
+    root: Path,
+    frames: int = 2,
+    split: str = "val",
+    size: tuple[int, int] = (64, 128),
+    objects: int = 12,
+    seed: int = 0,
+    images: bool = True,
+) -> list[Path]:
     """A Cityscapes-layout folder: gtFine/<split>/<city>/*_gtFine_polygons.json (random
     integer polygons, some leaving the image, one object marked deleted) and, with
     `images`, the matching leftImg8bit PNGs. Returns the polygons files."""
@@ -249,9 +292,19 @@ def colour_rule_onnx(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("colour-rule") / "colour_rule.onnx"
     export_onnx(ColourRule(), path, SERVE_SIZE, dynamo=False)  # a test double: the fast exporter
-    write_metadata(path, {"name": "colour-rule", "version": "7", "class_names": SERVE_CLASSES,
-                          "palette": SERVE_PALETTE, "image_size": SERVE_SIZE, "ignore_index": 255,
-                          "variant": "fp32", "test_miou": 0.5})
+    write_metadata(
+        path,
+        {
+            "name": "colour-rule",
+            "version": "7",
+            "class_names": SERVE_CLASSES,
+            "palette": SERVE_PALETTE,
+            "image_size": SERVE_SIZE,
+            "ignore_index": 255,
+            "variant": "fp32",
+            "test_miou": 0.5,
+        },
+    )
     return path
 
 

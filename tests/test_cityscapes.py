@@ -1,5 +1,6 @@
 """Cityscapes: the official label table, the polygons reader, and fetch -> rasterize
 reproducing cityscapesscripts' json2labelImg (trainIds) pixel for pixel."""
+
 from __future__ import annotations
 
 import json
@@ -10,17 +11,16 @@ import numpy as np
 import pytest
 from cityscapesscripts.helpers.labels import labels, name2label
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
+from conftest import SHARED_DATASETS, write_cityscapes
 
 from segflow.cityscapes_labels import TRAIN_CLASSES, official_label, preset, train_id_lut
 from segflow.config import ClassesParams
-from segflow.errors import AnnotationError
 from segflow.data.fetch import fetch
 from segflow.data.images import read_rgb
 from segflow.data.rasterize import rasterize
 from segflow.data.readers import read_detected
 from segflow.data.readers.cityscapes import read_cityscapes
-
-from conftest import SHARED_DATASETS, write_cityscapes
+from segflow.errors import AnnotationError
 
 PSEUDO = SHARED_DATASETS / "cityscapes-mmseg-pseudo" / "tests" / "data" / "pseudo_cityscapes_dataset"
 
@@ -93,8 +93,11 @@ def test_unknown_label_names_file_and_object(tmp_path):
     data = json.loads(path.read_text())
     data["objects"][3]["label"] = "spaceship"
     path.write_text(json.dumps(data))
-    with pytest.raises(AnnotationError, match=r"polygons\.json object 3: label 'spaceship' is not in "
-                                              r"the Cityscapes label table"):
+    with pytest.raises(
+        AnnotationError,
+        match=r"polygons\.json object 3: label 'spaceship' is not in "
+        r"the Cityscapes label table",
+    ):
         read_cityscapes(tmp_path)
 
 

@@ -1,6 +1,7 @@
 """segflow.serving.export: a real SegmentationNet exported with the dynamo exporter, checked
 against PyTorch (logits, masks, at sizes and batches it was not traced with), quantized,
 verified on a split, and served with the same masks as the registered pyfunc."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from segflow.serving.export import FP32_FILE, INT8_FILE, REPORT_FILE, export_model, read_metadata, session
 from segflow.inference.network import build_model
 from segflow.registry.pyfunc import SegmentationModel
+from segflow.serving.export import FP32_FILE, INT8_FILE, REPORT_FILE, export_model, read_metadata, session
 from segflow.serving.predictor import onnx_predictor
 
 CLASSES = ["background", "sky", "thing"]
@@ -40,8 +41,14 @@ def split(net):
 def exported(net, split, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     calibration = np.random.default_rng(1).integers(0, 255, (4, SIZE, SIZE, 3), dtype=np.uint8)
-    metadata = {"name": "tiny", "version": "3", "class_names": CLASSES, "image_size": SIZE, "ignore_index": 255,
-                "palette": [[0, 0, 0], [0, 0, 255], [255, 0, 0]]}
+    metadata = {
+        "name": "tiny",
+        "version": "3",
+        "class_names": CLASSES,
+        "image_size": SIZE,
+        "ignore_index": 255,
+        "palette": [[0, 0, 0], [0, 0, 255], [255, 0, 0]],
+    }
     report = export_model(net, metadata, out, *split, calibration, max_int8_miou_loss=1.0)
     return out, report
 

@@ -1,11 +1,10 @@
 import json
 
 import pytest
-
-from segflow.errors import AnnotationError, ImageError
-from segflow.data.fetch import fetch
-
 from conftest import VIA_HEADER, via_row
+
+from segflow.data.fetch import fetch
+from segflow.errors import AnnotationError, ImageError
 
 
 def test_snapshot_holds_images_canonical_records_and_manifest(via_dataset, make_params, tmp_path):
@@ -29,7 +28,11 @@ def test_label_map_renames_labels(via_dataset, make_params, tmp_path):
 
 def test_polylines_are_kept_for_rasterize_to_decide(via_dataset, make_params, tmp_path):
     csv = via_dataset / "via_region_data.csv"
-    csv.write_text(csv.read_text() + via_row("b.jpg", 1, 1, '{"name":"polyline","all_points_x":[1,9],"all_points_y":[1,9]}', '{"label":"road"}') + "\n")
+    csv.write_text(
+        csv.read_text()
+        + via_row("b.jpg", 1, 1, '{"name":"polyline","all_points_x":[1,9],"all_points_y":[1,9]}', '{"label":"road"}')
+        + "\n"
+    )
     manifest = fetch(make_params(fetch={"source": str(via_dataset)}), tmp_path / "out")
     assert manifest["regions"] == 4 and manifest["regions_per_class"]["road"] == 1
     records = json.loads((tmp_path / "out" / "annotations.json").read_text())
@@ -40,19 +43,23 @@ def test_polylines_are_kept_for_rasterize_to_decide(via_dataset, make_params, tm
 BAD_ROWS = {
     "missing image": (
         via_row("ghost.jpg", 1, 0, '{"name":"rect","x":0,"y":0,"width":4,"height":4}', '{"label":"car"}'),
-        ImageError, ["ghost.jpg", "row 5", "add the file"],
+        ImageError,
+        ["ghost.jpg", "row 5", "add the file"],
     ),
     "malformed shape JSON": (
         via_row("a.jpg", 1, 0, '{"name":"polygon","all_points_x":[1,2,3]', '{"label":"car"}'),
-        AnnotationError, ["via_region_data.csv row 5", "region_shape_attributes", "not valid JSON"],
+        AnnotationError,
+        ["via_region_data.csv row 5", "region_shape_attributes", "not valid JSON"],
     ),
     "polygon with 2 points": (
         via_row("a.jpg", 1, 0, '{"name":"polygon","all_points_x":[1,5],"all_points_y":[1,5]}', '{"label":"car"}'),
-        AnnotationError, ["via_region_data.csv row 5", "2 points", "at least 3"],
+        AnnotationError,
+        ["via_region_data.csv row 5", "2 points", "at least 3"],
     ),
     "unknown label": (
         via_row("a.jpg", 1, 0, '{"name":"rect","x":0,"y":0,"width":4,"height":4}', '{"label":"tree"}'),
-        AnnotationError, ["via_region_data.csv row 5", "'tree'", "classes.label_map"],
+        AnnotationError,
+        ["via_region_data.csv row 5", "'tree'", "classes.label_map"],
     ),
 }
 
@@ -98,21 +105,44 @@ def test_missing_column_is_named(via_dataset, make_params, tmp_path):
 
 
 def _labelme(path, image="a.jpg", points=((1, 1), (9, 1), (9, 9))):
-    path.write_text(json.dumps({"imagePath": image, "imageData": None, "imageHeight": 30, "imageWidth": 40,
-                                "shapes": [{"label": "car", "shape_type": "polygon", "points": points}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "imagePath": image,
+                "imageData": None,
+                "imageHeight": 30,
+                "imageWidth": 40,
+                "shapes": [{"label": "car", "shape_type": "polygon", "points": points}],
+            }
+        )
+    )
 
 
 def _coco(path, height):
-    from pycocotools import mask as coco_mask
     import numpy as np
+    from pycocotools import mask as coco_mask
 
     rle = coco_mask.encode(np.ones((height, 40), np.uint8, order="F"))
-    path.write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.jpg", "height": height, "width": 40},
-                   {"id": 2, "file_name": "b.jpg", "height": 30, "width": 40}],
-        "categories": [{"id": 1, "name": "car"}],
-        "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "iscrowd": 1,
-                         "segmentation": {"size": [height, 40], "counts": rle["counts"].decode()}}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "images": [
+                    {"id": 1, "file_name": "a.jpg", "height": height, "width": 40},
+                    {"id": 2, "file_name": "b.jpg", "height": 30, "width": 40},
+                ],
+                "categories": [{"id": 1, "name": "car"}],
+                "annotations": [
+                    {
+                        "id": 5,
+                        "image_id": 1,
+                        "category_id": 1,
+                        "iscrowd": 1,
+                        "segmentation": {"size": [height, 40], "counts": rle["counts"].decode()},
+                    }
+                ],
+            }
+        )
+    )
 
 
 def _bad_input(case, source):
@@ -129,8 +159,12 @@ def _bad_input(case, source):
         return "coco.json"
     rows = {
         "CSV missing column": None,
-        "missing image": via_row("ghost.jpg", 1, 0, '{"name":"rect","x":0,"y":0,"width":4,"height":4}', '{"label":"car"}'),
-        "polygon outside": via_row("a.jpg", 3, 2, '{"name":"polygon","all_points_x":[50,60,55],"all_points_y":[1,1,9]}', '{"label":"car"}'),
+        "missing image": via_row(
+            "ghost.jpg", 1, 0, '{"name":"rect","x":0,"y":0,"width":4,"height":4}', '{"label":"car"}'
+        ),
+        "polygon outside": via_row(
+            "a.jpg", 3, 2, '{"name":"polygon","all_points_x":[50,60,55],"all_points_y":[1,1,9]}', '{"label":"car"}'
+        ),
         "unknown shape": via_row("a.jpg", 3, 2, '{"name":"hexagon","cx":5}', '{"label":"car"}'),
     }
     if rows[case] is None:
@@ -144,10 +178,17 @@ BAD_INPUTS = {  # case: (error when failing, message fragments, reason counted w
     "truncated JSON": (AnnotationError, ["b.json line 1 column", "not valid JSON", "truncated"], "unreadable file"),
     "CSV missing column": (AnnotationError, ["via_region_data.csv", "no column(s) ['region_attributes']"], None),
     "missing image": (ImageError, ["ghost.jpg", "via_region_data.csv row 5", "add the file"], "missing image"),
-    "polygon outside": (None, ["via_region_data.csv row 5", "wholly outside the 40x30 image a.jpg"], "outside the image"),
+    "polygon outside": (
+        None,
+        ["via_region_data.csv row 5", "wholly outside the 40x30 image a.jpg"],
+        "outside the image",
+    ),
     "unknown shape": (AnnotationError, ["via_region_data.csv row 5", "unknown shape 'hexagon'"], "unknown shape"),
-    "RLE size mismatch": (AnnotationError, ["coco.json annotation id 5", "RLE size [20, 40]", "[30, 40] of a.jpg"],
-                          "RLE size mismatch"),
+    "RLE size mismatch": (
+        AnnotationError,
+        ["coco.json annotation id 5", "RLE size [20, 40]", "[30, 40] of a.jpg"],
+        "RLE size mismatch",
+    ),
 }
 
 

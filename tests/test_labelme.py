@@ -1,26 +1,24 @@
 """LabelMe JSON: every shape type, embedded images, and labelme's own VOC masks as reference."""
+
 from __future__ import annotations
 
 import base64
 import json
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import SHARED_DATASETS, write_image
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from segflow.data.draw import DrawRules, rasterize_image
-from segflow.errors import AnnotationError
 from segflow.data.fetch import fetch
 from segflow.data.rasterize import rasterize
 from segflow.data.readers import read_detected
 from segflow.data.readers.labelme import read_labelme
-
-from conftest import SHARED_DATASETS, write_image
+from segflow.errors import AnnotationError
 
 EXAMPLES = SHARED_DATASETS / "labelme-examples" / "examples"
 VIA_2LABEL = SHARED_DATASETS / "via-2label" / "HEAD" / "datasets" / "labelme"
@@ -32,8 +30,19 @@ def shape(kind: str, points: list, label: str = "car", **extra) -> dict:
 
 def labelme_file(path: Path, shapes: list[dict], image_path: str = "a.jpg", image_data: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"version": "5.2.1", "flags": {}, "shapes": shapes, "imagePath": image_path,
-                                "imageData": image_data, "imageHeight": 30, "imageWidth": 40}))
+    path.write_text(
+        json.dumps(
+            {
+                "version": "5.2.1",
+                "flags": {},
+                "shapes": shapes,
+                "imagePath": image_path,
+                "imageData": image_data,
+                "imageHeight": 30,
+                "imageWidth": 40,
+            }
+        )
+    )
     return path
 
 
@@ -41,19 +50,30 @@ def test_every_shape_type(tmp_path):
     bitmap = np.zeros((3, 4), np.uint8)
     bitmap[1, 1:3] = 255
     png = base64.b64encode(cv2.imencode(".png", bitmap)[1].tobytes()).decode()
-    path = labelme_file(tmp_path / "a.json", [
-        shape("polygon", [[1, 1], [9, 1], [9, 9], [1, 1]]),
-        shape("rectangle", [[10, 12], [4, 2]]),
-        shape("circle", [[20, 20], [23, 24]]),
-        shape("line", [[0, 0], [5, 5]]),
-        shape("linestrip", [[0, 0], [5, 5], [9, 0]]),
-        shape("point", [[3, 4]]),
-        shape("mask", [[10.7, 20.2], [13.9, 22.5]], mask=png),
-        {"label": "old", "points": [[0, 0], [4, 0], [4, 4]]},  # LabelMe < 3 wrote no shape_type
-    ])
+    path = labelme_file(
+        tmp_path / "a.json",
+        [
+            shape("polygon", [[1, 1], [9, 1], [9, 9], [1, 1]]),
+            shape("rectangle", [[10, 12], [4, 2]]),
+            shape("circle", [[20, 20], [23, 24]]),
+            shape("line", [[0, 0], [5, 5]]),
+            shape("linestrip", [[0, 0], [5, 5], [9, 0]]),
+            shape("point", [[3, 4]]),
+            shape("mask", [[10.7, 20.2], [13.9, 22.5]], mask=png),
+            {"label": "old", "points": [[0, 0], [4, 0], [4, 4]]},  # LabelMe < 3 wrote no shape_type
+        ],
+    )
     [image] = read_labelme(path)
-    assert [r.shape for r in image.regions] == ["polygon", "rect", "circle", "polyline", "polyline",
-                                                "point", "mask", "polygon"]
+    assert [r.shape for r in image.regions] == [
+        "polygon",
+        "rect",
+        "circle",
+        "polyline",
+        "polyline",
+        "point",
+        "mask",
+        "polygon",
+    ]
     polygon, rect, circle = image.regions[:3]
     assert polygon.points == ((1.0, 1.0), (9.0, 1.0), (9.0, 9.0))
     assert rect.geometry == {"x": 4.0, "y": 2.0, "width": 6.0, "height": 10.0}
@@ -63,12 +83,15 @@ def test_every_shape_type(tmp_path):
     assert image.origin == "a.json" and image.regions[3].origin == "a.json shape 3"
 
 
-@pytest.mark.parametrize(("bad", "expected"), [
-    (shape("ellipse", [[0, 0], [3, 3]]), "unknown shape_type 'ellipse'; known shape types are ['polygon'"),
-    (shape("circle", [[0, 0]]), "circle has 1 points, needs 2"),
-    (shape("polygon", [[0, 0], [1, "x"], [2, 2]]), "points[1][1] is 'x', not a number"),
-    (shape("polygon", [[0, 0], [1, 1], [2, 2]], label=""), "label is '', not a label"),
-])
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        (shape("ellipse", [[0, 0], [3, 3]]), "unknown shape_type 'ellipse'; known shape types are ['polygon'"),
+        (shape("circle", [[0, 0]]), "circle has 1 points, needs 2"),
+        (shape("polygon", [[0, 0], [1, "x"], [2, 2]]), "points[1][1] is 'x', not a number"),
+        (shape("polygon", [[0, 0], [1, 1], [2, 2]], label=""), "label is '', not a label"),
+    ],
+)
 def test_bad_shapes_name_file_and_shape(tmp_path, bad, expected):
     path = labelme_file(tmp_path / "a.json", [shape("point", [[1, 1]]), bad])
     with pytest.raises(AnnotationError) as raised:
@@ -106,7 +129,8 @@ def test_fetch_and_rasterize_match_labelme2voc(kind, make_params, tmp_path):
     names, annotated, voc = voc_reference(kind)
     params = make_params(
         classes={"names": names, "label_map": {"__ignore__": "ignore"}, "palette": []},
-        fetch={"source": str(annotated), "annotations": "."}, rasterize={"unlabeled": "_background_"},
+        fetch={"source": str(annotated), "annotations": "."},
+        rasterize={"unlabeled": "_background_"},
     )
     manifest = fetch(params, tmp_path / "fetch")
     assert manifest["format"] == "labelme" and manifest["images"] == 3
@@ -122,13 +146,19 @@ def test_fetch_and_rasterize_match_labelme2voc(kind, make_params, tmp_path):
             # the Pillow labelme2voc ran with painted it, Pillow 13 does not.
             assert list(zip(*np.nonzero(mask != reference))) == [(290, 104)]
     assert total == 544_000 and differing == 1  # 99.9998 % agree
-    opencv = make_params(**{**params.model_dump(mode="json"), "rasterize": {"unlabeled": "_background_",
-                                                                              "fill": "opencv"}})
+    opencv = make_params(
+        **{**params.model_dump(mode="json"), "rasterize": {"unlabeled": "_background_", "fill": "opencv"}}
+    )
     rasterize(opencv, tmp_path / "fetch", tmp_path / "cv")  # the other rule, for comparison
-    cv_differing = sum(int((cv2.imread(str(tmp_path / "cv" / Path(e["filename"]).with_suffix(".png")),
-                                       cv2.IMREAD_UNCHANGED) != np.asarray(Image.open(
-                                           voc / Path(e["filename"]).with_suffix(".png")))).sum())
-                       for e in manifest["files"])
+    cv_differing = sum(
+        int(
+            (
+                cv2.imread(str(tmp_path / "cv" / Path(e["filename"]).with_suffix(".png")), cv2.IMREAD_UNCHANGED)
+                != np.asarray(Image.open(voc / Path(e["filename"]).with_suffix(".png")))
+            ).sum()
+        )
+        for e in manifest["files"]
+    )
     assert 4000 < cv_differing < 7000  # ~1.1 % of pixels, all along polygon edges
 
 
@@ -137,8 +167,16 @@ def test_primitives_and_via_2label_exports():
     if not primitives.exists() or not VIA_2LABEL.exists():
         pytest.skip("the shared labelme-examples or via-2label dataset is absent")
     [image] = read_labelme(primitives)
-    assert [r.shape for r in image.regions] == ["rect", "circle", "rect", "polygon", "polyline", "point",
-                                                "polyline", "mask"]
+    assert [r.shape for r in image.regions] == [
+        "rect",
+        "circle",
+        "rect",
+        "polygon",
+        "polyline",
+        "point",
+        "polyline",
+        "mask",
+    ]
     octagon = image.regions[-1].geometry
     assert octagon["size"] == [450, 560]
     assert 5000 < coco_mask.area({"size": [450, 560], "counts": octagon["counts"].encode()}) <= 100 * 100

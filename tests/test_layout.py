@@ -17,7 +17,12 @@ SRC = ROOT / "src"
 #: What each part may import (besides itself). The shared modules at the top of the
 #: package (config, errors, outputs, metrics, colours, stage) import no part.
 SHARED = {
-    "segflow", "segflow.config", "segflow.errors", "segflow.outputs", "segflow.metrics", "segflow.colours",
+    "segflow",
+    "segflow.config",
+    "segflow.errors",
+    "segflow.outputs",
+    "segflow.metrics",
+    "segflow.colours",
     "segflow.cityscapes_labels",
 }
 ALLOWED = {
@@ -119,9 +124,7 @@ def test_dvc_deps_cover_every_file_the_stage_runs(stage):
     script = ROOT / spec["cmd"].split()[1]
     deps = [ROOT / dep for dep in spec["deps"]]
     runs = closure(script)
-    missing = sorted(
-        str(f.relative_to(ROOT)) for f in runs if not any(f == d or d in f.parents for d in deps)
-    )
+    missing = sorted(str(f.relative_to(ROOT)) for f in runs if not any(f == d or d in f.parents for d in deps))
     assert not missing, f"dvc.yaml stage {stage} runs {missing} but does not list them (or a folder of them) in deps"
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from segflow.training.evaluate import confusion_records, majority_baseline
 from segflow.metrics import SegmentationMeter
+from segflow.training.evaluate import confusion_records, majority_baseline
 
 
 def test_iou_and_dice_match_hand_computed_values():
@@ -28,9 +28,15 @@ def test_confusion_records_give_each_true_class_its_shares():
     # The matrix of the test above, plus a class that never occurs (its row stays 0).
     records = confusion_records(np.array([[8, 0, 0], [4, 4, 0], [0, 0, 0]]), ["a", "b", "c"])
     assert [(r["truth"], r["predicted"], r["pixels"], r["share"]) for r in records] == [
-        ("a", "a", 8, 1.0), ("a", "b", 0, 0.0), ("a", "c", 0, 0.0),
-        ("b", "a", 4, 0.5), ("b", "b", 4, 0.5), ("b", "c", 0, 0.0),
-        ("c", "a", 0, 0.0), ("c", "b", 0, 0.0), ("c", "c", 0, 0.0),
+        ("a", "a", 8, 1.0),
+        ("a", "b", 0, 0.0),
+        ("a", "c", 0, 0.0),
+        ("b", "a", 4, 0.5),
+        ("b", "b", 4, 0.5),
+        ("b", "c", 0, 0.0),
+        ("c", "a", 0, 0.0),
+        ("c", "b", 0, 0.0),
+        ("c", "c", 0, 0.0),
     ]
 
 

@@ -24,7 +24,9 @@ def test_unknown_encoder_and_arch_list_the_choices():
 def test_encoder_weights_file_initialises_the_encoder(make_params, tmp_path):
     source = build_model("Unet", "resnet18", 6)
     torch.save(source.net.encoder.state_dict(), tmp_path / "encoder.pt")
-    model = model_from_params(make_params(model={"encoder": "resnet18", "encoder_weights": str(tmp_path / "encoder.pt")}))
+    model = model_from_params(
+        make_params(model={"encoder": "resnet18", "encoder_weights": str(tmp_path / "encoder.pt")})
+    )
     assert torch.equal(model.net.encoder.conv1.weight, source.net.encoder.conv1.weight)
     assert torch.equal(model.net.encoder.layer4[1].bn2.running_var, source.net.encoder.layer4[1].bn2.running_var)
 

@@ -4,24 +4,34 @@ the overlay and the legend with each class's share; a bad file shows the server'
 Chromium is Debian's (`make browser`: apt-get install chromium), driven by Playwright's
 Python package. The screenshot is saved to tests/artifacts/serve_page.png.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT, SERVE_CLASSES, SERVE_PALETTE, colour_rule_mask, live_server, scene
 from PIL import Image
 
-from conftest import REPO_ROOT, SERVE_CLASSES, SERVE_PALETTE, colour_rule_mask, live_server, scene
 from segflow.config import ServeParams
 from segflow.serving import create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 
 pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent: `make browser` installs Debian's chromium")
+    not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent: `make browser` installs Debian's chromium"
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """End to end: `dvc pull` + `dvc repro` in a temporary clone, shrunk to tiny images and
 one epoch, then the outputs, the MLflow run and the registered version are checked."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,10 @@ def clone(tmp_path_factory) -> tuple[Path, dict]:
     target = tmp_path_factory.mktemp("clone")
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\0")
     for name in filter(None, listed):
         source = REPO_ROOT / name
@@ -108,7 +111,11 @@ def test_nothing_changed_reruns_nothing_and_lr_reruns_only_train_and_evaluate(re
     params["train"]["lr"] = params["train"]["lr"] * 2
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = _run(["dvc", "repro"], root, env)
-    ran = {stage for stage in ("fetch", "rasterize", "preprocess", "train", "evaluate") if f"Running stage '{stage}'" in output}
+    ran = {
+        stage
+        for stage in ("fetch", "rasterize", "preprocess", "train", "evaluate")
+        if f"Running stage '{stage}'" in output
+    }
     assert ran == {"train", "evaluate"}
 
 
@@ -133,8 +140,12 @@ def test_metrics_and_plots_diff_compare_the_commit_with_the_experiment(repro):
     assert isinstance(miou["old"], float) and isinstance(miou["new"], float)
     out = root / "plots-diff"
     _run(["dvc", "plots", "diff", "HEAD", "-o", str(out)], root, env)
-    specs = {name: json.loads(spec) for spec, name in re.findall(
-        r"var spec = (\{.*?\});\s*vegaEmbed\('#([^']+)'", (out / "index.html").read_text(), re.S)}
+    specs = {
+        name: json.loads(spec)
+        for spec, name in re.findall(
+            r"var spec = (\{.*?\});\s*vegaEmbed\('#([^']+)'", (out / "index.html").read_text(), re.S
+        )
+    }
     assert {"loss", "validation_scores", "per-image_test_mIoU", "test_confusion_matrix"} <= set(specs)
     curves = specs["loss"]["data"]["values"]
     # Epoch 2 exists only in the experiment's curve: both sides' data are in the page.
@@ -151,3 +162,27 @@ def test_confusion_matrix_records_are_row_shares(repro):
         row = [r for r in records if r["truth"] == truth]
         if sum(r["pixels"] for r in row):
             assert sum(r["share"] for r in row) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_editing_a_module_a_stage_imports_makes_dvc_status_report_that_stage(repro):
+    """Deps are the folders and shared modules each stage's script imports (checked by
+    tests/test_layout.py), so an edit deep in the import graph reruns the right stages."""
+    root, env, _ = repro
+    before = _run(["dvc", "status", "--json"], root, env)
+    shared = root / "src/segflow/metrics.py"  # picks the best epoch and scores the test split
+    original = shared.read_text()
+    try:
+        shared.write_text(original + "\n# an edit\n")
+        changed = json.loads(_run(["dvc", "status", "--json"], root, env))
+        assert {"train", "evaluate"} <= set(changed) and not {"fetch", "rasterize", "preprocess"} & set(changed)
+        (root / "src/segflow/metrics.py").write_text(original)
+        (root / "src/segflow/data/readers/coco.py").write_text(
+            (root / "src/segflow/data/readers/coco.py").read_text() + "\n# an edit\n"
+        )
+        changed = json.loads(_run(["dvc", "status", "--json"], root, env))
+        assert {"fetch", "rasterize", "preprocess"} <= set(changed) and "train" not in changed
+    finally:
+        shared.write_text(original)
+        coco = root / "src/segflow/data/readers/coco.py"
+        coco.write_text(coco.read_text().removesuffix("\n# an edit\n"))
+    assert _run(["dvc", "status", "--json"], root, env) == before

@@ -32,7 +32,9 @@ def test_stage_writes_arrays(via_dataset, make_params, tmp_path):
     from segflow.data.fetch import fetch
     from segflow.data.rasterize import rasterize
 
-    params = make_params(fetch={"source": str(via_dataset)}, preprocess={"image_size": 32, "val_fraction": 0.0, "test_fraction": 0.5})
+    params = make_params(
+        fetch={"source": str(via_dataset)}, preprocess={"image_size": 32, "val_fraction": 0.0, "test_fraction": 0.5}
+    )
     fetch(params, tmp_path / "fetch")
     rasterize(params, tmp_path / "fetch", tmp_path / "masks")
     counts = preprocess(params, tmp_path / "fetch", tmp_path / "masks", tmp_path / "pre")
@@ -65,8 +67,13 @@ def test_named_splits_are_kept_and_test_carved_from_val():
 def test_cross_split_duplicates_are_found():
     from segflow.data.preprocess import cross_split_duplicates
 
-    files = [{"filename": "a.jpg", "sha256": "1"}, {"filename": "b.jpg", "sha256": "1"},
-             {"filename": "c.jpg", "sha256": "2"}, {"filename": "d.jpg", "sha256": "2"}]
+    files = [
+        {"filename": "a.jpg", "sha256": "1"},
+        {"filename": "b.jpg", "sha256": "1"},
+        {"filename": "c.jpg", "sha256": "2"},
+        {"filename": "d.jpg", "sha256": "2"},
+    ]
     split_of = {"a.jpg": "train", "b.jpg": "test", "c.jpg": "train", "d.jpg": "train"}
     assert cross_split_duplicates(files, split_of) == [
-        {"sha256": "1", "splits": {"train": ["a.jpg"], "test": ["b.jpg"]}}]
+        {"sha256": "1", "splits": {"train": ["a.jpg"], "test": ["b.jpg"]}}
+    ]

@@ -5,6 +5,7 @@ trained to: smp's encoder equals a direct implementation of TF EfficientNet-Lite
 full network recognises real photos, and the model's built-in normalisation puts real
 photos where the stem's BatchNorm statistics say the training data was.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,20 +20,23 @@ import timm
 import torch
 import torch.nn.functional as F
 import yaml
+from conftest import SHARED_DATASETS
 from huggingface_hub.errors import LocalEntryNotFoundError
 
-from conftest import SHARED_DATASETS
-from segflow.training import model as model_module
 from segflow.config import OFFLINE_ENCODER, load_params
 from segflow.errors import ConfigError
 from segflow.inference.network import IMAGENET_MEAN, IMAGENET_STD, build_model, load_checkpoint, save_checkpoint
+from segflow.training import model as model_module
 from segflow.training.model import checkpoint_fields, model_from_params
 from segflow.training.pretrained import OFFLINE_MEAN, OFFLINE_STD, fit_state, load_offline_state
 
 PHOTOS = {
     # photo: ImageNet classes its top-1 must be one of
-    "labelme-examples/examples/semantic_segmentation/data_dataset_voc/JPEGImages/2011_000025.jpg":
-        {779, 874, 654},  # school bus, trolleybus, minibus
+    "labelme-examples/examples/semantic_segmentation/data_dataset_voc/JPEGImages/2011_000025.jpg": {
+        779,
+        874,
+        654,
+    },  # school bus, trolleybus, minibus
     "via-2label/74f5376/datasets/via/img2.jpg": {294, 295, 296, 297},  # bears
     "via-2label/74f5376/datasets/via/img.jpg": {950},  # orange
     "via-2label/HEAD/datasets/via/birds.jpg": set(range(7, 25)) | set(range(80, 101)) | set(range(127, 147)),
@@ -74,11 +78,28 @@ def _direct_lite0(sd: dict, x: torch.Tensor) -> list[torch.Tensor]:
     """TF EfficientNet-Lite0 written out from the paper's table, in the file's own naming:
     SAME padding, BatchNorm eps 1e-3, ReLU6, no squeeze-excite; the features smp's U-Net
     takes (after stages 1, 2, 3, 5 and 7: strides 2..32)."""
+
     def bn(t, name):
-        return F.batch_norm(t, sd[f"{name}.running_mean"], sd[f"{name}.running_var"],
-                            sd[f"{name}.weight"], sd[f"{name}.bias"], False, 0.0, 1e-3)
-    stages = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
-              (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]  # repeats, kernel, stride, expand, out
+        return F.batch_norm(
+            t,
+            sd[f"{name}.running_mean"],
+            sd[f"{name}.running_var"],
+            sd[f"{name}.weight"],
+            sd[f"{name}.bias"],
+            False,
+            0.0,
+            1e-3,
+        )
+
+    stages = [
+        (1, 3, 1, 1, 16),
+        (2, 3, 2, 6, 24),
+        (2, 5, 2, 6, 40),
+        (3, 3, 2, 6, 80),
+        (3, 5, 1, 6, 112),
+        (4, 5, 2, 6, 192),
+        (1, 3, 1, 6, 320),
+    ]  # repeats, kernel, stride, expand, out
     features = [x]
     x = F.relu6(bn(F.conv2d(_same_pad(x, 3, 2), sd["_conv_stem.weight"], stride=2), "_bn0"))
     block, channels = 0, 32
@@ -118,7 +139,7 @@ def _photo(path, size: int = 224) -> torch.Tensor:
     scale = size / 0.875 / min(image.shape[:2])
     image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
     top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
-    image = image[top:top + size, left:left + size]
+    image = image[top : top + size, left : left + size]
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
 
 
@@ -166,7 +187,9 @@ def test_a_weights_file_of_a_timm_encoder_gets_its_statistics(offline_params, ma
     """The same mechanism for any encoder whose weights a user has as a file."""
     source = model_from_params(offline_params)
     torch.save(source.net.encoder.state_dict(), tmp_path / "lite0.pt")
-    model = model_from_params(make_params(model={"encoder": OFFLINE_ENCODER, "encoder_weights": str(tmp_path / "lite0.pt")}))
+    model = model_from_params(
+        make_params(model={"encoder": OFFLINE_ENCODER, "encoder_weights": str(tmp_path / "lite0.pt")})
+    )
     assert torch.equal(model.net.encoder.model.conv_stem.weight, source.net.encoder.model.conv_stem.weight)
     assert model.mean.flatten().tolist() == [127.5] * 3  # timm's tf_efficientnet_lite0 config
 
@@ -178,11 +201,17 @@ def _write_params(raw_params: dict, tmp_path, **model) -> object:
 
 
 def test_wrong_choices_fail_clearly(raw_params, tmp_path):
-    with pytest.raises(ConfigError, match=r"model.encoder_weights: .*unknown encoder weights 'imagenet-ofline'; "
-                                          r"choose null, imagenet, imagenet-offline, or a state-dict file"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model.encoder_weights: .*unknown encoder weights 'imagenet-ofline'; "
+        r"choose null, imagenet, imagenet-offline, or a state-dict file",
+    ):
         load_params(_write_params(raw_params, tmp_path, encoder_weights="imagenet-ofline"))
-    with pytest.raises(ConfigError, match=r"imagenet-offline holds EfficientNet-Lite0 weights: set "
-                                          r"model.encoder: tu-tf_efficientnet_lite0 \(got 'resnet18'\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"imagenet-offline holds EfficientNet-Lite0 weights: set "
+        r"model.encoder: tu-tf_efficientnet_lite0 \(got 'resnet18'\)",
+    ):
         load_params(_write_params(raw_params, tmp_path, encoder="resnet18", encoder_weights="imagenet-offline"))
     params = load_params(_write_params(raw_params, tmp_path, encoder_weights="weights/encoder.pt"))
     assert str(params.model.encoder_weights) == "weights/encoder.pt"
@@ -191,15 +220,23 @@ def test_wrong_choices_fail_clearly(raw_params, tmp_path):
 def test_wrong_weights_file_fails_clearly(make_params, offline_state, tmp_path):
     # The package's file itself, given as a path: efficientnet_pytorch names, not timm's.
     torch.save(offline_state, tmp_path / "lite0-original.pth")
-    with pytest.raises(ConfigError, match=r"does not fit encoder.*288 missing keys \['model.conv_stem.weight'"
-                                          r".*use encoder_weights: imagenet-offline"):
-        model_from_params(make_params(model={"encoder": OFFLINE_ENCODER, "encoder_weights": str(tmp_path / "lite0-original.pth")}))
+    with pytest.raises(
+        ConfigError,
+        match=r"does not fit encoder.*288 missing keys \['model.conv_stem.weight'"
+        r".*use encoder_weights: imagenet-offline",
+    ):
+        model_from_params(
+            make_params(model={"encoder": OFFLINE_ENCODER, "encoder_weights": str(tmp_path / "lite0-original.pth")})
+        )
     # A damaged copy: one block's tensors gone, one reshaped.
     broken = {k: v for k, v in offline_state.items() if not k.startswith("_blocks.3.")}
     broken["_conv_stem.weight"] = torch.zeros(16, 3, 3, 3)
     encoder = build_model("Unet", OFFLINE_ENCODER, 2).net.encoder
-    with pytest.raises(ConfigError, match=r"18 missing keys \['model.blocks.2.0.conv_pw.weight'.*"
-                                          r"1 shape mismatches \['model.conv_stem.weight \(16, 3, 3, 3\) != \(32, 3, 3, 3\)'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"18 missing keys \['model.blocks.2.0.conv_pw.weight'.*"
+        r"1 shape mismatches \['model.conv_stem.weight \(16, 3, 3, 3\) != \(32, 3, 3, 3\)'\]",
+    ):
         fit_state(broken, encoder, prefix="model.")
 
 
@@ -214,9 +251,13 @@ def test_imagenet_download_without_network_names_the_fix(make_params, monkeypatc
         if encoder_weights is not None:
             raise LocalEntryNotFoundError("cannot find the requested files in the local cache")
         return smp.create_model(*args, encoder_weights=None, **kwargs)
+
     monkeypatch.setattr(model_module.smp, "create_model", offline)
-    with pytest.raises(ConfigError, match=r"imagenet: cannot download the resnet18 weights.*"
-                                          r"use encoder_weights: imagenet-offline with encoder: tu-tf_efficientnet_lite0"):
+    with pytest.raises(
+        ConfigError,
+        match=r"imagenet: cannot download the resnet18 weights.*"
+        r"use encoder_weights: imagenet-offline with encoder: tu-tf_efficientnet_lite0",
+    ):
         model_from_params(make_params(model={"encoder": "resnet18", "encoder_weights": "imagenet"}))
 
 
@@ -238,9 +279,11 @@ def test_training_starts_from_imagenet_features(offline_params, make_params, tmp
     (folder / "split.json").write_text(json.dumps({}))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     params = make_params(
-        classes={"names": ["background", "thing"], "palette": []}, preprocess={"image_size": 32},
+        classes={"names": ["background", "thing"], "palette": []},
+        preprocess={"image_size": 32},
         model={"encoder": OFFLINE_ENCODER, "encoder_weights": "imagenet-offline"},
-        train={"epochs": 1, "batch_size": 4}, mlflow={"experiment": "tiny", "model_name": "tiny"},
+        train={"epochs": 1, "batch_size": 4},
+        mlflow={"experiment": "tiny", "model_name": "tiny"},
     )
     train(params, folder, tmp_path / "out", tmp_path, tmp_path / "resume.pt")
     trained, _ = load_checkpoint(tmp_path / "out" / "model.pt")

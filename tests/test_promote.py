@@ -1,5 +1,6 @@
 """Promote and roll back: the rule, the user's loop through the CLI, concurrent promotes,
 and the same loop against an MLflow tracking server over HTTP."""
+
 from __future__ import annotations
 
 import json
@@ -10,16 +11,16 @@ import time
 import mlflow
 import pytest
 import yaml
-
 from conftest import REPO_ROOT, SPLIT_PIXELS
-from segflow.registry import promote as promote_module
+from test_registry import _free_port, start_server, stop_server, wait_for
+
 from segflow.cli import main
 from segflow.config import PromoteParams
 from segflow.outputs import file_sha256
-from segflow.registry.promote import compare, promote, rollback
+from segflow.registry import promote as promote_module
 from segflow.registry.champion import HISTORY_TAG, ChampionMoved
+from segflow.registry.promote import compare, promote, rollback
 from segflow.registry.scoring import Scores
-from test_registry import _free_port, start_server, stop_server, wait_for
 
 NAN = float("nan")
 LABELLED = sum(SPLIT_PIXELS.values())
@@ -32,14 +33,17 @@ def scores(iou: list[float], names: tuple[str, ...] = ("a", "b", "c")) -> Scores
     return Scores(list(names), sum(defined) / len(defined), 0.0, 0.0, iou, iou, [], 1, 1.0, 1, 1)
 
 
-@pytest.mark.parametrize(("candidate", "champion", "rule", "passed"), [
-    ([0.8, 0.6, 0.5], [0.7, 0.6, 0.5], {}, True),                         # better mean, no class worse
-    ([0.7, 0.6, 0.5], [0.7, 0.6, 0.5], {}, True),                         # equal is "at least as good"
-    ([0.72, 0.6, 0.5], [0.7, 0.6, 0.5], {"min_miou_gain": 0.01}, False),  # better, not by the margin
-    ([0.9, 0.9, 0.44], [0.7, 0.6, 0.5], {}, False),                       # better mean, one class 0.06 worse
-    ([0.9, 0.9, 0.44], [0.7, 0.6, 0.5], {"max_class_drop": 0.1}, True),   # ...within a looser rule
-    ([0.9, NAN, 0.5], [0.7, 0.1, 0.5], {}, True),                         # undefined on one side: skipped
-])
+@pytest.mark.parametrize(
+    ("candidate", "champion", "rule", "passed"),
+    [
+        ([0.8, 0.6, 0.5], [0.7, 0.6, 0.5], {}, True),  # better mean, no class worse
+        ([0.7, 0.6, 0.5], [0.7, 0.6, 0.5], {}, True),  # equal is "at least as good"
+        ([0.72, 0.6, 0.5], [0.7, 0.6, 0.5], {"min_miou_gain": 0.01}, False),  # better, not by the margin
+        ([0.9, 0.9, 0.44], [0.7, 0.6, 0.5], {}, False),  # better mean, one class 0.06 worse
+        ([0.9, 0.9, 0.44], [0.7, 0.6, 0.5], {"max_class_drop": 0.1}, True),  # ...within a looser rule
+        ([0.9, NAN, 0.5], [0.7, 0.1, 0.5], {}, True),  # undefined on one side: skipped
+    ],
+)
 def test_rule(candidate, champion, rule, passed):
     verdict = compare(scores(candidate), scores(champion), PromoteParams(**rule))
     assert verdict.passed is passed
@@ -61,6 +65,7 @@ def cli(frozen_split, registry_params, tmp_path, wide_console):
         with pytest.raises(SystemExit) as exit_code:
             main([*args, "--params", str(params_file), "--artifacts", str(frozen_split)])
         return exit_code.value.code, capsys.readouterr().out
+
     return run
 
 
@@ -127,7 +132,11 @@ def test_promote_refuse_force_and_roll_back(register_version, frozen_split, cli,
 
 
 def test_a_champion_moved_during_the_comparison_is_not_overwritten(
-    register_version, frozen_split, registry_params, tmp_path, monkeypatch,
+    register_version,
+    frozen_split,
+    registry_params,
+    tmp_path,
+    monkeypatch,
 ):
     client = mlflow.MlflowClient()
     first, candidate, other = register_version(0), register_version(1), register_version(2)
@@ -147,7 +156,11 @@ def test_a_champion_moved_during_the_comparison_is_not_overwritten(
 
 
 def test_two_promotes_at_once_end_in_a_state_one_of_them_asked_for(
-    register_version, frozen_split, registry_params, tmp_path, monkeypatch,
+    register_version,
+    frozen_split,
+    registry_params,
+    tmp_path,
+    monkeypatch,
 ):
     client = mlflow.MlflowClient()
     first, sky, thing = register_version(0), register_version(1), register_version(2)
@@ -187,15 +200,32 @@ def test_two_promotes_at_once_end_in_a_state_one_of_them_asked_for(
 
 @pytest.mark.slow
 def test_train_register_promote_rollback_against_a_tracking_server(
-    frozen_split, registry_params, register_version, tmp_path, monkeypatch,
+    frozen_split,
+    registry_params,
+    register_version,
+    tmp_path,
+    monkeypatch,
 ):
     from segflow.training.train import train
 
     port = _free_port()
     log = tmp_path / "server.log"
-    server = start_server(["server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                           "--artifacts-destination", str(tmp_path / "server-artifacts")], log)
+    server = start_server(
+        [
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+        ],
+        log,
+    )
     try:
         wait_for(f"http://127.0.0.1:{port}/health", server, log)
         for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):

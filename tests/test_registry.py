@@ -1,4 +1,5 @@
 """Registry: the registered pyfunc, the first champion, the model card, serving."""
+
 from __future__ import annotations
 
 import json
@@ -18,11 +19,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import SPLIT_PIXELS
+
 from segflow.cli import main
-from segflow.registry.pyfunc import SegmentationModel, encode_png
 from segflow.registry.champion import HISTORY_TAG
+from segflow.registry.pyfunc import SegmentationModel, encode_png
 from segflow.registry.register import MODEL_CARD, requirements
 
 LABELLED = sum(SPLIT_PIXELS.values())
@@ -108,10 +109,14 @@ def test_pyfunc_predicts_class_index_masks_at_the_input_size(register_version):
     ok, jpeg = cv2.imencode(".jpg", np.zeros((10, 90, 3), np.uint8))
     import base64
 
-    frame = pd.DataFrame({"image": [
-        encode_png(np.zeros((30, 20, 3), np.uint8)),
-        "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode(),
-    ]})
+    frame = pd.DataFrame(
+        {
+            "image": [
+                encode_png(np.zeros((30, 20, 3), np.uint8)),
+                "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode(),
+            ]
+        }
+    )
     masks = model.predict(frame)
     assert [mask.shape for mask in masks] == [(30, 20), (10, 90)]
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
@@ -141,7 +146,12 @@ def test_letterbox_crop_and_resize_map_the_mask_back_onto_the_image():
 
 
 def test_models_command_lists_versions_with_aliases(
-    register_version, frozen_split, registry_params, tmp_path, capsys, wide_console,
+    register_version,
+    frozen_split,
+    registry_params,
+    tmp_path,
+    capsys,
+    wide_console,
 ):
     import yaml
 
@@ -188,8 +198,13 @@ def wait_for(url: str, process: subprocess.Popen, log: Path, seconds: float = 30
 def start_server(args: list[str], log: Path) -> subprocess.Popen:
     """`python -m mlflow ARGS` in a process group of its own (stopped by stop_server)."""
     with log.open("w") as stream:
-        return subprocess.Popen([sys.executable, "-m", "mlflow", *args], stdout=stream, stderr=subprocess.STDOUT,
-                                env=os.environ.copy(), start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "mlflow", *args],
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+            start_new_session=True,
+        )
 
 
 def stop_server(process: subprocess.Popen) -> None:
@@ -208,13 +223,30 @@ def test_mlflow_models_serve_answers_a_request_with_a_mask(register_version, tmp
     register_version(1)  # the first version: @champion, predicts sky everywhere
     port = _free_port()
     log = tmp_path / "serve.log"
-    server = start_server(["models", "serve", "-m", "models:/tiny@champion", "--env-manager", "local",
-                           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], log)
+    server = start_server(
+        [
+            "models",
+            "serve",
+            "-m",
+            "models:/tiny@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        log,
+    )
     try:
         wait_for(f"http://127.0.0.1:{port}/ping", server, log)
         image = np.full((24, 40, 3), 100, np.uint8)
-        answer = _post(f"http://127.0.0.1:{port}/invocations",
-                       {"dataframe_split": {"columns": ["image"], "data": [[encode_png(image)]]}})
+        answer = _post(
+            f"http://127.0.0.1:{port}/invocations",
+            {"dataframe_split": {"columns": ["image"], "data": [[encode_png(image)]]}},
+        )
         masks = np.array(answer["predictions"])
         assert masks.shape == (1, 24, 40) and (masks == 1).all()
         answer = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": image.tolist()})

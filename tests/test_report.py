@@ -1,36 +1,43 @@
 """The dataset report: written by fetch, completed by rasterize, shown as a table and a chart."""
+
 from __future__ import annotations
 
 import json
 import shutil
 
 import cv2
+from conftest import via_row, write_image
 from rich.console import Console
 
 from segflow.data.fetch import fetch
 from segflow.data.rasterize import rasterize
 from segflow.data.report import report_table
 
-from conftest import via_row, write_image
-
 
 def test_report_counts_classes_pixels_drops_clips_and_duplicates(via_dataset, make_params, tmp_path):
     write_image(via_dataset / "b.jpg", value=60)  # the fixture's two images are identical
     shutil.copyfile(via_dataset / "a.jpg", via_dataset / "copy_of_a.jpg")  # an exact duplicate
     csv = via_dataset / "via_region_data.csv"
-    csv.write_text(csv.read_text() + "\n".join([
-        via_row("copy_of_a.jpg", 0, 0, "{}", "{}"),  # an image without regions
-        via_row("b.jpg", 3, 1, '{"name":"rect","x":30,"y":20,"width":20,"height":20}', '{"label":"road"}'),
-        via_row("b.jpg", 3, 2, '{"name":"polyline","all_points_x":[0,9],"all_points_y":[0,9]}', '{"label":"road"}'),
-    ]) + "\n")
+    csv.write_text(
+        csv.read_text()
+        + "\n".join(
+            [
+                via_row("copy_of_a.jpg", 0, 0, "{}", "{}"),  # an image without regions
+                via_row("b.jpg", 3, 1, '{"name":"rect","x":30,"y":20,"width":20,"height":20}', '{"label":"road"}'),
+                via_row(
+                    "b.jpg", 3, 2, '{"name":"polyline","all_points_x":[0,9],"all_points_y":[0,9]}', '{"label":"road"}'
+                ),
+            ]
+        )
+        + "\n"
+    )
     params = make_params(fetch={"source": str(via_dataset)})
     fetch(params, tmp_path / "fetch")
     pixels = rasterize(params, tmp_path / "fetch", tmp_path / "masks", report_dir=tmp_path / "report")
     report = json.loads((tmp_path / "report" / "report.json").read_text())
 
     assert report["format"] == "via_csv" and report["images"] == 3 and report["regions"] == 5
-    assert report["classes"]["car"] == {"images": 1, "instances": 1, "pixels": 121,
-                                        "pixel_share": 121 / (3 * 40 * 30)}
+    assert report["classes"]["car"] == {"images": 1, "instances": 1, "pixels": 121, "pixel_share": 121 / (3 * 40 * 30)}
     assert report["classes"]["road"]["instances"] == 2 and report["classes"]["road"]["pixels"] == 10 * 10
     assert sum(c["pixels"] for c in report["classes"].values()) == sum(pixels.values()) == 3 * 40 * 30
     assert report["images_without_regions"] == {"count": 1, "examples": ["copy_of_a.jpg"]}

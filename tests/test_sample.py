@@ -1,4 +1,5 @@
 """Tests for sample: the deterministic synthetic street-scene generator."""
+
 from __future__ import annotations
 
 import csv
@@ -9,15 +10,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from sample import SAMPLE_CLASSES, generate_sample
 
 from segflow.data.readers.via import read_via_csv
-from sample import SAMPLE_CLASSES, generate_sample
 
 # Small enough to be fast, large enough that every object kind fits.
 WIDTH, HEIGHT, N_IMAGES, SEED = 96, 72, 4, 3
 HEADER = [
-    "filename", "file_size", "file_attributes", "region_count", "region_id",
-    "region_shape_attributes", "region_attributes",
+    "filename",
+    "file_size",
+    "file_attributes",
+    "region_count",
+    "region_id",
+    "region_shape_attributes",
+    "region_attributes",
 ]
 
 
@@ -66,8 +72,7 @@ def test_same_arguments_give_identical_bytes(sample_dir: Path, tmp_path: Path) -
 
 def test_another_seed_gives_other_images(sample_dir: Path, tmp_path: Path) -> None:
     generate_sample(tmp_path / "other", n_images=1, width=WIDTH, height=HEIGHT, seed=SEED + 1)
-    assert (tmp_path / "other" / "scene_000.jpg").read_bytes() != (
-        sample_dir / "scene_000.jpg").read_bytes()
+    assert (tmp_path / "other" / "scene_000.jpg").read_bytes() != (sample_dir / "scene_000.jpg").read_bytes()
 
 
 def test_csv_is_written_as_via_writes_it(sample_dir: Path) -> None:
@@ -116,9 +121,8 @@ def test_regions_are_listed_back_to_front(rows: list[dict[str, str]]) -> None:
         assert labels[0] == "sky" and labels.count("sky") == 1, filename
         road = labels.index("road")
         assert labels.count("road") == 1 and set(labels[1:road]) == {"building"}, filename
-        bottoms = [max(json.loads(row["region_shape_attributes"])["all_points_y"])
-                   for row in image_rows[road + 1:]]
-        assert set(labels[road + 1:]) <= {"car", "person"} and bottoms == sorted(bottoms)
+        bottoms = [max(json.loads(row["region_shape_attributes"])["all_points_y"]) for row in image_rows[road + 1 :]]
+        assert set(labels[road + 1 :]) <= {"car", "person"} and bottoms == sorted(bottoms)
 
 
 def test_sky_and_buildings_leave_no_gap(rows: list[dict[str, str]]) -> None:
@@ -128,8 +132,11 @@ def test_sky_and_buildings_leave_no_gap(rows: list[dict[str, str]]) -> None:
         for row in image_rows:
             label = json.loads(row["region_attributes"])["label"]
             shape_mask(json.loads(row["region_shape_attributes"]), SAMPLE_CLASSES.index(label), mask)
-        road = next(json.loads(row["region_shape_attributes"]) for row in image_rows
-                    if json.loads(row["region_attributes"])["label"] == "road")
+        road = next(
+            json.loads(row["region_shape_attributes"])
+            for row in image_rows
+            if json.loads(row["region_attributes"])["label"] == "road"
+        )
         horizon = min(road["all_points_y"])
         assert (mask[:horizon] == 0).sum() == 0, filename
         assert (mask == SAMPLE_CLASSES.index("sky")).any() and (mask[horizon:] == 0).any()

@@ -1,6 +1,7 @@
 """segflow.serving: the API on a model whose masks are known in advance (the colour rule),
 every bad input, 8 concurrent clients, and @champion served from an MLflow registry,
 exported to ONNX and swapped when the alias moves, with requests in flight."""
+
 from __future__ import annotations
 
 import base64
@@ -19,14 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+from conftest import SERVE_CLASSES, SERVE_PALETTE, SERVE_SIZE, colour_rule_mask, live_server, scene
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import SERVE_CLASSES, SERVE_PALETTE, SERVE_SIZE, colour_rule_mask, live_server, scene
 from segflow.config import ServeParams
+from segflow.data.records import Region
 from segflow.errors import ConfigError
 from segflow.inference.segment import letterbox
-from segflow.data.records import Region
 from segflow.serving import ModelSource, create_app
 from segflow.serving.decode import InputError, decode_image
 from segflow.serving.export import read_metadata, write_metadata
@@ -51,11 +52,14 @@ def encode(image: np.ndarray, fmt: str = "PNG", **options) -> bytes:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A valid PNG header declaring width x height, with almost no pixel data behind it."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def mask_of(response: httpx.Response) -> np.ndarray:
@@ -69,8 +73,11 @@ def samples(text: str) -> dict[tuple, float]:
     """/metrics text parsed as a scraper does: {(sample name, *sorted label pairs): value}."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    return {(sample.name, *sorted(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {
+        (sample.name, *sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -105,8 +112,10 @@ def test_png_mask_is_at_the_input_size_and_follows_the_model(client):
 
 def test_json_gives_shares_and_polygons_that_repaint_the_mask(client):
     image = scene(120, 200)
-    response = client.post("/predict?format=json&polygons=true&mask=true&simplify=0",
-                           files={"file": ("street.png", encode(image), "image/png")})
+    response = client.post(
+        "/predict?format=json&polygons=true&mask=true&simplify=0",
+        files={"file": ("street.png", encode(image), "image/png")},
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["width"], body["height"]) == (200, 120)
@@ -175,7 +184,8 @@ def test_metrics_escape_label_values_and_negotiate_the_format(colour_rule_onnx, 
     assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     found = samples(response.text)
     assert [labels for name, *labels in found if name == "segflow_model_info"] == [
-        [("name", name), ("runtime", "onnx-fp32"), ("version", "7")]]
+        [("name", name), ("runtime", "onnx-fp32"), ("version", "7")]
+    ]
     assert found["segflow_model_info", ("name", name), ("runtime", "onnx-fp32"), ("version", "7")] == 1
     assert found["segflow_requests_total", ("method", "POST"), ("route", "/predict"), ("status", "200")] == 1
     assert found["segflow_inference_duration_seconds_count", ("runtime", "onnx-fp32")] == 1
@@ -312,9 +322,10 @@ def test_eight_concurrent_clients_get_no_5xx(app):
 def test_an_aborted_upload_counts_as_499_without_a_traceback(app, caplog, content_type):
     """A client that hangs up mid-body is the client's doing: 499, not a 500 with a traceback."""
     caplog.set_level(logging.INFO, logger="segflow")
-    head = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: 500000\r\n\r\n").encode()
-    part = b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n"
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: 500000\r\n\r\n"
+    ).encode()
+    part = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
     with live_server(app) as url:
         # uvicorn's logger does not propagate to the root logger that caplog listens on.
         uvicorn_log = logging.getLogger("uvicorn.error")
@@ -347,8 +358,16 @@ def test_segflow_serve_command(colour_rule_onnx):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-c", "from segflow.cli import main; main()", "serve", "--onnx",
-               str(colour_rule_onnx), "--port", str(port)]
+    command = [
+        sys.executable,
+        "-c",
+        "from segflow.cli import main; main()",
+        "serve",
+        "--onnx",
+        str(colour_rule_onnx),
+        "--port",
+        str(port),
+    ]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -415,13 +434,27 @@ def test_reload_beyond_loopback_takes_only_the_token(colour_rule_onnx, monkeypat
     assert right.status_code == 200 and right.json()["reloaded"] is False
 
 
-@pytest.mark.parametrize("host, allowed, answers", [
-    ("127.0.0.1", None, {"localhost": 200, "127.0.0.1:8000": 200, "[::1]:8000": 200, "LOCALHOST": 200,
-                         "evil.example": 400, "127.0.0.1.evil.example": 400, "": 400}),
-    ("10.1.2.3", None, {"10.1.2.3:8000": 200, "localhost": 200, "10.1.2.4": 400}),
-    ("0.0.0.0", ["seg.example.com"], {"seg.example.com": 200, "SEG.example.com:443": 200, "localhost": 400}),
-    ("0.0.0.0", ["*"], {"anything.example": 200, "10.9.8.7:8000": 200}),
-])
+@pytest.mark.parametrize(
+    "host, allowed, answers",
+    [
+        (
+            "127.0.0.1",
+            None,
+            {
+                "localhost": 200,
+                "127.0.0.1:8000": 200,
+                "[::1]:8000": 200,
+                "LOCALHOST": 200,
+                "evil.example": 400,
+                "127.0.0.1.evil.example": 400,
+                "": 400,
+            },
+        ),
+        ("10.1.2.3", None, {"10.1.2.3:8000": 200, "localhost": 200, "10.1.2.4": 400}),
+        ("0.0.0.0", ["seg.example.com"], {"seg.example.com": 200, "SEG.example.com:443": 200, "localhost": 400}),
+        ("0.0.0.0", ["*"], {"anything.example": 200, "10.9.8.7:8000": 200}),
+    ],
+)
 def test_the_host_header_must_be_allowed(colour_rule_onnx, host, allowed, answers):
     """DNS rebinding: a page on another site must not reach the service by its name."""
     changes = {"host": host} if allowed is None else {"host": host, "allowed_hosts": allowed}
@@ -453,9 +486,9 @@ def test_champion_is_exported_served_and_swapped_when_the_alias_moves(
     import mlflow
     import yaml
 
-    from segflow.serving import export
     from segflow.cli import main
     from segflow.registry.register import move_champion
+    from segflow.serving import export
 
     # The exporter itself is tested in test_export.py; the fast one keeps this test short.
     real_export = export.export_onnx
@@ -490,8 +523,13 @@ def test_champion_is_exported_served_and_swapped_when_the_alias_moves(
             with httpx.Client(base_url=url, timeout=60) as own:
                 while not stop.is_set():
                     response = own.post("/predict", content=image)
-                    answers.append((response.status_code, response.headers.get("x-model-version"),
-                                    set(np.unique(mask_of(response)).tolist()) if response.status_code == 200 else None))
+                    answers.append(
+                        (
+                            response.status_code,
+                            response.headers.get("x-model-version"),
+                            set(np.unique(mask_of(response)).tolist()) if response.status_code == 200 else None,
+                        )
+                    )
 
         with ThreadPoolExecutor(8) as pool:
             for _ in range(8):
@@ -517,6 +555,7 @@ def test_champion_is_exported_served_and_swapped_when_the_alias_moves(
         health = http.get("/health").json()
         assert health["reloads"] >= 2 and health["last_reload_error"] is None
         assert reloaded["model"]["version"] == first
-        reload_line = [line for line in http.get("/metrics").text.splitlines()
-                       if line.startswith("segflow_model_reloads_total ")]
+        reload_line = [
+            line for line in http.get("/metrics").text.splitlines() if line.startswith("segflow_model_reloads_total ")
+        ]
         assert float(reload_line[0].split()[1]) == health["reloads"]

@@ -3,6 +3,7 @@
 The network is a local HTTP server on 127.0.0.1 (started per test); nothing here
 touches the internet.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,13 +17,12 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from conftest import write_cityscapes
 from pydantic import ValidationError
 
 from segflow.data import sources
-from segflow.errors import SourceError
 from segflow.data.fetch import fetch
-
-from conftest import write_cityscapes
+from segflow.errors import SourceError
 
 
 def zip_folder(folder: Path, prefix: str = "") -> bytes:
@@ -82,8 +82,10 @@ class Site:
                 elif url.path == "/login":
                     self.send(200, b"<form>login</form>")
                 elif url.path == "/downloads/" and "list" in url.query:
-                    listing = [{"name": name, "packageID": str(i), "size": "1 KB", "thirdparty": "0"}
-                               for i, name in enumerate(names)]
+                    listing = [
+                        {"name": name, "packageID": str(i), "size": "1 KB", "thirdparty": "0"}
+                        for i, name in enumerate(names)
+                    ]
                     self.send(200, json.dumps(listing).encode())
                 elif url.path in ("/md5-sum/", "/file-handling/"):
                     name = names[int(query["packageID"][0])]
@@ -132,7 +134,9 @@ def test_local_folder_zip_and_tar(via_dataset, make_params, tmp_path):
         assert manifest["images"] == 2 and (out / "images" / "a.jpg").is_file()
     assert len(list((tmp_path / "cache" / "extracted").iterdir())) == 2  # kept, keyed by sha256
     bad = make_params(fetch={"source": str(zip_path), "sha256": "0" * 64})
-    with pytest.raises(SourceError, match=f"expected {'0' * 64} .*got {hashlib.sha256(zip_path.read_bytes()).hexdigest()}"):
+    with pytest.raises(
+        SourceError, match=f"expected {'0' * 64} .*got {hashlib.sha256(zip_path.read_bytes()).hexdigest()}"
+    ):
         fetch(bad, tmp_path / "bad")
     with pytest.raises(SourceError, match="fetch.source not found"):
         fetch(make_params(fetch={"source": str(tmp_path / "nowhere")}), tmp_path / "bad")
@@ -181,15 +185,20 @@ def test_url_needs_sha256(make_params):
 def cityscapes_packages(tmp_path: Path) -> dict[str, bytes]:
     raw = tmp_path / "raw"
     write_cityscapes(raw, frames=2, split="train")
-    return {"gtFine_trainvaltest.zip": zip_folder(raw / "gtFine", prefix="gtFine/"),
-            "leftImg8bit_trainvaltest.zip": zip_folder(raw / "leftImg8bit", prefix="leftImg8bit/")}
+    return {
+        "gtFine_trainvaltest.zip": zip_folder(raw / "gtFine", prefix="gtFine/"),
+        "leftImg8bit_trainvaltest.zip": zip_folder(raw / "leftImg8bit", prefix="leftImg8bit/"),
+    }
 
 
 def test_cityscapes_download_through_cityscapesscripts(tmp_path, make_params, site, monkeypatch):
     state, _ = site
     state.packages = cityscapes_packages(tmp_path)
-    params = make_params(classes={"names": None, "label_map": {}, "palette": [], "preset": "cityscapes"},
-                         fetch={"source": "cityscapes", "annotations": "."}, rasterize={"unlabeled": "ignore"})
+    params = make_params(
+        classes={"names": None, "label_map": {}, "palette": [], "preset": "cityscapes"},
+        fetch={"source": "cityscapes", "annotations": "."},
+        rasterize={"unlabeled": "ignore"},
+    )
     monkeypatch.delenv("CITYSCAPES_USERNAME", raising=False)
     with pytest.raises(SourceError, match="set CITYSCAPES_USERNAME and CITYSCAPES_PASSWORD"):
         fetch(params, tmp_path / "fetch", cache_dir=tmp_path / "cache")

@@ -1,4 +1,5 @@
 """Training: determinism, resume after an interruption, MLflow run continuity."""
+
 from __future__ import annotations
 
 import csv
@@ -27,10 +28,14 @@ def tiny_split(tmp_path):
             images[i, top:] += 150
         np.save(folder / f"{split}_images.npy", images)
         np.save(folder / f"{split}_masks.npy", masks)
-    (folder / "split.json").write_text(json.dumps({
-        s: [{"filename": f"{s}{i}.jpg", "height": 32, "width": 32} for i in range(n)]
-        for s, n in (("train", 6), ("val", 2), ("test", 2))
-    }))
+    (folder / "split.json").write_text(
+        json.dumps(
+            {
+                s: [{"filename": f"{s}{i}.jpg", "height": 32, "width": 32} for i in range(n)]
+                for s, n in (("train", 6), ("val", 2), ("test", 2))
+            }
+        )
+    )
     return folder
 
 
@@ -47,7 +52,10 @@ def tiny_params(make_params, tmp_path, monkeypatch):
 
 def history(out):
     with (out / "history.csv").open() as stream:
-        return [{k: float(v) for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in csv.DictReader(stream)]
+        return [
+            {k: float(v) for k, v in row.items() if k not in ("seconds", "images_per_s")}
+            for row in csv.DictReader(stream)
+        ]
 
 
 def test_same_seed_gives_the_same_training(tiny_split, tiny_params, tmp_path):
@@ -59,7 +67,9 @@ def test_same_seed_gives_the_same_training(tiny_split, tiny_params, tmp_path):
     assert first["run_id"] != second["run_id"]
 
 
-def test_interrupted_run_resumes_to_the_same_result_in_the_same_mlflow_run(tiny_split, tiny_params, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_result_in_the_same_mlflow_run(
+    tiny_split, tiny_params, tmp_path, monkeypatch
+):
     reference = train(tiny_params, tiny_split, tmp_path / "ref", tmp_path, tmp_path / "resume-ref.pt")
 
     real_epoch = train_module._Trainer.train_epoch

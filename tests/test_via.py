@@ -1,4 +1,5 @@
 """Tests for segflow.data.readers.via and the format dispatch in segflow.data.readers."""
+
 from __future__ import annotations
 
 import csv
@@ -11,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from segflow.errors import AnnotationError
 from segflow.data.readers import FORMATS, read_annotation_file
 from segflow.data.readers.via import CSV_COLUMNS, read_via_csv, read_via_json
 from segflow.data.records import ImageAnnotation
+from segflow.errors import AnnotationError
 
 DATASET = Path(__file__).parents[2] / "shared" / "datasets" / "via-2label"
 
@@ -54,28 +55,27 @@ def label(value: Any, key: str = "label") -> dict[str, Any]:
 
 
 def strip_origins(images: list[ImageAnnotation]) -> list[tuple[Any, ...]]:
-    return [
-        (image.filename, [(r.label, r.shape, r.points, r.geometry) for r in image.regions])
-        for image in images
-    ]
+    return [(image.filename, [(r.label, r.shape, r.points, r.geometry) for r in image.regions]) for image in images]
 
 
 # --- CSV ---------------------------------------------------------------------------
 
 
 def test_csv_reads_every_shape_with_exact_values(tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "via.csv", [
-        ("a.jpg", polygon([10, 20, 30, 10], [5, 6.5, 7, 5]), label(" car ")),  # closed ring
-        ("a.jpg", rect(1, 2, 3, 4), label({"bus": True, "car": False})),
-        ("empty.jpg", {}, {}),
-        ("b.jpg", {"name": "circle", "cx": 5, "cy": 6, "r": 7}, label("c")),
-        ("b.jpg", {"name": "ellipse", "cx": 1, "cy": 2, "rx": 3, "ry": 4}, label("e")),
-        ("b.jpg", {"name": "ellipse", "cx": 1, "cy": 2, "rx": 3, "ry": 4, "theta": 0.5},
-         label("e")),
-        ("b.jpg", {"name": "point", "cx": 8, "cy": 9}, label("p")),
-        ("b.jpg", polygon([0, 4], [0, 3], name="polyline"), label("l")),
-        ("a.jpg", rect(9, 9, 9, 9), label("late")),  # same image again: joins a.jpg
-    ])
+    path = write_csv(
+        tmp_path / "via.csv",
+        [
+            ("a.jpg", polygon([10, 20, 30, 10], [5, 6.5, 7, 5]), label(" car ")),  # closed ring
+            ("a.jpg", rect(1, 2, 3, 4), label({"bus": True, "car": False})),
+            ("empty.jpg", {}, {}),
+            ("b.jpg", {"name": "circle", "cx": 5, "cy": 6, "r": 7}, label("c")),
+            ("b.jpg", {"name": "ellipse", "cx": 1, "cy": 2, "rx": 3, "ry": 4}, label("e")),
+            ("b.jpg", {"name": "ellipse", "cx": 1, "cy": 2, "rx": 3, "ry": 4, "theta": 0.5}, label("e")),
+            ("b.jpg", {"name": "point", "cx": 8, "cy": 9}, label("p")),
+            ("b.jpg", polygon([0, 4], [0, 3], name="polyline"), label("l")),
+            ("a.jpg", rect(9, 9, 9, 9), label("late")),  # same image again: joins a.jpg
+        ],
+    )
     images = read_via_csv(path, "label")
 
     assert [image.filename for image in images] == ["a.jpg", "empty.jpg", "b.jpg"]
@@ -108,10 +108,13 @@ def test_csv_accepts_via1_hash_header(tmp_path: Path) -> None:
 
 def test_csv_row_numbers_count_lines_of_multiline_cells(tmp_path: Path) -> None:
     # A quoted cell spanning two lines: the next record starts on line 4, not 3.
-    path = write_csv(tmp_path / "via.csv", [
-        ("a.jpg", rect(), '{"label":\n"car"}'),
-        ("a.jpg", {"name": "blob"}, label("car")),
-    ])
+    path = write_csv(
+        tmp_path / "via.csv",
+        [
+            ("a.jpg", rect(), '{"label":\n"car"}'),
+            ("a.jpg", {"name": "blob"}, label("car")),
+        ],
+    )
     with pytest.raises(AnnotationError, match=r"via\.csv row 4 \(image a\.jpg\)"):
         read_via_csv(path, "label")
 
@@ -128,8 +131,11 @@ def test_csv_missing_column_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("shape", "attributes", "expected"),
     [
-        ('{"name":"rect" "x":1}', label("car"),
-         "region_shape_attributes is not valid JSON: Expecting ',' delimiter at char 15"),
+        (
+            '{"name":"rect" "x":1}',
+            label("car"),
+            "region_shape_attributes is not valid JSON: Expecting ',' delimiter at char 15",
+        ),
         (rect(), '{"label": car}', "region_attributes is not valid JSON"),
         ({"name": "blob", "x": 1}, label("car"), "unknown shape 'blob'"),
         (polygon([1, 2], [1, 2]), label("car"), "polygon has 2 points, needs at least 3"),
@@ -146,13 +152,14 @@ def test_csv_missing_column_is_named(tmp_path: Path) -> None:
         (rect(), label({"car": False}), "region_attributes['label'] has 0 options"),
     ],
 )
-def test_csv_errors_name_file_row_and_key(
-    tmp_path: Path, shape: Cell, attributes: Cell, expected: str
-) -> None:
-    path = write_csv(tmp_path / "scenes.csv", [
-        ("ok.jpg", rect(), label("car")),
-        ("scene_003.jpg", shape, attributes),
-    ])
+def test_csv_errors_name_file_row_and_key(tmp_path: Path, shape: Cell, attributes: Cell, expected: str) -> None:
+    path = write_csv(
+        tmp_path / "scenes.csv",
+        [
+            ("ok.jpg", rect(), label("car")),
+            ("scene_003.jpg", shape, attributes),
+        ],
+    )
     with pytest.raises(AnnotationError) as info:
         read_via_csv(path, "label")
     message = str(info.value)
@@ -189,30 +196,43 @@ def test_json_via1_dict_regions_in_numeric_id_order(tmp_path: Path) -> None:
         "0": {"shape_attributes": rect(0), "region_attributes": label("zero")},
         "2": {"shape_attributes": polygon([0, 4, 4], [0, 0, 3]), "region_attributes": label("two")},
     }
-    path = write_json(tmp_path / "v1.json", {
-        "a.jpg": {"fileref": "", "size": 9, "filename": "a.jpg", "base64_img_data": "",
-                  "file_attributes": {}, "regions": regions},
-        "b.jpg": {"filename": "b.jpg", "size": 1, "regions": {}},
-    })
+    path = write_json(
+        tmp_path / "v1.json",
+        {
+            "a.jpg": {
+                "fileref": "",
+                "size": 9,
+                "filename": "a.jpg",
+                "base64_img_data": "",
+                "file_attributes": {},
+                "regions": regions,
+            },
+            "b.jpg": {"filename": "b.jpg", "size": 1, "regions": {}},
+        },
+    )
     a, b = read_via_json(path, "label")
     assert [r.label for r in a.regions] == ["zero", "two", "ten"]
     assert a.regions[0].geometry == {"x": 0.0, "y": 2.0, "width": 3.0, "height": 4.0}
     assert a.regions[1].points == ((0.0, 0.0), (4.0, 0.0), (4.0, 3.0))
-    assert [r.origin for r in a.regions] == [
-        f"v1.json image 'a.jpg' region {n}" for n in ("0", "2", "10")
-    ]
+    assert [r.origin for r in a.regions] == [f"v1.json image 'a.jpg' region {n}" for n in ("0", "2", "10")]
     assert a.origin == "v1.json image 'a.jpg'"
     assert (b.filename, b.regions) == ("b.jpg", ())
 
 
 def via2_metadata() -> dict[str, Any]:
     return {
-        "c.jpg123": {"filename": "c.jpg", "size": 123, "file_attributes": {}, "regions": [
-            {"shape_attributes": {"name": "circle", "cx": 1, "cy": 2, "r": 3},
-             "region_attributes": label({"cat": True})},
-            {"shape_attributes": {"name": "point", "cx": 4.5, "cy": 5},
-             "region_attributes": label("nose")},
-        ]},
+        "c.jpg123": {
+            "filename": "c.jpg",
+            "size": 123,
+            "file_attributes": {},
+            "regions": [
+                {
+                    "shape_attributes": {"name": "circle", "cx": 1, "cy": 2, "r": 3},
+                    "region_attributes": label({"cat": True}),
+                },
+                {"shape_attributes": {"name": "point", "cx": 4.5, "cy": 5}, "region_attributes": label("nose")},
+            ],
+        },
         "d.jpg7": {"filename": "sub/d.jpg", "size": 7, "file_attributes": {}, "regions": []},
     }
 
@@ -253,23 +273,30 @@ def test_json_truncated_file_names_line_and_column(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("region", "expected"),
     [
-        ({"shape_attributes": {"name": "blob"}, "region_attributes": label("x")},
-         "unknown shape 'blob'"),
-        ({"shape_attributes": rect(), "region_attributes": {"labels": "x"}},
-         "region_attributes has no 'label'; it has ['labels']"),
+        ({"shape_attributes": {"name": "blob"}, "region_attributes": label("x")}, "unknown shape 'blob'"),
+        (
+            {"shape_attributes": rect(), "region_attributes": {"labels": "x"}},
+            "region_attributes has no 'label'; it has ['labels']",
+        ),
         ({"shape_attributes": rect()}, "region_attributes has no 'label'; it has []"),
-        ({"shape_attributes": {"name": "rect", "x": 1, "y": 2, "width": "3", "height": 4},
-          "region_attributes": label("x")}, "width is '3', not a number"),
+        (
+            {
+                "shape_attributes": {"name": "rect", "x": 1, "y": 2, "width": "3", "height": 4},
+                "region_attributes": label("x"),
+            },
+            "width is '3', not a number",
+        ),
         ({"region_attributes": label("x")}, "no 'shape_attributes'"),
     ],
 )
-def test_json_errors_name_file_image_region_and_key(
-    tmp_path: Path, region: dict[str, Any], expected: str
-) -> None:
+def test_json_errors_name_file_image_region_and_key(tmp_path: Path, region: dict[str, Any], expected: str) -> None:
     ok = {"shape_attributes": rect(), "region_attributes": label("x")}
-    path = write_json(tmp_path / "bad.json", {
-        "birds.jpg9": {"filename": "birds.jpg", "size": 9, "regions": [ok, ok, region]},
-    })
+    path = write_json(
+        tmp_path / "bad.json",
+        {
+            "birds.jpg9": {"filename": "birds.jpg", "size": 9, "regions": [ok, ok, region]},
+        },
+    )
     with pytest.raises(AnnotationError) as info:
         read_via_json(path, "label")
     message = str(info.value)
@@ -314,8 +341,11 @@ def test_read_annotation_file_dispatch(tmp_path: Path) -> None:
     ]
     assert len(read_annotation_file(json_path, "auto", "label")) == 2
     assert len(read_annotation_file(json_path, "via_json", "label")) == 2
-    with pytest.raises(AnnotationError, match=r"unknown annotation format 'yolo'; choose from "
-                       r"\['auto', 'via_csv', 'via_json', 'coco'"):
+    with pytest.raises(
+        AnnotationError,
+        match=r"unknown annotation format 'yolo'; choose from "
+        r"\['auto', 'via_csv', 'via_json', 'coco'",
+    ):
         read_annotation_file(json_path, "yolo", "label")
     xml = tmp_path / "a.xml"
     with pytest.raises(AnnotationError, match=r"a\.xml: .*'\.xml'.*'via_csv', 'via_json'"):
@@ -343,15 +373,20 @@ def shape_counts(images: list[ImageAnnotation]) -> Counter[str]:
 
 def test_real_head_csv() -> None:
     images = read_via_csv(real_export("HEAD", "csv"), "labels")
-    assert [image.filename for image in images] == [
-        "strawberry.jpg", "shapes.jpg", "crack.jpeg", "birds.jpg"
-    ]
+    assert [image.filename for image in images] == ["strawberry.jpg", "shapes.jpg", "crack.jpeg", "birds.jpg"]
     assert sum(len(image.regions) for image in images) == 25
-    assert shape_counts(images) == {"rect": 18, "polygon": 3, "polyline": 2, "ellipse": 1,
-                                    "circle": 1}
+    assert shape_counts(images) == {"rect": 18, "polygon": 3, "polyline": 2, "ellipse": 1, "circle": 1}
     labels = Counter(region.label for image in images for region in image.regions)
-    assert labels == {"strawberry": 17, "bird": 2, "rectangle": 1, "triangle": 1, "ellipse": 1,
-                      "circle": 1, "line": 1, "crack": 1}
+    assert labels == {
+        "strawberry": 17,
+        "bird": 2,
+        "rectangle": 1,
+        "triangle": 1,
+        "ellipse": 1,
+        "circle": 1,
+        "line": 1,
+        "crack": 1,
+    }
     triangle = images[1].regions[1]
     assert triangle.points == ((428.0, 33.0), (324.0, 199.0), (548.0, 199.0))
     assert triangle.origin == "via_region_data.csv row 20"
@@ -360,8 +395,7 @@ def test_real_head_csv() -> None:
 def test_real_head_json_has_strawberries_twice() -> None:
     images = read_via_json(real_export("HEAD", "json"), "labels")
     assert sum(len(image.regions) for image in images) == 42
-    assert shape_counts(images) == {"rect": 35, "polygon": 3, "polyline": 2, "ellipse": 1,
-                                    "circle": 1}
+    assert shape_counts(images) == {"rect": 35, "polygon": 3, "polyline": 2, "ellipse": 1, "circle": 1}
     strawberries = [r.geometry for r in images[0].regions]
     assert len(strawberries) == 34 and strawberries[:17] == strawberries[17:]  # drawn twice
     from_csv = read_via_csv(real_export("HEAD", "csv"), "labels")

@@ -1,4 +1,5 @@
 """segflow: polygon annotations -> masks -> a trained, tracked, registered U-Net."""
+
 from __future__ import annotations
 
 import os

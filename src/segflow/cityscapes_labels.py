@@ -7,6 +7,7 @@ sending every other label (``out of roi``, ``ego vehicle``, ``polegroup``, ...) 
 ignore index, and the official colours. Masks then equal the official
 ``*_gtFine_labelTrainIds.png``.
 """
+
 from __future__ import annotations
 
 import numpy as np

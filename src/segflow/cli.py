@@ -11,14 +11,15 @@
 The registry commands read params.yaml (model name, promotion rule) and the frozen test
 split in artifacts/preprocess; decisions are written to artifacts/promotions/.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import math
 import sys
-from typing import get_args
 from pathlib import Path
+from typing import get_args
 
 from rich import box
 from rich import print as rprint
@@ -91,7 +92,9 @@ def _scores_table(decision) -> Table:  # noqa: ANN001 (segflow.registry.promote.
     table = Table(title=f"test split sha256 {decision.split_sha256[:12]}…, {cand.images} images")
     table.add_column("metric")
     table.add_column(f"candidate v{decision.version}", justify="right")
-    table.add_column(f"champion v{decision.champion_before}" if decision.champion_before else "champion", justify="right")
+    table.add_column(
+        f"champion v{decision.champion_before}" if decision.champion_before else "champion", justify="right"
+    )
     table.add_column("change", justify="right")
 
     def row(label: str, new: float, old: float | None, digits: int = 4, higher_is_better: bool = True) -> None:
@@ -121,8 +124,9 @@ def _promote(args: argparse.Namespace) -> int:
     from segflow.registry.promote import promote, rule_text
 
     params, preprocess_dir, record_dir = _registry_context(args)
-    decision = promote(params, preprocess_dir, record_dir, Path.cwd(), version=args.version,
-                       run_id=args.run, force=args.force)
+    decision = promote(
+        params, preprocess_dir, record_dir, Path.cwd(), version=args.version, run_id=args.run, force=args.force
+    )
     name = params.mlflow.model_name
     if decision.outcome is Outcome.ALREADY_CHAMPION:
         rprint(f"version {decision.version} of [bold]{name}[/] is already @champion: nothing to do")
@@ -132,11 +136,12 @@ def _promote(args: argparse.Namespace) -> int:
     for reason in decision.reasons:
         rprint(f"  - {reason}")
     colour = {Outcome.REFUSED: "red", Outcome.FORCED: "yellow"}.get(decision.outcome, "green")
+    version, before = decision.version, decision.champion_before
     verdict = {
-        Outcome.FIRST_CHAMPION: f"version {decision.version} is the first champion (no comparison)",
-        Outcome.PROMOTED: f"version {decision.version} promoted: @champion {decision.champion_before} -> {decision.version}",
-        Outcome.FORCED: f"version {decision.version} promoted by --force over the rule: @champion {decision.champion_before} -> {decision.version}",
-        Outcome.REFUSED: f"version {decision.version} refused: @champion stays {decision.champion_before} (--force overrides)",
+        Outcome.FIRST_CHAMPION: f"version {version} is the first champion (no comparison)",
+        Outcome.PROMOTED: f"version {version} promoted: @champion {before} -> {version}",
+        Outcome.FORCED: f"version {version} promoted by --force over the rule: @champion {before} -> {version}",
+        Outcome.REFUSED: f"version {version} refused: @champion stays {before} (--force overrides)",
     }[decision.outcome]
     rprint(f"[bold {colour}]{verdict}[/]")
     rprint(f"recorded: {', '.join(decision.record['files'])} and tags promote.* on version {decision.version}")
@@ -149,8 +154,10 @@ def _rollback(args: argparse.Namespace) -> int:
 
     params, _, record_dir = _registry_context(args)
     decision = rollback(params, record_dir, Path.cwd())
-    rprint(f"[bold green]@champion {decision.champion_before} -> {decision.champion_after}[/] "
-           f"({params.mlflow.model_name}, rolled back)")
+    rprint(
+        f"[bold green]@champion {decision.champion_before} -> {decision.champion_after}[/] "
+        f"({params.mlflow.model_name}, rolled back)"
+    )
     rprint(f"recorded: {', '.join(decision.record['files'])} and tags rollback.* on version {decision.version}")
     return 0
 
@@ -170,14 +177,25 @@ def _models(args: argparse.Namespace) -> int:
         rprint(f"no versions of [bold]{name}[/] in {uri}: run `dvc repro` to train and register one")
         return 1
     table = Table(title=f"{name} in {uri}", box=box.SIMPLE_HEAD)
-    for column, justify in (("version", "right"), ("aliases", "left"), ("test mIoU", "right"), ("data md5", "left"),
-                            ("git commit", "left"), ("created (UTC)", "left"), ("last promote", "left")):
+    for column, justify in (
+        ("version", "right"),
+        ("aliases", "left"),
+        ("test mIoU", "right"),
+        ("data md5", "left"),
+        ("git commit", "left"),
+        ("created (UTC)", "left"),
+        ("last promote", "left"),
+    ):
         table.add_column(column, justify=justify, no_wrap=column != "last promote")
     for row in rows:
         commit = (row["git_commit"] or "?")[:8] + ("*" if row["git_dirty"] else "")
         table.add_row(
-            row["version"], ", ".join(f"@{a}" for a in row["aliases"]), _num(row["test_miou"]),
-            (row["data_md5"] or "?")[:8], commit, row["created"].strftime("%Y-%m-%d %H:%M"),
+            row["version"],
+            ", ".join(f"@{a}" for a in row["aliases"]),
+            _num(row["test_miou"]),
+            (row["data_md5"] or "?")[:8],
+            commit,
+            row["created"].strftime("%Y-%m-%d %H:%M"),
             row["last_decision"] or "",
         )
     rprint(table)
@@ -193,16 +211,23 @@ def _export(args: argparse.Namespace) -> int:
     params, preprocess_dir, _ = _registry_context(args)
     tracking.configure(Path.cwd())
     report = export_version(params, preprocess_dir, args.version)
-    table = Table(title=f"{params.mlflow.model_name} version {report['version']}: ONNX export, "
-                        f"{report['test_images']} test images")
+    table = Table(
+        title=f"{params.mlflow.model_name} version {report['version']}: ONNX export, "
+        f"{report['test_images']} test images"
+    )
     for column in ("model", "size (MB)", "test mIoU", "pixels unlike PyTorch (worst image)"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    table.add_row("PyTorch fp32 checkpoint", f"{report['bytes']['checkpoint'] / 1e6:.1f}", _num(report["miou"]["torch"]), "")
+    table.add_row(
+        "PyTorch fp32 checkpoint", f"{report['bytes']['checkpoint'] / 1e6:.1f}", _num(report["miou"]["torch"]), ""
+    )
     for variant in ("fp32", "int8"):
         agreement = report["agreement"][variant]
-        table.add_row(f"ONNX {variant}" + (" (served)" if report["default"] == variant else ""),
-                      f"{report['bytes'][variant] / 1e6:.1f}", _num(report["miou"][variant]),
-                      f"{100 * agreement['mean_disagreement']:.3f}% ({100 * agreement['max_image_disagreement']:.3f}%)")
+        table.add_row(
+            f"ONNX {variant}" + (" (served)" if report["default"] == variant else ""),
+            f"{report['bytes'][variant] / 1e6:.1f}",
+            _num(report["miou"][variant]),
+            f"{100 * agreement['mean_disagreement']:.3f}% ({100 * agreement['max_image_disagreement']:.3f}%)",
+        )
     rprint(table)
     rprint(f"{report['rule']}; logged to {report['artifacts']}, tags onnx.* on the version")
     return 0
@@ -210,8 +235,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     """Serve the web page and JSON API until interrupted."""
-    from segflow.registry import tracking
     from segflow.config import load_params
+    from segflow.registry import tracking
     from segflow.serving import run
 
     params = load_params(args.params)
@@ -224,14 +249,19 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _registry_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default %(default)s)")
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"),
-                        help="stage outputs: the test split is read from ARTIFACTS/preprocess, "
-                             "decisions are written to ARTIFACTS/promotions (default %(default)s)")
+    parser.add_argument(
+        "--artifacts",
+        type=Path,
+        default=Path("artifacts"),
+        help="stage outputs: the test split is read from ARTIFACTS/preprocess, "
+        "decisions are written to ARTIFACTS/promotions (default %(default)s)",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="segflow", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="segflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     summary = commands.add_parser("summary", help="print the latest pipeline results")
     summary.add_argument("--artifacts", type=Path, default=Path("artifacts"))
@@ -242,10 +272,11 @@ def main(argv: list[str] | None = None) -> None:
     models.set_defaults(func=_models)
 
     promote = commands.add_parser(
-        "promote", help="compare a candidate with @champion on the test split; move the alias if it wins",
+        "promote",
+        help="compare a candidate with @champion on the test split; move the alias if it wins",
         description="Score the candidate and @champion on the frozen test split, print them side by side, "
-                    "and move @champion if the candidate passes the rule in params.yaml (promote:). "
-                    "Exits 1 when the candidate is refused.",
+        "and move @champion if the candidate passes the rule in params.yaml (promote:). "
+        "Exits 1 when the candidate is refused.",
     )
     which = promote.add_mutually_exclusive_group()
     which.add_argument("--version", help="the version to promote (default: @candidate)")
@@ -259,25 +290,28 @@ def main(argv: list[str] | None = None) -> None:
     rollback.set_defaults(func=_rollback)
 
     export = commands.add_parser(
-        "export", help="export a version to ONNX (fp32 + int8), verify it on the test split, log it",
+        "export",
+        help="export a version to ONNX (fp32 + int8), verify it on the test split, log it",
         description="Export a registered version (default @champion) to ONNX, quantize it to int8 with "
-                    "training images as calibration, compare both with PyTorch on the frozen test split, "
-                    "and log the files and the report to the version's run (tags onnx.*). "
-                    "`segflow serve` then runs the exported model.",
+        "training images as calibration, compare both with PyTorch on the frozen test split, "
+        "and log the files and the report to the version's run (tags onnx.*). "
+        "`segflow serve` then runs the exported model.",
     )
     export.add_argument("--version", help="version number or alias (default: champion)")
     _registry_arguments(export)
     export.set_defaults(func=_export)
 
     serve = commands.add_parser(
-        "serve", help="web page + JSON API on the @champion model",
+        "serve",
+        help="web page + JSON API on the @champion model",
         description="Serve the page (GET /) and the API (POST /predict, GET /model, /health, /metrics, "
-                    "POST /reload) on models:/<name>@champion, reloading when the alias moves. The "
-                    "version's exported ONNX model runs if there is one (segflow export).",
+        "POST /reload) on models:/<name>@champion, reloading when the alias moves. The "
+        "version's exported ONNX model runs if there is one (segflow export).",
     )
     source = serve.add_mutually_exclusive_group()
-    source.add_argument("--model", metavar="SPEC", help="models:/<name>@<alias>, models:/<name>/<version>, "
-                                                        "or a .onnx / .pt file")
+    source.add_argument(
+        "--model", metavar="SPEC", help="models:/<name>@<alias>, models:/<name>/<version>, or a .onnx / .pt file"
+    )
     source.add_argument("--version", help="a version number of the params' model")
     source.add_argument("--onnx", metavar="FILE", help="an exported .onnx file (no registry needed)")
     serve.add_argument("--runtime", choices=get_args(Runtime), help="default: serve.runtime")

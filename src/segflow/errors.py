@@ -6,6 +6,7 @@ Each error also carries a short `reason` ("unknown shape", "missing image", ...)
 key under which the dataset report counts the record when ``fetch.bad_records: skip``
 drops it instead of stopping (see `segflow.data.drops`).
 """
+
 from __future__ import annotations
 
 __all__ = ["SegflowError", "ConfigError", "AnnotationError", "ImageError", "SourceError"]

@@ -5,6 +5,7 @@ before any ratio is taken, so large and small images weigh by their pixels, not 
 equal votes. smp's `get_stats` produces the counts and its `iou_score`/`f1_score` the
 ratios; pixels labelled with the ignore index are left out.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +31,11 @@ class SegmentationMeter:
         """Add a batch: prediction and target (N, H, W) class indices."""
         prediction, target = prediction.cpu().long(), target.cpu().long()
         tp, fp, fn, tn = smp.metrics.get_stats(
-            prediction, target, mode="multiclass",
-            num_classes=self.num_classes, ignore_index=self.ignore_index,
+            prediction,
+            target,
+            mode="multiclass",
+            num_classes=self.num_classes,
+            ignore_index=self.ignore_index,
         )
         self.tp += tp.sum(0)
         self.fp += fp.sum(0)

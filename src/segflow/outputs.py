@@ -5,6 +5,7 @@ everything succeeded, so a failure never leaves a half-written `artifacts/...` t
 later stage (or DVC) could mistake for a result. A staging folder left by a killed
 process (``kill -9``, power loss) is removed the next time its stage runs.
 """
+
 from __future__ import annotations
 
 import hashlib

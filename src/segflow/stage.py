@@ -1,4 +1,5 @@
 """What every pipeline stage script shares: arguments, logging, and clean failures."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,9 +18,7 @@ __all__ = ["run_stage"]
 log = logging.getLogger("segflow")
 
 
-def run_stage(
-    description: str, paths: dict[str, str], body: Callable[[Params, argparse.Namespace], None]
-) -> None:
+def run_stage(description: str, paths: dict[str, str], body: Callable[[Params, argparse.Namespace], None]) -> None:
     """Parse ``--params`` and one ``--<name> PATH`` per entry of `paths`, then run `body`.
 
     Paths come from dvc.yaml (written there once); `paths` maps each option to its help.
@@ -31,7 +30,9 @@ def run_stage(
         parser.add_argument(f"--{name}", type=Path, required=True, help=help_text)
     args = parser.parse_args()
     logging.basicConfig(
-        level=logging.INFO, format="%(message)s", datefmt="[%X]",
+        level=logging.INFO,
+        format="%(message)s",
+        datefmt="[%X]",
         handlers=[RichHandler(show_path=False, rich_tracebacks=True)],
     )
     try:

@@ -4,6 +4,7 @@
 pydantic model with ``extra="forbid"``, so a misspelt key stops the stage with a
 message that names the key and lists the allowed ones, instead of being ignored.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,13 @@ from segflow.config.base import IGNORE, Section
 from segflow.config.data import ClassesParams, FetchParams, PreprocessParams, RasterizeParams
 from segflow.config.registry import MlflowParams, PromoteParams, ServeParams
 from segflow.config.training import (
-    ENCODER_WEIGHT_CHOICES, LOSS_TERMS, OFFLINE_ENCODER, AugmentParams, EvaluateParams, ModelParams, TrainParams,
+    ENCODER_WEIGHT_CHOICES,
+    LOSS_TERMS,
+    OFFLINE_ENCODER,
+    AugmentParams,
+    EvaluateParams,
+    ModelParams,
+    TrainParams,
 )
 from segflow.errors import ConfigError
 
@@ -40,7 +47,6 @@ __all__ = [
 ]
 
 
-
 class Params(Section):
     #: One seed drives the split, the initial weights, augmentation and batch order.
     seed: int = 0
@@ -57,12 +63,11 @@ class Params(Section):
     serve: ServeParams = ServeParams()
 
     @model_validator(mode="after")
-    def _unlabeled_is_a_class(self) -> "Params":
+    def _unlabeled_is_a_class(self) -> Params:
         choice = self.rasterize.unlabeled
         if choice != "ignore" and choice not in self.classes.names:
             raise ValueError(
-                f"rasterize.unlabeled is {choice!r}; choose 'ignore' or a class from "
-                f"classes.names {self.classes.names}"
+                f"rasterize.unlabeled is {choice!r}; choose 'ignore' or a class from classes.names {self.classes.names}"
             )
         return self
 

@@ -44,8 +44,12 @@ class ClassesParams(Section):
 
         table = preset()
         label_map = {**table["label_map"], **(raw.get("label_map") or {})}
-        return {**raw, "names": table["names"], "label_map": label_map,
-                "palette": raw.get("palette") or table["palette"]}
+        return {
+            **raw,
+            "names": table["names"],
+            "label_map": label_map,
+            "palette": raw.get("palette") or table["palette"],
+        }
 
     @field_validator("names")
     @classmethod
@@ -63,7 +67,7 @@ class ClassesParams(Section):
         return {label: IGNORE if target is None else target for label, target in label_map.items()}
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ClassesParams":
+    def _consistent(self) -> ClassesParams:
         unknown = sorted(set(self.label_map.values()) - set(self.names) - {IGNORE})
         if unknown:
             raise ValueError(f"label_map maps to {unknown}, which are not in names {self.names}")
@@ -124,7 +128,7 @@ class FetchParams(Section):
         return digest.lower() if digest else digest
 
     @model_validator(mode="after")
-    def _url_needs_digest(self) -> "FetchParams":
+    def _url_needs_digest(self) -> FetchParams:
         if self.source.startswith(("http://", "https://")) and not self.sha256:
             raise ValueError(
                 f"source {self.source!r} is a URL: set fetch.sha256 to the archive's sha256 "
@@ -163,9 +167,7 @@ class PreprocessParams(Section):
         return size
 
     @model_validator(mode="after")
-    def _room_for_training(self) -> "PreprocessParams":
+    def _room_for_training(self) -> PreprocessParams:
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
         return self
-
-

@@ -75,8 +75,8 @@ class ServeParams(Section):
             except ValueError:
                 is_ipv6 = False
             if host != "*" and not is_ipv6 and not (host and set(host.lower()) <= name_chars):
-                raise ValueError(f"{host!r} is not a host name: give names as the Host header carries them, "
-                                 "without scheme or port (e.g. seg.example.com, 192.168.1.5, ::1), or '*' for any")
+                raise ValueError(
+                    f"{host!r} is not a host name: give names as the Host header carries them, "
+                    "without scheme or port (e.g. seg.example.com, 192.168.1.5, ::1), or '*' for any"
+                )
         return [host.lower() for host in hosts]
-
-

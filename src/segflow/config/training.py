@@ -9,8 +9,15 @@ from pydantic import Field, field_validator, model_validator
 
 from segflow.config.base import Section
 
-__all__ = ["LOSS_TERMS", "ENCODER_WEIGHT_CHOICES", "OFFLINE_ENCODER", "ModelParams", "AugmentParams",
-           "TrainParams", "EvaluateParams"]
+__all__ = [
+    "LOSS_TERMS",
+    "ENCODER_WEIGHT_CHOICES",
+    "OFFLINE_ENCODER",
+    "ModelParams",
+    "AugmentParams",
+    "TrainParams",
+    "EvaluateParams",
+]
 
 #: Loss terms `train.loss` may name, alone or joined by "+" (see segflow.training.losses).
 LOSS_TERMS = ("ce", "dice", "focal", "lovasz", "tversky", "mse")
@@ -47,7 +54,7 @@ class ModelParams(Section):
         return value
 
     @model_validator(mode="after")
-    def _offline_fits_encoder(self) -> "ModelParams":
+    def _offline_fits_encoder(self) -> ModelParams:
         if self.encoder_weights == "imagenet-offline" and self.encoder != OFFLINE_ENCODER:
             raise ValueError(
                 f"encoder_weights imagenet-offline holds EfficientNet-Lite0 weights: set "
@@ -110,5 +117,3 @@ class TrainParams(Section):
 class EvaluateParams(Section):
     #: How many of the best and of the worst test images the pictures show.
     examples: int = Field(4, ge=0)
-
-

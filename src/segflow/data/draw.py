@@ -14,6 +14,7 @@ of that width (discs of that radius). Lines are PIL's in both rules: OpenCV's th
 lines come out up to 2 pixels wider than asked (thickness 3 paints 5 rows). A ``mask`` region's RLE is decoded with
 pycocotools. Regions are painted in order, so later ones cover earlier ones.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as coco_mask
 
-from segflow.errors import AnnotationError
 from segflow.data.records import FILLABLE_SHAPES, ImageAnnotation, Region
+from segflow.errors import AnnotationError
 
 __all__ = ["DrawRules", "drawable", "paint_region", "rasterize_image"]
 
@@ -128,8 +129,9 @@ class _Canvas:
     def pil(self) -> ImageDraw.ImageDraw:
         if self.image is None:
             height, width = self.size
-            self.image = (Image.new("L", (width, height), self.value) if self.mask is None
-                          else Image.fromarray(self.mask))  # uint8 (H, W): mode "L"
+            self.image = (
+                Image.new("L", (width, height), self.value) if self.mask is None else Image.fromarray(self.mask)
+            )  # uint8 (H, W): mode "L"
             self.draw, self.mask = ImageDraw.Draw(self.image), None
         return self.draw
 
@@ -142,8 +144,14 @@ class _Canvas:
 
 
 def rasterize_image(
-    image: ImageAnnotation, height: int, width: int, class_names: list[str], unlabeled: int,
-    *, ignore_index: int = 255, rules: DrawRules = DrawRules(),
+    image: ImageAnnotation,
+    height: int,
+    width: int,
+    class_names: list[str],
+    unlabeled: int,
+    *,
+    ignore_index: int = 255,
+    rules: DrawRules = DrawRules(),
 ) -> np.ndarray:
     """Paint `image`'s regions into a (height, width) uint8 class-index mask.
 

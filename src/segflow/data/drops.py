@@ -12,6 +12,7 @@ Two kinds of drop:
 Either way the count goes under a short reason, and the first few messages are kept
 so the report can show which file and record each came from.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,7 +58,7 @@ class Drops:
         if len(examples) < _EXAMPLES:
             examples.append(message)
 
-    def merge(self, other: "Drops") -> None:
+    def merge(self, other: Drops) -> None:
         """Add `other`'s counts and examples to these."""
         for reason, count in other.counts.items():
             self.counts[reason] += count

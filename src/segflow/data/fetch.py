@@ -11,6 +11,7 @@ and counted as clipped. Polylines and points are kept: rasterize decides whether
 draw them. With ``fetch.bad_records: skip`` a bad record is dropped and counted instead
 of stopping the stage.
 """
+
 from __future__ import annotations
 
 import base64
@@ -27,13 +28,13 @@ from typing import Any
 
 from segflow.config import IGNORE, Params
 from segflow.data.drops import Drops
-from segflow.errors import AnnotationError, ImageError, SegflowError
 from segflow.data.images import read_rgb
-from segflow.outputs import atomic_dir, file_sha256
 from segflow.data.readers import read_detected
 from segflow.data.records import ImageAnnotation, Region, write_annotations
 from segflow.data.report import fetch_report, write_report
 from segflow.data.sources import materialise
+from segflow.errors import AnnotationError, ImageError, SegflowError
+from segflow.outputs import atomic_dir, file_sha256
 
 __all__ = ["fetch"]
 
@@ -75,8 +76,10 @@ def _copy_image(source: Path, record: ImageAnnotation, target: Path) -> tuple[in
         try:
             target.write_bytes(base64.b64decode(record.image_data, validate=True))
         except (binascii.Error, ValueError) as exc:
-            raise ImageError(f"{record.origin}: imageData is not base64 ({exc}); save the file "
-                             "again in LabelMe", reason="unreadable image") from exc
+            raise ImageError(
+                f"{record.origin}: imageData is not base64 ({exc}); save the file again in LabelMe",
+                reason="unreadable image",
+            ) from exc
         source = target
     height, width = read_rgb(source, origin=record.origin).shape[:2]
     if source != target:
@@ -84,22 +87,25 @@ def _copy_image(source: Path, record: ImageAnnotation, target: Path) -> tuple[in
     return height, width
 
 
-def _check_region(region: Region, filename: str, height: int, width: int,
-                  drops: Drops, clipped: list[str]) -> bool:
+def _check_region(region: Region, filename: str, height: int, width: int, drops: Drops, clipped: list[str]) -> bool:
     """Whether to keep `region` of a `width` x `height` image; drops and counts the rest."""
     if region.shape == "mask":
         if list(region.geometry["size"]) != [height, width]:
-            drops.bad(AnnotationError(
-                f"{region.origin}: RLE size {region.geometry['size']} is not the size [height, "
-                f"width] = [{height}, {width}] of {filename}; export the annotation again",
-                reason="RLE size mismatch",
-            ))
+            drops.bad(
+                AnnotationError(
+                    f"{region.origin}: RLE size {region.geometry['size']} is not the size [height, "
+                    f"width] = [{height}, {width}] of {filename}; export the annotation again",
+                    reason="RLE size mismatch",
+                )
+            )
             return False
         return True
     x0, y0, x1, y1 = region.bounds() or (0, 0, 0, 0)
     if x1 < -_SLACK or y1 < -_SLACK or x0 > width - 1 + _SLACK or y0 > height - 1 + _SLACK:
-        drops.note("outside the image", f"{region.origin}: the {region.shape} lies wholly "
-                   f"outside the {width}x{height} image {filename}; dropped")
+        drops.note(
+            "outside the image",
+            f"{region.origin}: the {region.shape} lies wholly outside the {width}x{height} image {filename}; dropped",
+        )
         return False
     if x0 < -_SLACK or y0 < -_SLACK or x1 > width - 1 + _SLACK or y1 > height - 1 + _SLACK:
         clipped.append(f"{region.origin}: the {region.shape} extends past the {width}x{height} image")
@@ -120,8 +126,9 @@ def _map_label(region: Region, params: Params) -> Region:
     return replace(region, label=name)
 
 
-def _snapshot(records: list[ImageAnnotation], root: Path, image_root: Path, staging: Path,
-              params: Params, drops: Drops) -> tuple[list[ImageAnnotation], list[dict], list[str]]:
+def _snapshot(
+    records: list[ImageAnnotation], root: Path, image_root: Path, staging: Path, params: Params, drops: Drops
+) -> tuple[list[ImageAnnotation], list[dict], list[str]]:
     """Copy each record's image into `staging`; returns kept records, file entries, clipped."""
     kept, files, clipped = [], [], []
     seen: dict[str, str] = {}
@@ -130,8 +137,9 @@ def _snapshot(records: list[ImageAnnotation], root: Path, image_root: Path, stag
             name = _snapshot_name(root, image_root, record)
             if name in seen:
                 raise AnnotationError(
-                    f"{record.origin}: names the image {name} that {seen[name]} names too; merge "
-                    "the two records", reason="duplicate record")
+                    f"{record.origin}: names the image {name} that {seen[name]} names too; merge the two records",
+                    reason="duplicate record",
+                )
             target = staging / "images" / name
             height, width = _copy_image(image_root / record.filename, record, target)
         except SegflowError as exc:
@@ -139,12 +147,14 @@ def _snapshot(records: list[ImageAnnotation], root: Path, image_root: Path, stag
             continue
         seen[name] = record.origin
         regions = tuple(
-            _map_label(region, params) for region in record.regions
+            _map_label(region, params)
+            for region in record.regions
             if _check_region(region, name, height, width, drops, clipped)
         )
         kept.append(replace(record, filename=name, regions=regions, image_data=""))
-        files.append({"filename": name, "width": width, "height": height,
-                      "regions": len(regions), "sha256": file_sha256(target)})
+        files.append(
+            {"filename": name, "width": width, "height": height, "regions": len(regions), "sha256": file_sha256(target)}
+        )
     return kept, files, clipped
 
 
@@ -173,16 +183,15 @@ def fetch(params: Params, out_dir: Path, cache_dir: Path | None = None) -> dict[
                 f"{annotations}: annotation file not found; set fetch.source and "
                 "fetch.annotations in params.yaml (did you run `dvc pull`?)"
             )
-        fmt, records = read_detected(annotations, settings.format, settings.label_key, drops,
-                                     crowd=settings.coco_crowd)
-        image_root = root / settings.images if settings.images else (
-            annotations if annotations.is_dir() else annotations.parent)
+        fmt, records = read_detected(annotations, settings.format, settings.label_key, drops, crowd=settings.coco_crowd)
+        image_root = (
+            root / settings.images if settings.images else (annotations if annotations.is_dir() else annotations.parent)
+        )
         kept, files, clipped = _snapshot(records, root, image_root, staging, params, drops)
         if not kept:
             raise AnnotationError(f"{annotations}: no usable annotated images; nothing to train on")
         write_annotations(kept, staging / "annotations.json")
-        report = fetch_report(kept, params.classes.names, files, drops.as_dict(), clipped,
-                              fmt, settings.source)
+        report = fetch_report(kept, params.classes.names, files, drops.as_dict(), clipped, fmt, settings.source)
         write_report(report, staging)
         manifest = {
             "source": settings.source,
@@ -190,8 +199,7 @@ def fetch(params: Params, out_dir: Path, cache_dir: Path | None = None) -> dict[
             "format": fmt,
             "images": len(kept),
             "regions": report["regions"],
-            "regions_per_class": {name: report["classes"][name]["instances"]
-                                  for name in params.classes.names},
+            "regions_per_class": {name: report["classes"][name]["instances"] for name in params.classes.names},
             "images_without_regions": report["images_without_regions"]["count"],
             "files": files,
         }

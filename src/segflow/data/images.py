@@ -1,4 +1,5 @@
 """Reading images with errors that name the file."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,7 @@ def read_rgb(path: Path, origin: str = "") -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise ImageError(
-            f"{path}{where}: cannot read the image ({exc.strerror}); add the file or remove "
-            "its annotations",
+            f"{path}{where}: cannot read the image ({exc.strerror}); add the file or remove its annotations",
             reason="missing image",
         ) from None
     image = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB) if data.size else None

@@ -14,6 +14,7 @@ images are split at random (seeded) by ``preprocess.val_fraction`` / ``test_frac
 Arrays are stored uncompressed so training memory-maps them instead of decoding JPEGs
 every epoch.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,12 @@ from tqdm import tqdm
 
 from segflow.config import Params
 from segflow.data.images import read_rgb
-from segflow.inference.segment import letterbox
-from segflow.outputs import atomic_dir
 from segflow.data.rasterize import mask_name
 from segflow.data.records import ImageAnnotation, read_annotations
+from segflow.inference.segment import letterbox
+from segflow.outputs import atomic_dir
 
-__all__ = ["SPLITS", "split_indices", "assign_splits",
-           "cross_split_duplicates", "preprocess"]
+__all__ = ["SPLITS", "split_indices", "assign_splits", "cross_split_duplicates", "preprocess"]
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
-def split_indices(
-    n: int, val_fraction: float, test_fraction: float, seed: int
-) -> dict[str, list[int]]:
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
     """Deterministically assign `n` items to train/val/test.
 
     The test split gets at least one item when there are two or more, and the validation
@@ -84,8 +82,7 @@ def cross_split_duplicates(files: list[dict], split_of: dict[str, str]) -> list[
         if entry["filename"] in split_of:
             by_split = groups.setdefault(entry["sha256"], {})
             by_split.setdefault(split_of[entry["filename"]], []).append(entry["filename"])
-    return [{"sha256": digest, "splits": by_split}
-            for digest, by_split in groups.items() if len(by_split) > 1]
+    return [{"sha256": digest, "splits": by_split} for digest, by_split in groups.items() if len(by_split) > 1]
 
 
 def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) -> dict[str, int]:
@@ -93,9 +90,7 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
     images = sorted(read_annotations(fetch_dir / "annotations.json"), key=lambda i: i.filename)
     size = params.preprocess.image_size
     ignore = params.classes.ignore_index
-    splits = assign_splits(
-        images, params.preprocess.val_fraction, params.preprocess.test_fraction, params.seed
-    )
+    splits = assign_splits(images, params.preprocess.val_fraction, params.preprocess.test_fraction, params.seed)
     index: dict[str, list[dict]] = {}
     with atomic_dir(out_dir) as staging:
         for split in SPLITS:
@@ -119,7 +114,6 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
         split_of = {images[i].filename: split for split in SPLITS for i in splits[split]}
         duplicates = cross_split_duplicates(manifest["files"], split_of)
         for group in duplicates:
-            log.warning("identical images in several splits (test leaks into training): %s",
-                        group["splits"])
+            log.warning("identical images in several splits (test leaks into training): %s", group["splits"])
         (staging / "duplicates.json").write_text(json.dumps({"cross_split": duplicates}, indent=1))
     return {split: len(splits[split]) for split in SPLITS}

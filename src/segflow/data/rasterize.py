@@ -13,6 +13,7 @@ Rules (documented in the README too):
 * Polylines and points are drawn only with ``rasterize.polyline_width`` /
   ``point_radius`` above 0; otherwise they are skipped and counted in the report.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,10 @@ from tqdm import tqdm
 from segflow.config import Params
 from segflow.data.draw import DrawRules, drawable, paint_region, rasterize_image
 from segflow.data.drops import Drops
-from segflow.errors import AnnotationError
-from segflow.outputs import atomic_dir
 from segflow.data.records import read_annotations
 from segflow.data.report import add_pixels, write_report
+from segflow.errors import AnnotationError
+from segflow.outputs import atomic_dir
 
 __all__ = ["PIL_FORMATS", "mask_name", "draw_rules", "paint_region", "rasterize_image", "rasterize"]
 
@@ -73,11 +74,14 @@ def rasterize(params: Params, fetch_dir: Path, out_dir: Path, report_dir: Path |
             for region in image.regions:
                 if not drawable(region, rules):
                     option = "polyline_width" if region.shape == "polyline" else "point_radius"
-                    skipped.note(f"{region.shape} not drawn", f"{region.origin}: a {region.shape} "
-                                 f"has no area; skipped (set rasterize.{option} to draw it)")
+                    skipped.note(
+                        f"{region.shape} not drawn",
+                        f"{region.origin}: a {region.shape} has no area; skipped (set rasterize.{option} to draw it)",
+                    )
             height, width = sizes[image.filename]
-            mask = rasterize_image(image, height, width, names, params.unlabeled_value,
-                                   ignore_index=ignore, rules=rules)
+            mask = rasterize_image(
+                image, height, width, names, params.unlabeled_value, ignore_index=ignore, rules=rules
+            )
             target = staging / mask_name(image.filename)
             if target.exists():
                 raise AnnotationError(

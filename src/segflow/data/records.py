@@ -24,6 +24,7 @@ mask       ``counts, size``: a COCO compressed RLE (``counts`` a string, ``size`
 Format version 2 added the mask shape and `ImageAnnotation.split`; version 1 files
 (written before) still read.
 """
+
 from __future__ import annotations
 
 import json

@@ -19,6 +19,7 @@ covers and writes the full report, with a bar chart of pixel shares
 
 Preprocess adds the duplicates that cross the train/val/test split to its own output.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,13 @@ _EXAMPLES = 5
 
 
 def fetch_report(
-    records: list[ImageAnnotation], class_names: list[str], files: list[dict[str, Any]],
-    dropped: dict[str, dict], clipped: list[str], fmt: str, source: str,
+    records: list[ImageAnnotation],
+    class_names: list[str],
+    files: list[dict[str, Any]],
+    dropped: dict[str, dict],
+    clipped: list[str],
+    fmt: str,
+    source: str,
 ) -> dict[str, Any]:
     """The fetch part of the report, from the kept (label-mapped) records and their files."""
     instances = Counter(region.label for record in records for region in record.regions)
@@ -54,10 +60,7 @@ def fetch_report(
         "source": source,
         "images": len(records),
         "regions": sum(instances.values()),
-        "classes": {
-            name: {"images": images[name], "instances": instances[name]}
-            for name in [*class_names, IGNORE]
-        },
+        "classes": {name: {"images": images[name], "instances": instances[name]} for name in [*class_names, IGNORE]},
         "images_without_regions": {"count": len(empty), "examples": empty[:_EXAMPLES]},
         "dropped": dropped,
         "unreadable_files": sum(dropped["counts"].get(reason, 0) for reason in UNREADABLE_REASONS),
@@ -109,8 +112,7 @@ def write_report(report: dict[str, Any], folder: Path) -> None:
 
 def report_table(report: dict[str, Any]) -> Table:
     """A short table for the terminal: classes, then what was dropped, clipped, duplicated."""
-    table = Table(title=f"dataset: {report['images']} images, {report['regions']} regions "
-                        f"({report['format']})")
+    table = Table(title=f"dataset: {report['images']} images, {report['regions']} regions ({report['format']})")
     for column in ("class", "images", "instances", "pixels"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, counts in report["classes"].items():

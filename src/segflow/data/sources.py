@@ -16,6 +16,7 @@ The cache is a folder the fetch stage is given (``artifacts/cache``), never ``da
 and never a stage output, so a rerun neither downloads nor extracts again. An archive
 whose only top-level entry is a folder is read from inside that folder.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,17 +65,25 @@ def download(url: str, sha256: str, folder: Path) -> Path:
     part = final.with_name(final.name + ".part")
     done = part.stat().st_size if part.is_file() else 0
     try:
-        with requests.get(url, stream=True, timeout=60,
-                          headers={"Range": f"bytes={done}-"} if done else {}) as response:
+        with requests.get(
+            url, stream=True, timeout=60, headers={"Range": f"bytes={done}-"} if done else {}
+        ) as response:
             if response.status_code != 416:  # 416: the .part already holds every byte
                 response.raise_for_status()
                 if response.status_code != 206:  # the server ignored Range: start over
                     done = 0
                 size = int(response.headers.get("Content-Length", 0))
-                with part.open("ab" if done else "wb") as out, tqdm(
-                    total=done + size or None, initial=done, unit="B", unit_scale=True,
-                    unit_divisor=1024, desc=f"download {name}",
-                ) as bar:
+                with (
+                    part.open("ab" if done else "wb") as out,
+                    tqdm(
+                        total=done + size or None,
+                        initial=done,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        desc=f"download {name}",
+                    ) as bar,
+                ):
                     for chunk in response.iter_content(_CHUNK):
                         out.write(chunk)
                         bar.update(len(chunk))
@@ -83,8 +92,9 @@ def download(url: str, sha256: str, folder: Path) -> Path:
             f"{url}: download failed ({exc}); rerun to resume from {part}", reason="download failed"
         ) from exc
     if not part.is_file():
-        raise SourceError(f"{url}: the server sent nothing (HTTP 416 to a fresh download); check the URL",
-                          reason="download failed")
+        raise SourceError(
+            f"{url}: the server sent nothing (HTTP 416 to a fresh download); check the URL", reason="download failed"
+        )
     actual = file_sha256(part)
     if actual != sha256:
         part.unlink()
@@ -108,8 +118,7 @@ def _unpack(archive: Path, into: Path) -> None:
                 bundle.extractall(into, filter="data")  # no links or paths out of `into`
     except (OSError, zipfile.BadZipFile, tarfile.TarError) as exc:
         raise SourceError(
-            f"{archive}: cannot extract the archive ({exc}); is it complete and a "
-            f"{'/'.join(ARCHIVE_SUFFIXES)} file?",
+            f"{archive}: cannot extract the archive ({exc}); is it complete and a {'/'.join(ARCHIVE_SUFFIXES)} file?",
             reason="unreadable file",
         ) from exc
 
@@ -139,9 +148,9 @@ def extract(archives: list[Path], folder: Path, key: str) -> Path:
 class _SiteSession(requests.Session):
     """A session sending cityscapesscripts' hard-coded URLs to `CITYSCAPES_SITE`."""
 
-    def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+    def request(self, method: str, url: str | bytes, *args: object, **kwargs: object) -> requests.Response:  # type: ignore[override]
         if isinstance(url, str) and url.startswith(_OFFICIAL_SITE):
-            url = CITYSCAPES_SITE + url[len(_OFFICIAL_SITE):]
+            url = CITYSCAPES_SITE + url[len(_OFFICIAL_SITE) :]
         return super().request(method, url, *args, **kwargs)
 
 
@@ -157,16 +166,16 @@ def _cityscapes_session() -> requests.Session:
     try:
         session.get(f"{_OFFICIAL_SITE}/login", allow_redirects=False, timeout=60).raise_for_status()
         response = session.post(
-            f"{_OFFICIAL_SITE}/login", allow_redirects=False, timeout=60,
+            f"{_OFFICIAL_SITE}/login",
+            allow_redirects=False,
+            timeout=60,
             data={"username": username, "password": password, "submit": "Login"},
         )
         response.raise_for_status()
     except requests.RequestException as exc:
         raise SourceError(f"{CITYSCAPES_SITE}: cannot log in ({exc}); check the network") from exc
     if response.status_code != 302:  # the site redirects after a successful login
-        raise SourceError(
-            f"{CITYSCAPES_SITE}: login refused; check CITYSCAPES_USERNAME and CITYSCAPES_PASSWORD"
-        )
+        raise SourceError(f"{CITYSCAPES_SITE}: login refused; check CITYSCAPES_USERNAME and CITYSCAPES_PASSWORD")
     return session
 
 
@@ -179,7 +188,9 @@ def download_cityscapes(packages: list[str], folder: Path) -> list[Path]:
         target = folder / package
         try:
             downloader.download_packages(
-                session=session, package_names=[package], destination_path=str(folder),
+                session=session,
+                package_names=[package],
+                destination_path=str(folder),
                 resume=target.is_file(),
             )
         except requests.RequestException as exc:
@@ -189,7 +200,8 @@ def download_cityscapes(packages: list[str], folder: Path) -> list[Path]:
                 target.unlink(missing_ok=True)
             raise SourceError(
                 f"Cityscapes package {package}: {exc}; check fetch.cityscapes_packages "
-                "(names as listed by `csDownload -l`)", reason="download failed",
+                "(names as listed by `csDownload -l`)",
+                reason="download failed",
             ) from exc
         (folder / f"{package}.done").touch()
     return [folder / package for package in packages]

@@ -86,7 +86,13 @@ def build_model(
 
 
 def save_checkpoint(
-    model: SegmentationNet, path: Path, *, arch: str, encoder: str, class_names: list[str], image_size: int,
+    model: SegmentationNet,
+    path: Path,
+    *,
+    arch: str,
+    encoder: str,
+    class_names: list[str],
+    image_size: int,
     **extra: object,
 ) -> None:
     """Save weights with what is needed to rebuild the network (`extra`: epoch, scores...)."""

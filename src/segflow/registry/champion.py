@@ -23,9 +23,8 @@ for. Three things see to it:
    slip through it, the champion is still one of the two requested versions (point 1);
    only the order in ``champion_history`` can miss one of them.
 """
-from __future__ import annotations
 
-from enum import StrEnum
+from __future__ import annotations
 
 import hashlib
 import json
@@ -34,15 +33,16 @@ import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
 import mlflow
 from filelock import FileLock, Timeout
 from mlflow.exceptions import MlflowException
 
-from segflow.registry import tracking
 from segflow.errors import SegflowError
+from segflow.registry import tracking
 
 __all__ = [
     "HISTORY_TAG",
@@ -90,7 +90,7 @@ class ChampionMoved(RegistryError):
 def _lock_path(tracking_uri: str, name: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
     if tracking_uri.startswith("sqlite:///"):
-        database = Path(tracking_uri[len("sqlite:///"):].split("?")[0])
+        database = Path(tracking_uri[len("sqlite:///") :].split("?")[0])
         return database.with_name(f"{database.name}.{safe}.promote.lock")
     if tracking_uri.startswith("file:") or "://" not in tracking_uri:
         folder = Path(tracking_uri.removeprefix("file://").removeprefix("file:"))
@@ -185,7 +185,7 @@ def record_decision(
     (if `record_dir`), logged to the version's run under ``promotions/``, and summed up
     in the version's ``<action>.*`` tags.
     """
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     record = {**record, "at": now.isoformat(timespec="seconds")}
     filename = f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{record['action']}-v{version}.json"
     text = json.dumps(record, indent=1)
@@ -200,14 +200,16 @@ def record_decision(
         places.append(f"runs:/{run_id}/promotions/{filename}")
     prefix = record["action"]
     tags = {
-        "outcome": record["outcome"], "at": record["at"],
+        "outcome": record["outcome"],
+        "at": record["at"],
         "previous_champion": str(record["champion_before"] or "none"),
         "champion_after": str(record["champion_after"] or "none"),
         "reasons": "; ".join(record.get("reasons") or []),
         "rule": (record.get("rule") or {}).get("text", "none"),
         "metrics": _tag_metrics(record.get("metrics") or {}),
         "split_sha256": str((record.get("test_split") or {}).get("sha256")),
-        "data_md5": record["data_md5"], "git_commit": record["code"]["git_commit"],
+        "data_md5": record["data_md5"],
+        "git_commit": record["code"]["git_commit"],
         "record": " ".join(places),
     }
     for key, value in tags.items():

@@ -4,10 +4,11 @@ What a person needs before trusting a version: which data and code made it, the 
 shares it learnt from, its params, its test scores per class, the confusion matrix, and
 its known weaknesses (the worst classes and what they are mistaken for).
 """
+
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from segflow.config import Params
 from segflow.registry.scoring import Scores
@@ -48,8 +49,14 @@ def _weaknesses(scores: Scores) -> list[str]:
 
 
 def render_model_card(
-    name: str, version: str, run_id: str, params: Params, tags: dict[str, str],
-    scores: Scores | None, train_shares: list[float] | None, test_shares: list[float] | None,
+    name: str,
+    version: str,
+    run_id: str,
+    params: Params,
+    tags: dict[str, str],
+    scores: Scores | None,
+    train_shares: list[float] | None,
+    test_shares: list[float] | None,
     split_sha256: str | None,
 ) -> str:
     """Markdown for one registered version; `scores` None = not evaluated at registration."""
@@ -62,15 +69,25 @@ def render_model_card(
         f"input letterboxed to {size}x{size} px, mask returned at the image's own size. "
         f'Load: `mlflow.pyfunc.load_model("models:/{name}/{version}").predict(rgb_array)`.',
         "",
-        *_table(["", ""], [
-            ["registered", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")],
-            ["MLflow run", f"`{run_id}`"],
-            ["code", f"git `{tags.get('git_commit', 'unknown')}`"
-                     + (" with uncommitted changes" if tags.get("git_dirty") == "true" else "")],
-            ["data", f"data.dvc md5 `{tags.get('data_md5', 'unknown')}`"],
-            ["test split", f"sha256 `{split_sha256}`" if split_sha256
-             else f"not read; all preprocessed arrays: sha256 `{tags.get('split_sha256', 'unknown')}`"],
-        ]),
+        *_table(
+            ["", ""],
+            [
+                ["registered", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")],
+                ["MLflow run", f"`{run_id}`"],
+                [
+                    "code",
+                    f"git `{tags.get('git_commit', 'unknown')}`"
+                    + (" with uncommitted changes" if tags.get("git_dirty") == "true" else ""),
+                ],
+                ["data", f"data.dvc md5 `{tags.get('data_md5', 'unknown')}`"],
+                [
+                    "test split",
+                    f"sha256 `{split_sha256}`"
+                    if split_sha256
+                    else f"not read; all preprocessed arrays: sha256 `{tags.get('split_sha256', 'unknown')}`",
+                ],
+            ],
+        ),
         "",
         "## Data: class shares (labelled pixels)",
         "",
@@ -78,14 +95,22 @@ def render_model_card(
     if train_shares is None and test_shares is None:
         lines.append("Not measured (the model was registered without its data folder).")
     else:
-        rows = [[n, _num(100 * train_shares[i], 1) + "%" if train_shares else "n/a",
-                 _num(100 * test_shares[i], 1) + "%" if test_shares else "n/a"] for i, n in enumerate(names)]
+        rows = [
+            [
+                n,
+                _num(100 * train_shares[i], 1) + "%" if train_shares else "n/a",
+                _num(100 * test_shares[i], 1) + "%" if test_shares else "n/a",
+            ]
+            for i, n in enumerate(names)
+        ]
         lines += _table(["class", "train", "test"], rows)
     lines += ["", "## Parameters", ""]
     dumped = params.model_dump(mode="json", include={"seed", "preprocess", "model", "augment", "train"})
-    flat = [[f"`{section}.{key}`" if isinstance(values, dict) else f"`{section}`", f"`{value}`"]
-            for section, values in dumped.items()
-            for key, value in (values.items() if isinstance(values, dict) else [("", values)])]
+    flat = [
+        [f"`{section}.{key}`" if isinstance(values, dict) else f"`{section}`", f"`{value}`"]
+        for section, values in dumped.items()
+        for key, value in (values.items() if isinstance(values, dict) else [("", values)])
+    ]
     lines += _table(["param", "value"], flat)
     lines += ["", "## Test metrics", ""]
     if scores is None:
@@ -96,8 +121,9 @@ def render_model_card(
         f"pixel accuracy {_num(scores.pixel_accuracy)}; {scores.ms_per_image:.1f} ms per image on the "
         f"registering machine; {scores.parameters:,} weights ({scores.checkpoint_bytes / 1e6:.1f} MB).",
         "",
-        *_table(["class", "IoU", "Dice"],
-                [[n, _num(scores.iou[i]), _num(scores.dice[i])] for i, n in enumerate(names)]),
+        *_table(
+            ["class", "IoU", "Dice"], [[n, _num(scores.iou[i]), _num(scores.dice[i])] for i, n in enumerate(names)]
+        ),
         "",
         "## Confusion matrix (rows: truth, columns: predicted, % of the row)",
         "",

@@ -7,6 +7,7 @@ candidate passes, or if forced. `rollback` moves it back to the previous champio
 hold the registry's champion lock and move the alias by compare-and-set, and record the
 decision on the model version and in a JSON file (see `segflow.registry.champion`).
 """
+
 from __future__ import annotations
 
 import math
@@ -16,12 +17,18 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from segflow.config import Params, PromoteParams
 from segflow.registry import tracking
 from segflow.registry.champion import (
-    Outcome, RegistryError, champion_history, champion_lock, champion_version, move_champion, record_decision,
+    Outcome,
+    RegistryError,
+    champion_history,
+    champion_lock,
+    champion_version,
+    move_champion,
+    record_decision,
     set_champion_history,
 )
-from segflow.config import Params, PromoteParams
 from segflow.registry.pyfunc import SegmentationModel
 from segflow.registry.scoring import Scores, TestSplit, load_test_split, score
 
@@ -63,10 +70,13 @@ def rule_text(rule: PromoteParams) -> str:
 def compare(candidate: Scores, champion: Scores, rule: PromoteParams) -> Verdict:
     """Apply the promotion rule. Classes without a defined IoU on either side are skipped."""
     if candidate.class_names != champion.class_names:
-        return Verdict(False, [
-            f"class names differ (candidate {candidate.class_names}, champion {champion.class_names}): "
-            "the scores cannot be compared; use --force to promote anyway"
-        ])
+        return Verdict(
+            False,
+            [
+                f"class names differ (candidate {candidate.class_names}, champion {champion.class_names}): "
+                "the scores cannot be compared; use --force to promote anyway"
+            ],
+        )
     reasons, passed = [], True
     need = champion.miou + rule.min_miou_gain
     if candidate.miou >= need - EPSILON:  # False for NaN
@@ -75,7 +85,8 @@ def compare(candidate: Scores, champion: Scores, rule: PromoteParams) -> Verdict
         passed = False
         reasons.append(f"mIoU {candidate.miou:.4f} < {need:.4f} (champion {champion.miou:.4f} + {rule.min_miou_gain})")
     drops = [
-        (name, new, old) for name, new, old in zip(candidate.class_names, candidate.iou, champion.iou)
+        (name, new, old)
+        for name, new, old in zip(candidate.class_names, candidate.iou, champion.iou)
         if not (math.isnan(new) or math.isnan(old)) and old - new > rule.max_class_drop + EPSILON
     ]
     for name, new, old in drops:
@@ -132,8 +143,13 @@ def score_version(name: str, version: str, split: TestSplit, ignore_index: int) 
 
 
 def promote(
-    params: Params, preprocess_dir: Path, record_dir: Path, root: Path,
-    version: str | None = None, run_id: str | None = None, force: bool = False,
+    params: Params,
+    preprocess_dir: Path,
+    record_dir: Path,
+    root: Path,
+    version: str | None = None,
+    run_id: str | None = None,
+    force: bool = False,
 ) -> Decision:
     """Compare the candidate with `@champion` and move the alias if the rule (or `force`) says so.
 
@@ -177,15 +193,30 @@ def promote(
             if champion is not None and history[-1:] != [champion]:
                 history.append(champion)  # the alias was moved by hand since
             set_champion_history(client, name, [*history, candidate])
-        record = record_decision(client, name, candidate, {
-            "action": "promote", "outcome": outcome, "model": name, "version": candidate,
-            "champion_before": champion, "champion_after": after, "forced": force,
-            "reasons": reasons, "rule": {**params.promote.model_dump(), "text": rule_text(params.promote)},
-            "metrics": {"candidate": candidate_scores.as_dict(),
-                        "champion": champion_scores.as_dict() if champion_scores else None},
-            "test_split": {"folder": str(split.folder), "sha256": split.sha256, "images": len(split.images)},
-            "code": tracking.code_version(root), "data_md5": tracking.data_version(root),
-        }, record_dir)
+        record = record_decision(
+            client,
+            name,
+            candidate,
+            {
+                "action": "promote",
+                "outcome": outcome,
+                "model": name,
+                "version": candidate,
+                "champion_before": champion,
+                "champion_after": after,
+                "forced": force,
+                "reasons": reasons,
+                "rule": {**params.promote.model_dump(), "text": rule_text(params.promote)},
+                "metrics": {
+                    "candidate": candidate_scores.as_dict(),
+                    "champion": champion_scores.as_dict() if champion_scores else None,
+                },
+                "test_split": {"folder": str(split.folder), "sha256": split.sha256, "images": len(split.images)},
+                "code": tracking.code_version(root),
+                "data_md5": tracking.data_version(root),
+            },
+            record_dir,
+        )
     return Decision(
         outcome, candidate, champion, after, reasons, candidate_scores, champion_scores, split.sha256, record
     )
@@ -215,12 +246,26 @@ def rollback(params: Params, record_dir: Path, root: Path) -> Decision:
         move_champion(client, name, previous, expected=current)
         set_champion_history(client, name, history)
         reasons = [f"rollback: version {current} -> version {previous}"]
-        record = record_decision(client, name, previous, {
-            "action": "rollback", "outcome": Outcome.ROLLED_BACK, "model": name, "version": previous,
-            "champion_before": current, "champion_after": previous, "reasons": reasons,
-            "rule": None, "metrics": {}, "test_split": None,
-            "code": tracking.code_version(root), "data_md5": tracking.data_version(root),
-        }, record_dir)
+        record = record_decision(
+            client,
+            name,
+            previous,
+            {
+                "action": "rollback",
+                "outcome": Outcome.ROLLED_BACK,
+                "model": name,
+                "version": previous,
+                "champion_before": current,
+                "champion_after": previous,
+                "reasons": reasons,
+                "rule": None,
+                "metrics": {},
+                "test_split": None,
+                "code": tracking.code_version(root),
+                "data_md5": tracking.data_version(root),
+            },
+            record_dir,
+        )
         client.set_model_version_tag(name, current, "rollback.demoted_at", record["at"])
     return Decision(Outcome.ROLLED_BACK, previous, current, previous, reasons, record=record)
 

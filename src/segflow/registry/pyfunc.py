@@ -17,6 +17,7 @@ Output: class indices, uint8, at the input image's own size: (H, W) for one arra
 image, (N, H, W) for a batch, and a list of (H, W) arrays for a DataFrame. Prediction is
 `segflow.inference.segment.Segmenter`, the path evaluation and the service use too.
 """
+
 from __future__ import annotations
 
 import base64

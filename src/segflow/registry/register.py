@@ -9,12 +9,13 @@ in its run, and, for a model's first version, `@champion` without a comparison; 
 get there through `segflow.registry.promote`. How the champion alias moves, safely and
 with evidence, is `segflow.registry.champion`.
 """
+
 from __future__ import annotations
 
 import logging
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
@@ -28,18 +29,33 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
 import segflow
-from segflow.registry import tracking
-from segflow.registry.champion import (
-    Outcome, RegistryError, champion_lock, champion_version, move_champion, record_decision, set_champion_history,
-)
+from segflow.colours import palette
 from segflow.config import Params
 from segflow.inference.network import SegmentationNet, save_checkpoint
+from segflow.registry import tracking
+from segflow.registry.champion import (
+    Outcome,
+    RegistryError,
+    champion_lock,
+    champion_version,
+    move_champion,
+    record_decision,
+    set_champion_history,
+)
 from segflow.registry.model_card import render_model_card
 from segflow.registry.pyfunc import CHECKPOINT, IMAGE_COLUMN, SegmentationModel, encode_png
 from segflow.registry.scoring import Scores, class_shares
-from segflow.colours import palette
 
-__all__ = ["MODEL_CARD", "PACKAGES", "CODE", "code_files", "requirements", "register_model", "record_test_scores", "list_versions"]
+__all__ = [
+    "MODEL_CARD",
+    "PACKAGES",
+    "CODE",
+    "code_files",
+    "requirements",
+    "register_model",
+    "record_test_scores",
+    "list_versions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +68,10 @@ PACKAGES = ("mlflow", "torch", "segmentation-models-pytorch", "opencv-python-hea
 #: The code a registered model carries, relative to the folder holding the segflow package:
 #: the pyfunc and what it imports (tests/test_layout.py checks this is its import closure).
 CODE = (
-    "segflow/__init__.py", "segflow/errors.py", "segflow/inference", "segflow/registry/__init__.py",
+    "segflow/__init__.py",
+    "segflow/errors.py",
+    "segflow/inference",
+    "segflow/registry/__init__.py",
     "segflow/registry/pyfunc.py",
 )
 #: Inputs are open (an array or a DataFrame of base64 images: a schema cannot say "or");
@@ -128,8 +147,9 @@ def register_model(
     size, ignore = params.preprocess.image_size, params.classes.ignore_index
     with tempfile.TemporaryDirectory(prefix="segflow-model-") as tmp:
         checkpoint = Path(tmp) / "model.pt"
-        save_checkpoint(model, checkpoint, arch=params.model.arch, encoder=params.model.encoder,
-                        class_names=names, image_size=size)
+        save_checkpoint(
+            model, checkpoint, arch=params.model.arch, encoder=params.model.encoder, class_names=names, image_size=size
+        )
         metadata = {
             "segflow_version": segflow.__version__,
             "class_names": names,
@@ -154,7 +174,10 @@ def register_model(
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(name, tracking.CANDIDATE, version)
     version_tags = {
-        **tags, "arch": params.model.arch, "encoder": params.model.encoder, "image_size": str(size),
+        **tags,
+        "arch": params.model.arch,
+        "encoder": params.model.encoder,
+        "image_size": str(size),
         "model_card": f"runs:/{run.info.run_id}/{MODEL_CARD}",
     }
     for key, value in version_tags.items():
@@ -164,7 +187,11 @@ def register_model(
 
 
 def record_test_scores(
-    params: Params, version: str, run_id: str, scores: Scores, split_sha256: str,
+    params: Params,
+    version: str,
+    run_id: str,
+    scores: Scores,
+    split_sha256: str,
     masks: tuple[np.ndarray, np.ndarray] | None,
 ) -> None:
     """Write a version's test scores (the only writer of its ``test_*`` tags) and log its
@@ -181,8 +208,12 @@ def record_test_scores(
     )
     card = render_model_card(name, version, run_id, params, tags, scores, train_shares, test_shares, split_sha256)
     client.log_text(run_id, card, MODEL_CARD)
-    values = {"test_miou": f"{scores.miou:.5f}", "test_mdice": f"{scores.mdice:.5f}",
-              "test_images": str(scores.images), "split_sha256": split_sha256}
+    values = {
+        "test_miou": f"{scores.miou:.5f}",
+        "test_mdice": f"{scores.mdice:.5f}",
+        "test_images": str(scores.images),
+        "split_sha256": split_sha256,
+    }
     for key, value in values.items():
         client.set_model_version_tag(name, version, key, value)
 
@@ -197,16 +228,27 @@ def _crown_first(
         move_champion(client, name, version, expected=None)
         set_champion_history(client, name, [version])
         log.info("first model: version %s of %s is champion without comparison", version, name)
-        record_decision(client, name, version, {
-            "action": "promote", "outcome": Outcome.FIRST_CHAMPION, "model": name, "version": version,
-            "champion_before": None, "champion_after": version,
-            "reasons": ["first model: champion without comparison"], "rule": None,
-            # Scored later by the evaluate stage: see the version's test_* tags.
-            "metrics": {"candidate": None, "champion": None},
-            "test_split": {"sha256": None},
-            "code": {key: tags.get(key, "unknown") for key in ("git_commit", "git_dirty")},
-            "data_md5": tags.get("data_md5", "unknown"),
-        }, record_dir)
+        record_decision(
+            client,
+            name,
+            version,
+            {
+                "action": "promote",
+                "outcome": Outcome.FIRST_CHAMPION,
+                "model": name,
+                "version": version,
+                "champion_before": None,
+                "champion_after": version,
+                "reasons": ["first model: champion without comparison"],
+                "rule": None,
+                # Scored later by the evaluate stage: see the version's test_* tags.
+                "metrics": {"candidate": None, "champion": None},
+                "test_split": {"sha256": None},
+                "code": {key: tags.get(key, "unknown") for key in ("git_commit", "git_dirty")},
+                "data_md5": tags.get("data_md5", "unknown"),
+            },
+            record_dir,
+        )
 
 
 def _number(text: str | None) -> float | None:
@@ -230,15 +272,17 @@ def list_versions(client: mlflow.MlflowClient, name: str) -> list[dict]:
     rows = []
     for found in client.search_model_versions(f"name='{name}'"):
         tags = found.tags
-        rows.append({
-            "version": str(found.version),
-            "aliases": sorted(by_version.get(str(found.version), [])),
-            "test_miou": _number(tags.get("test_miou")),
-            "data_md5": tags.get("data_md5"),
-            "git_commit": tags.get("git_commit"),
-            "git_dirty": tags.get("git_dirty") == "true",
-            "created": datetime.fromtimestamp(found.creation_timestamp / 1000, tz=timezone.utc),
-            "run_id": found.run_id,
-            "last_decision": tags.get("promote.outcome"),
-        })
+        rows.append(
+            {
+                "version": str(found.version),
+                "aliases": sorted(by_version.get(str(found.version), [])),
+                "test_miou": _number(tags.get("test_miou")),
+                "data_md5": tags.get("data_md5"),
+                "git_commit": tags.get("git_commit"),
+                "git_dirty": tags.get("git_dirty") == "true",
+                "created": datetime.fromtimestamp(found.creation_timestamp / 1000, tz=UTC),
+                "run_id": found.run_id,
+                "last_decision": tags.get("promote.outcome"),
+            }
+        )
     return sorted(rows, key=lambda row: int(row["version"]), reverse=True)

@@ -7,6 +7,7 @@ are served, with `segflow.metrics.SegmentationMeter`. This is the one scorer: th
 stage writes its result (metrics.json, the version's ``test_*`` tags), `segflow promote`
 compares two of them.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,9 +19,9 @@ import numpy as np
 import torch
 
 from segflow.errors import SegflowError
+from segflow.inference.segment import BATCH_SIZE
 from segflow.metrics import SegmentationMeter
 from segflow.outputs import file_sha256
-from segflow.inference.segment import BATCH_SIZE
 from segflow.registry.pyfunc import SegmentationModel
 
 __all__ = ["TEST_FILES", "TestSplit", "Scores", "load_test_split", "class_shares", "score"]
@@ -64,6 +65,7 @@ class Scores:
 
     def as_dict(self) -> dict:
         """JSON-ready: NaN becomes null, ratios keep 5 decimals; predictions left out."""
+
         def clean(value: object) -> object:
             if isinstance(value, float):
                 return None if math.isnan(value) else round(value, 5)
@@ -131,9 +133,16 @@ def score(model: SegmentationModel, split: TestSplit, class_names: list[str], ig
     values = meter.compute()
     return Scores(
         class_names=list(class_names),
-        miou=values["miou"], mdice=values["mdice"], pixel_accuracy=values["pixel_accuracy"],
-        iou=values["iou"], dice=values["dice"], confusion=meter.confusion.tolist(),
-        images=len(images), ms_per_image=1000.0 * elapsed / max(len(images), 1),
-        checkpoint_bytes=model.checkpoint_bytes, parameters=model.parameters,
-        per_image_miou=per_image, predictions=predictions,
+        miou=values["miou"],
+        mdice=values["mdice"],
+        pixel_accuracy=values["pixel_accuracy"],
+        iou=values["iou"],
+        dice=values["dice"],
+        confusion=meter.confusion.tolist(),
+        images=len(images),
+        ms_per_image=1000.0 * elapsed / max(len(images), 1),
+        checkpoint_bytes=model.checkpoint_bytes,
+        parameters=model.parameters,
+        per_image_miou=per_image,
+        predictions=predictions,
     )

@@ -5,6 +5,7 @@ By default runs and registered models go to a SQLite file at the repository root
 ``mlflow ui`` started at the root reads. ``MLFLOW_TRACKING_URI`` points elsewhere
 (e.g. a tracking server) instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -65,6 +66,7 @@ def experiment_id(name: str, root: Path) -> str:
 
 def code_version(root: Path) -> dict[str, str]:
     """The git commit of `root` and whether the work tree had uncommitted changes."""
+
     def git(*args: str) -> str:
         result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
         return result.stdout.strip() if result.returncode == 0 else ""

@@ -11,6 +11,7 @@ Layout assumed (written by `segflow.registry.register.register_model` and `segfl
 
 Only this module knows that layout; `segflow.serving.export` and `segflow.serving` go through it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
-from segflow.registry import tracking
 from segflow.errors import SegflowError
+from segflow.registry import tracking
 from segflow.registry.pyfunc import CHECKPOINT
 
 __all__ = ["ONNX_TAG", "DEFAULT_TAG", "resolve", "download_checkpoint", "onnx_uri", "test_miou"]
@@ -66,8 +67,9 @@ def resolve(client: mlflow.MlflowClient, name: str, ref: str | None = None) -> M
 
 def download_checkpoint(version: ModelVersion, dst: Path) -> tuple[Path, dict]:
     """Download `version`'s pyfunc model into `dst`; returns (checkpoint path, metadata)."""
-    local = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(dst)))
+    local = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(dst))
+    )
     model = Model.load(str(local / "MLmodel"))
     artifacts = model.flavors.get("python_function", {}).get("artifacts", {})
     if CHECKPOINT not in artifacts:

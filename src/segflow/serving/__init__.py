@@ -4,13 +4,14 @@
 `ModelSource` (`segflow.serving.source`): a registered version by alias or number, or an
 exported ONNX file. `run` serves it with uvicorn.
 """
+
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from segflow.registry import tracking
 from segflow.config import Params
+from segflow.registry import tracking
 from segflow.serving.app import create_app
 from segflow.serving.source import ModelSource
 
@@ -19,8 +20,14 @@ __all__ = ["create_app", "ModelSource", "run"]
 log = logging.getLogger(__name__)
 
 
-def run(params: Params, spec: str | Path | None = None, *, host: str | None = None, port: int | None = None,
-        runtime: str | None = None) -> None:
+def run(
+    params: Params,
+    spec: str | Path | None = None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    runtime: str | None = None,
+) -> None:
     """Serve `spec` (default ``models:/<mlflow.model_name>@champion``) until interrupted.
 
     The caller configures MLflow tracking (`segflow.registry.tracking.configure`) first.
@@ -33,6 +40,13 @@ def run(params: Params, spec: str | Path | None = None, *, host: str | None = No
     app = create_app(source, serve)
     info = app.state.holder.current.info
     host, port = serve.host, serve.port
-    log.info("serving %s version %s (%s, %.1f MB) on http://%s:%d", info.name, info.version, info.runtime,
-             info.bytes / 1e6, host, port)
+    log.info(
+        "serving %s version %s (%s, %.1f MB) on http://%s:%d",
+        info.name,
+        info.version,
+        info.runtime,
+        info.bytes / 1e6,
+        host,
+        port,
+    )
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -21,6 +21,7 @@ re-pointed at this machine (DNS rebinding) cannot use it; and POST /reload needs
 ``Authorization: Bearer $SEGFLOW_SERVE_TOKEN`` when that variable is set, and is refused
 outright (403) on a non-loopback `serve.host` when it is not.
 """
+
 from __future__ import annotations
 
 import base64
@@ -140,8 +141,10 @@ class _AllowedHosts:
         host = _host_name(Headers(scope=scope).get("host", ""))
         if host in self.allowed:
             return await self.app(scope, receive, send)
-        detail = (f"Host header {host!r} is not in serve.allowed_hosts {sorted(self.allowed)}: add the name "
-                  "clients use to reach the service there in params.yaml ('*' allows any)")
+        detail = (
+            f"Host header {host!r} is not in serve.allowed_hosts {sorted(self.allowed)}: add the name "
+            "clients use to reach the service there in params.yaml ('*' allows any)"
+        )
         await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
 
 
@@ -151,20 +154,28 @@ def _token_guard(serve: ServeParams):  # noqa: ANN202 (a FastAPI dependency)
     address = _address(serve.host)
     exposed = serve.host.lower() != "localhost" and not (address is not None and address.is_loopback)
     if exposed and token is None:
-        log.warning("POST /reload is refused: %s is reachable beyond this machine and %s is not set",
-                    serve.host, TOKEN_ENV)
+        log.warning(
+            "POST /reload is refused: %s is reachable beyond this machine and %s is not set", serve.host, TOKEN_ENV
+        )
 
     async def require_token(request: Request) -> None:
         if token is None:
             if exposed:
-                raise HTTPException(403, f"{request.method} {request.url.path} is disabled: the service listens on "
-                                         f"{serve.host} (serve.host), beyond this machine, without a token; set "
-                                         f"{TOKEN_ENV} where it runs and send 'Authorization: Bearer <token>'")
+                raise HTTPException(
+                    403,
+                    f"{request.method} {request.url.path} is disabled: the service listens on "
+                    f"{serve.host} (serve.host), beyond this machine, without a token; set "
+                    f"{TOKEN_ENV} where it runs and send 'Authorization: Bearer <token>'",
+                )
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise HTTPException(401, f"missing or wrong token: send 'Authorization: Bearer <the value of {TOKEN_ENV} "
-                                     "where the service runs>'", headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                f"missing or wrong token: send 'Authorization: Bearer <the value of {TOKEN_ENV} "
+                "where the service runs>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     return require_token
 
@@ -194,12 +205,13 @@ class _Measure:
             self.metrics.observe_request(scope["method"], route, status, perf_counter() - start)
 
 
-def create_app(source: ModelSource | str | Path, serve: ServeParams = ServeParams()) -> FastAPI:
+def create_app(source: ModelSource | str | Path, serve: ServeParams | None = None) -> FastAPI:
     """The service for `source` (a `ModelSource`, or its spec); loads the model now.
 
     Raises:
         SegflowError: the model cannot be loaded (the message says why and what to run).
     """
+    serve = serve or ServeParams()
     holder = ModelHolder(source if isinstance(source, ModelSource) else ModelSource(source, serve.runtime))
     limit = upload_limit(serve)
     require_token = _token_guard(serve)
@@ -217,8 +229,9 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams = ServeParam
         yield
         holder.stop_polling()
 
-    app = FastAPI(title="segflow", summary="Semantic segmentation of photos with the @champion model",
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="segflow", summary="Semantic segmentation of photos with the @champion model", lifespan=lifespan
+    )
     app.state.holder = holder
     app.state.metrics = metrics
     app.add_middleware(_AllowedHosts, allowed=_allowed_hosts(serve))
@@ -231,8 +244,12 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams = ServeParam
     @app.exception_handler(ClientDisconnect)
     async def client_closed(request: Request, exc: ClientDisconnect) -> Response:
         # Nobody is left to read this answer; it sets the status the metrics record.
-        log.info("%s %s: the client closed the connection before sending the whole body (%d)",
-                 request.method, request.url.path, CLIENT_CLOSED)
+        log.info(
+            "%s %s: the client closed the connection before sending the whole body (%d)",
+            request.method,
+            request.url.path,
+            CLIENT_CLOSED,
+        )
         return Response(status_code=CLIENT_CLOSED)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -242,8 +259,12 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams = ServeParam
     @app.get("/health")
     async def health() -> dict:
         info = holder.current.info
-        return {"status": "ok", "model": {"name": info.name, "version": info.version, "runtime": info.runtime},
-                "reloads": holder.reloads, "last_reload_error": holder.last_error}
+        return {
+            "status": "ok",
+            "model": {"name": info.name, "version": info.version, "runtime": info.runtime},
+            "reloads": holder.reloads,
+            "last_reload_error": holder.last_error,
+        }
 
     @app.get("/model")
     async def model() -> dict:
@@ -259,8 +280,10 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams = ServeParam
         try:
             changed = await run_in_threadpool(holder.reload)
         except Exception:  # noqa: BLE001 - reported (holder.last_error), and the old model keeps serving
-            return JSONResponse({"detail": f"reload failed ({holder.last_error}); still serving version "
-                                           f"{holder.current.info.version}"}, status_code=503)
+            return JSONResponse(
+                {"detail": f"reload failed ({holder.last_error}); still serving version {holder.current.info.version}"},
+                status_code=503,
+            )
         return JSONResponse({"reloaded": changed, "model": holder.current.info.as_dict()})
 
     @app.post("/predict", responses={200: {"content": {"image/png": {}, "application/json": {}}}})
@@ -280,11 +303,13 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams = ServeParam
         metrics.observe_inference(info.runtime, model_seconds)
         headers = {"X-Model-Version": str(info.version), "X-Model-Runtime": info.runtime}
         if format == "png":
-            return Response(await run_in_threadpool(mask_png, result, info.palette), media_type="image/png",
-                            headers=headers)
+            return Response(
+                await run_in_threadpool(mask_png, result, info.palette), media_type="image/png", headers=headers
+            )
         body = {
             "model": {"name": info.name, "version": info.version, "runtime": info.runtime},
-            "width": int(image.shape[1]), "height": int(image.shape[0]),
+            "width": int(image.shape[1]),
+            "height": int(image.shape[0]),
             "classes": class_shares(result, info.class_names, info.palette),
         }
         if polygons_:

@@ -13,6 +13,7 @@ Each refusal is an `InputError` carrying the HTTP status the service answers wit
 dropped, as `segflow.registry.pyfunc` does), and the EXIF orientation is applied, so the mask lines
 up with the picture a browser shows.
 """
+
 from __future__ import annotations
 
 import io
@@ -60,27 +61,37 @@ def decode_image(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
         InputError: see the module docstring for each status.
     """
     if not data:
-        raise InputError(400, "empty body: send an image file (PNG, JPEG, WebP or BMP) as the multipart "
-                              "field 'file' or as the raw request body")
+        raise InputError(
+            400,
+            "empty body: send an image file (PNG, JPEG, WebP or BMP) as the multipart "
+            "field 'file' or as the raw request body",
+        )
     with warnings.catch_warnings():
         # Pillow's own bomb guard warns between its limit and twice that: make it an error.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data), formats=FORMATS)
         except UnidentifiedImageError:
-            raise InputError(415, f"not an image ({len(data)} bytes, starting {data[:8]!r}): send a PNG, "
-                                  "JPEG, WebP or BMP file") from None
+            raise InputError(
+                415, f"not an image ({len(data)} bytes, starting {data[:8]!r}): send a PNG, JPEG, WebP or BMP file"
+            ) from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise InputError(413, f"image refused as a decompression bomb ({exc})") from None
         except _DECODE_ERRORS as exc:
             raise InputError(422, f"unreadable image header ({exc}): send an intact PNG, JPEG, WebP or BMP") from None
         width, height = image.size
         if width * height > max_pixels:
-            raise InputError(413, f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
-                                  f"{max_pixels:,} (serve.max_pixels): send a smaller image")
+            raise InputError(
+                413,
+                f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+                f"{max_pixels:,} (serve.max_pixels): send a smaller image",
+            )
         if min(width, height) < min_side:
-            raise InputError(422, f"image is {width}x{height} pixels; both sides must be at least {min_side} "
-                                  "(serve.min_side): there is nothing to segment in it")
+            raise InputError(
+                422,
+                f"image is {width}x{height} pixels; both sides must be at least {min_side} "
+                "(serve.min_side): there is nothing to segment in it",
+            )
         try:
             image.load()  # a truncated file fails here ("image file is truncated")
             image = ImageOps.exif_transpose(image)
@@ -88,5 +99,4 @@ def decode_image(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise InputError(413, f"image refused as a decompression bomb ({exc})") from None
         except _DECODE_ERRORS as exc:
-            raise InputError(422, f"corrupt or truncated {image.format} file ({exc}): send the complete "
-                                  "file") from None
+            raise InputError(422, f"corrupt or truncated {image.format} file ({exc}): send the complete file") from None

@@ -23,6 +23,7 @@ folder to the version's run under ``onnx/v<version>/``; the version's tags ``onn
 ``onnx.int8`` and ``onnx.default`` point at the files, which is where `segflow serve` finds
 them.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,19 +41,29 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
-from segflow.registry import versions
+from segflow.colours import palette
 from segflow.config import Params
 from segflow.errors import SegflowError
-from segflow.metrics import SegmentationMeter
 from segflow.inference.network import SegmentationNet, load_checkpoint
 from segflow.inference.segment import Runner, batched, nchw, onnx_runner, torch_runner
+from segflow.metrics import SegmentationMeter
+from segflow.registry import versions
 from segflow.registry.scoring import load_test_split
-from segflow.colours import palette
 
 __all__ = [
-    "FP32_FILE", "INT8_FILE", "REPORT_FILE", "METADATA_KEY", "VARIANT_FILES",
-    "export_onnx", "quantize_int8", "read_metadata", "write_metadata", "session",
-    "export_model", "calibration_images", "export_version",
+    "FP32_FILE",
+    "INT8_FILE",
+    "REPORT_FILE",
+    "METADATA_KEY",
+    "VARIANT_FILES",
+    "export_onnx",
+    "quantize_int8",
+    "read_metadata",
+    "write_metadata",
+    "session",
+    "export_model",
+    "calibration_images",
+    "export_version",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,13 +104,24 @@ def export_onnx(model: SegmentationNet, path: Path, image_size: int, dynamo: boo
         dynamic = torch.export.Dim.DYNAMIC
         shapes = {"dynamic_shapes": {"x": {0: dynamic, 2: dynamic, 3: dynamic}}, "external_data": False}
     else:
-        axes = {"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"},
-                "mask": {0: "batch", 1: "height", 2: "width"}}
+        axes = {
+            "image": {0: "batch", 2: "height", 3: "width"},
+            "logits": {0: "batch", 2: "height", 3: "width"},
+            "mask": {0: "batch", 1: "height", 2: "width"},
+        }
         shapes = {"dynamic_axes": axes}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporters' notes on their own internals
-        torch.onnx.export(_WithMask(model.eval().cpu()), (example,), str(path), dynamo=dynamo,
-                          opset_version=OPSET, verbose=False, **names, **shapes)
+        torch.onnx.export(
+            _WithMask(model.eval().cpu()),
+            (example,),
+            str(path),
+            dynamo=dynamo,
+            opset_version=OPSET,
+            verbose=False,
+            **names,
+            **shapes,
+        )
     return Path(path)
 
 
@@ -132,8 +154,13 @@ def quantize_int8(fp32_path: Path, path: Path, calibration: np.ndarray) -> Path:
         root.addFilter(note)
         try:
             quantize_static(
-                str(prepared), str(path), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-                per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                str(prepared),
+                str(path),
+                _Calibration(calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
             )
         finally:
             root.removeFilter(note)
@@ -178,8 +205,9 @@ def _miou(masks: np.ndarray, truth: np.ndarray, num_classes: int, ignore_index: 
     return float(meter.compute()["miou"])
 
 
-def _agreement(masks: np.ndarray, logits: np.ndarray, ref_masks: np.ndarray, ref_logits: np.ndarray,
-               labelled: np.ndarray) -> dict:
+def _agreement(
+    masks: np.ndarray, logits: np.ndarray, ref_masks: np.ndarray, ref_logits: np.ndarray, labelled: np.ndarray
+) -> dict:
     """How far a variant's masks are from PyTorch's, over labelled pixels (padding left out)."""
     differ = (masks != ref_masks) & labelled
     per_image = differ.sum((1, 2)) / np.maximum(labelled.sum((1, 2)), 1)
@@ -192,8 +220,13 @@ def _agreement(masks: np.ndarray, logits: np.ndarray, ref_masks: np.ndarray, ref
 
 @torch.inference_mode()
 def export_model(
-    model: SegmentationNet, metadata: dict, out_dir: Path, test_images: np.ndarray, test_masks: np.ndarray,
-    calibration: np.ndarray, max_int8_miou_loss: float,
+    model: SegmentationNet,
+    metadata: dict,
+    out_dir: Path,
+    test_images: np.ndarray,
+    test_masks: np.ndarray,
+    calibration: np.ndarray,
+    max_int8_miou_loss: float,
 ) -> dict:
     """Export, quantize and verify `model`; returns the report written to ``export.json``.
 
@@ -213,7 +246,9 @@ def export_model(
     labelled = np.asarray(test_masks) != ignore
     ref_masks, ref_logits = _predict(torch_runner(model), images)
     report: dict = {
-        "model": {key: metadata.get(key) for key in ("name", "version", "arch", "encoder", "image_size", "class_names")},
+        "model": {
+            key: metadata.get(key) for key in ("name", "version", "arch", "encoder", "image_size", "class_names")
+        },
         "test_images": len(images),
         "miou": {"torch": _miou(ref_masks, test_masks, len(names), ignore)},
         "bytes": {},
@@ -232,9 +267,16 @@ def export_model(
         write_metadata(path, {**metadata, "variant": variant, "test_miou": report["miou"][variant]})
         report["bytes"][variant] = path.stat().st_size
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=1))
-    log.info("exported %s: fp32 %.1f MB, int8 %.1f MB; test mIoU torch %.4f fp32 %.4f int8 %.4f; default %s",
-             out_dir, report["bytes"]["fp32"] / 1e6, report["bytes"]["int8"] / 1e6, report["miou"]["torch"],
-             report["miou"]["fp32"], report["miou"]["int8"], report["default"])
+    log.info(
+        "exported %s: fp32 %.1f MB, int8 %.1f MB; test mIoU torch %.4f fp32 %.4f int8 %.4f; default %s",
+        out_dir,
+        report["bytes"]["fp32"] / 1e6,
+        report["bytes"]["int8"] / 1e6,
+        report["miou"]["torch"],
+        report["miou"]["fp32"],
+        report["miou"]["int8"],
+        report["default"],
+    )
     return report
 
 
@@ -263,28 +305,38 @@ def export_version(params: Params, preprocess_dir: Path, ref: str | None = None)
         model, meta = load_checkpoint(checkpoint)
         names = meta["class_names"]
         metadata = {
-            "name": version.name, "version": str(version.version), "arch": meta["arch"], "encoder": meta["encoder"],
-            "class_names": names, "image_size": meta["image_size"],
+            "name": version.name,
+            "version": str(version.version),
+            "arch": meta["arch"],
+            "encoder": meta["encoder"],
+            "class_names": names,
+            "image_size": meta["image_size"],
             "ignore_index": info.get("ignore_index", params.classes.ignore_index),
             "palette": info.get("palette") or palette(len(names), params.classes.palette).tolist(),
         }
         out = Path(tmp) / "onnx"
-        report = export_model(model, metadata, out, split.images, split.masks, calibration,
-                              params.serve.max_int8_miou_loss)
+        report = export_model(
+            model, metadata, out, split.images, split.masks, calibration, params.serve.max_int8_miou_loss
+        )
         report["test_split_sha256"] = split.sha256
         report["bytes"]["checkpoint"] = checkpoint.stat().st_size
         (out / REPORT_FILE).write_text(json.dumps(report, indent=1))
         folder = f"onnx/v{version.version}"
         client.log_artifacts(version.run_id, str(out), folder)
-    tags = {versions.ONNX_TAG.format(variant): f"runs:/{version.run_id}/{folder}/{file}"
-            for variant, file in VARIANT_FILES.items()}
-    tags.update({
-        versions.DEFAULT_TAG: report["default"],
-        "onnx.int8_miou_loss": f"{report['int8_miou_loss']:.5f}",
-        "onnx.max_image_disagreement": json.dumps(
-            {variant: round(a["max_image_disagreement"], 6) for variant, a in report["agreement"].items()}),
-        "onnx.report": f"runs:/{version.run_id}/{folder}/{REPORT_FILE}",
-    })
+    tags = {
+        versions.ONNX_TAG.format(variant): f"runs:/{version.run_id}/{folder}/{file}"
+        for variant, file in VARIANT_FILES.items()
+    }
+    tags.update(
+        {
+            versions.DEFAULT_TAG: report["default"],
+            "onnx.int8_miou_loss": f"{report['int8_miou_loss']:.5f}",
+            "onnx.max_image_disagreement": json.dumps(
+                {variant: round(a["max_image_disagreement"], 6) for variant, a in report["agreement"].items()}
+            ),
+            "onnx.report": f"runs:/{version.run_id}/{folder}/{REPORT_FILE}",
+        }
+    )
     for key, value in tags.items():
         client.set_model_version_tag(version.name, version.version, key, value)
     return {**report, "version": str(version.version), "artifacts": f"runs:/{version.run_id}/{folder}"}

@@ -10,6 +10,7 @@ the source can move (an alias, a file). A failed reload keeps the current model 
 reported by `GET /health` until a later reload succeeds, whether that one swaps the model
 or finds the source naming the served model again (@champion moved back).
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,8 +65,12 @@ class ModelHolder:
             try:
                 self.reload()
             except Exception:  # noqa: BLE001 - any failure must leave the service serving the old model
-                log.warning("reload of %s failed, still serving version %s: %s",
-                            self.source.spec, self.current.info.version, self.last_error)
+                log.warning(
+                    "reload of %s failed, still serving version %s: %s",
+                    self.source.spec,
+                    self.current.info.version,
+                    self.last_error,
+                )
 
     def start_polling(self, seconds: float) -> None:
         """Check the source every `seconds` in a daemon thread (no-op if 0 or it cannot move)."""

@@ -6,6 +6,7 @@ has its own `CollectorRegistry`, not the process-wide one, so several apps in on
 process (the tests) do not clash; `prometheus_client` escapes label values (a model
 name may hold any character) and speaks both the text and the OpenMetrics format.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -33,8 +34,7 @@ class _ModelCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         model, reloads = self.state()
         yield InfoMetricFamily("segflow_model", "The model being served (value 1).", value=model)
-        yield CounterMetricFamily("segflow_model_reloads", "Times a new model replaced the served one.",
-                                  value=reloads)
+        yield CounterMetricFamily("segflow_model_reloads", "Times a new model replaced the served one.", value=reloads)
 
 
 class Metrics:
@@ -42,14 +42,26 @@ class Metrics:
 
     def __init__(self, model_state: ModelState) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("segflow_requests", "HTTP requests by route and status.",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("segflow_request_duration_seconds",
-                                 "HTTP request latency, from first byte read to response.",
-                                 ["route"], buckets=BUCKETS, registry=self.registry)
-        self.inference = Histogram("segflow_inference_duration_seconds",
-                                   "Model work per image: letterbox, network, resize back (not queueing).",
-                                   ["runtime"], buckets=BUCKETS, registry=self.registry)
+        self.requests = Counter(
+            "segflow_requests",
+            "HTTP requests by route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "segflow_request_duration_seconds",
+            "HTTP request latency, from first byte read to response.",
+            ["route"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.inference = Histogram(
+            "segflow_inference_duration_seconds",
+            "Model work per image: letterbox, network, resize back (not queueing).",
+            ["runtime"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(_ModelCollector(model_state))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:

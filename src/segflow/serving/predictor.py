@@ -7,13 +7,13 @@ Inference runs one request at a time per model: onnxruntime and PyTorch already 
 core for one image, so parallel runs would only fight over them; concurrent requests
 decode and encode in parallel and queue here.
 """
+
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ class ModelInfo:
     #: test_miou of the served model (None when unknown) and what else the registry knows.
     metrics: dict = field(default_factory=dict)
     source: str = ""
-    loaded_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -90,10 +90,16 @@ def onnx_predictor(path: Path, info: dict, threads: int = 0) -> Predictor:
         raise ValueError(f"{path}: no segflow metadata {missing}: export it with `segflow export`")
     metrics = {"test_miou": meta.get("test_miou"), **info.pop("metrics", {})}
     model = ModelInfo(
-        name=info.pop("name", meta.get("name", Path(path).stem)), version=info.pop("version", meta.get("version")),
-        alias=info.pop("alias", None), runtime=f"onnx-{meta.get('variant', 'fp32')}", class_names=meta["class_names"],
+        name=info.pop("name", meta.get("name", Path(path).stem)),
+        version=info.pop("version", meta.get("version")),
+        alias=info.pop("alias", None),
+        runtime=f"onnx-{meta.get('variant', 'fp32')}",
+        class_names=meta["class_names"],
         palette=meta.get("palette") or _default_palette(len(meta["class_names"])),
-        image_size=int(meta["image_size"]), bytes=Path(path).stat().st_size, metrics=metrics, **info,
+        image_size=int(meta["image_size"]),
+        bytes=Path(path).stat().st_size,
+        metrics=metrics,
+        **info,
     )
     return Predictor(onnx_runner(runner), model)
 
@@ -106,10 +112,16 @@ def torch_predictor(checkpoint: Path, info: dict) -> Predictor:
     names = meta["class_names"]
     palette = info.pop("palette", None) or _default_palette(len(names))
     model = ModelInfo(
-        name=info.pop("name", Path(checkpoint).stem), version=info.pop("version", None), alias=info.pop("alias", None),
+        name=info.pop("name", Path(checkpoint).stem),
+        version=info.pop("version", None),
+        alias=info.pop("alias", None),
         runtime="torch",
-        class_names=names, palette=palette, image_size=int(meta["image_size"]),
-        bytes=Path(checkpoint).stat().st_size, metrics=info.pop("metrics", {}), **info,
+        class_names=names,
+        palette=palette,
+        image_size=int(meta["image_size"]),
+        bytes=Path(checkpoint).stat().st_size,
+        metrics=info.pop("metrics", {}),
+        **info,
     )
 
     return Predictor(torch_runner(net), model)

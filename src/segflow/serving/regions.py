@@ -8,6 +8,7 @@ can be reviewed and corrected in the same tools. Regions come largest first: pai
 them in order (as rasterize does, later over earlier) puts a region inside a hole of
 another over it, which rebuilds the mask up to the traced boundaries.
 """
+
 from __future__ import annotations
 
 import io
@@ -27,8 +28,13 @@ def class_shares(mask: np.ndarray, class_names: list[str], palette: list[list[in
     counts = np.bincount(mask.ravel(), minlength=len(class_names))[: len(class_names)]
     total = max(int(mask.size), 1)
     return [
-        {"index": i, "name": name, "colour": "#{:02x}{:02x}{:02x}".format(*palette[i]),
-         "pixels": int(counts[i]), "share": float(counts[i]) / total}
+        {
+            "index": i,
+            "name": name,
+            "colour": "#{:02x}{:02x}{:02x}".format(*palette[i]),
+            "pixels": int(counts[i]),
+            "share": float(counts[i]) / total,
+        }
         for i, name in enumerate(class_names)
     ]
 

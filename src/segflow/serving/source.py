@@ -13,6 +13,7 @@ is served when there is one, its PyTorch checkpoint otherwise (`serve.runtime` f
 choice). `key()` is cheap (one registry call, or a stat) and says which model `load()`
 would load now, which is how the service notices that @champion moved.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,8 +23,8 @@ from pathlib import Path
 
 import mlflow
 
-from segflow.registry import versions
 from segflow.errors import SegflowError
+from segflow.registry import versions
 from segflow.serving.predictor import Predictor, onnx_predictor, torch_predictor
 
 __all__ = ["ModelSource"]
@@ -50,11 +51,14 @@ class ModelSource:
         if found is None:
             path = Path(spec)
             if path.suffix not in (".onnx", ".pt", ".pth"):
-                raise SegflowError(f"model source {self.spec!r}: give models:/<name>@<alias>, "
-                                   "models:/<name>/<version>, an .onnx file or a .pt checkpoint")
+                raise SegflowError(
+                    f"model source {self.spec!r}: give models:/<name>@<alias>, "
+                    "models:/<name>/<version>, an .onnx file or a .pt checkpoint"
+                )
             if not path.is_file():
-                raise SegflowError(f"model file {path} not found: run `segflow export`, or give "
-                                   "models:/<name>@champion")
+                raise SegflowError(
+                    f"model file {path} not found: run `segflow export`, or give models:/<name>@champion"
+                )
             if path.suffix == ".onnx" and runtime == "torch" or path.suffix != ".onnx" and runtime in ("int8", "fp32"):
                 raise SegflowError(f"serve.runtime {runtime!r} cannot run {path}: use runtime auto")
 
@@ -84,13 +88,22 @@ class ModelSource:
     def _load_registered(self) -> tuple[str, Predictor]:
         client = mlflow.MlflowClient()
         version = versions.resolve(client, self.name, self.alias or self.version)
-        info = {"name": version.name, "version": str(version.version), "alias": self.alias,
-                "source": f"models:/{version.name}/{version.version}"}
-        exported = None if self.runtime == "torch" else versions.onnx_uri(
-            version, None if self.runtime == "auto" else self.runtime)
+        info = {
+            "name": version.name,
+            "version": str(version.version),
+            "alias": self.alias,
+            "source": f"models:/{version.name}/{version.version}",
+        }
+        exported = (
+            None
+            if self.runtime == "torch"
+            else versions.onnx_uri(version, None if self.runtime == "auto" else self.runtime)
+        )
         if exported is None and self.runtime in ("int8", "fp32"):
-            raise SegflowError(f"version {version.version} of {version.name!r} has no exported {self.runtime} "
-                               f"model: run `segflow export --version {version.version}`, or serve runtime auto")
+            raise SegflowError(
+                f"version {version.version} of {version.name!r} has no exported {self.runtime} "
+                f"model: run `segflow export --version {version.version}`, or serve runtime auto"
+            )
         with tempfile.TemporaryDirectory(prefix="segflow-serve-") as tmp:
             if exported is not None:
                 variant, uri = exported
@@ -99,8 +112,12 @@ class ModelSource:
                 metrics = {"int8_miou_loss": float(loss)} if loss else {}
                 predictor = onnx_predictor(path, {**info, "metrics": metrics})
             else:
-                log.info("version %s of %s has no exported ONNX model: serving its PyTorch checkpoint "
-                         "(`segflow export` makes it smaller and faster)", version.version, version.name)
+                log.info(
+                    "version %s of %s has no exported ONNX model: serving its PyTorch checkpoint "
+                    "(`segflow export` makes it smaller and faster)",
+                    version.version,
+                    version.name,
+                )
                 checkpoint, meta = versions.download_checkpoint(version, Path(tmp))
                 metrics = {"test_miou": versions.test_miou(version, meta)}
                 predictor = torch_predictor(checkpoint, {**info, "palette": meta.get("palette"), "metrics": metrics})

@@ -3,6 +3,7 @@
 Arrays are memory-mapped (see `segflow.data.preprocess`), so an epoch reads pixels that are
 already decoded and resized; albumentations applies the augmentation set in params.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,9 +41,7 @@ def build_augmentation(params: AugmentParams, size: int, ignore_index: int, seed
                 fill_mask=ignore_index,
                 p=params.affine,
             ),
-            A.HueSaturationValue(
-                hue_shift_limit=10, sat_shift_limit=25, val_shift_limit=25, p=params.color
-            ),
+            A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=25, val_shift_limit=25, p=params.color),
         ],
         seed=seed,
     )
@@ -51,9 +50,7 @@ def build_augmentation(params: AugmentParams, size: int, ignore_index: int, seed
 class SegmentationDataset(Dataset):
     """Items: image (3, S, S) float32 RGB 0..255 and mask (S, S) int64."""
 
-    def __init__(
-        self, images: np.ndarray, masks: np.ndarray, transform: A.Compose | None = None
-    ) -> None:
+    def __init__(self, images: np.ndarray, masks: np.ndarray, transform: A.Compose | None = None) -> None:
         self.images = images
         self.masks = masks
         self.transform = transform

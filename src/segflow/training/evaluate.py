@@ -11,6 +11,7 @@ scores on the registered version (`segflow.registry.register.record_test_scores`
 ``test_*`` tags and the model card). Scores are accumulated over the
 whole split (see `segflow.metrics`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -64,7 +65,8 @@ def evaluate(params: Params, preprocess_dir: Path, train_dir: Path, out_dir: Pat
     train_masks = np.load(preprocess_dir / "train_masks.npy", mmap_mode="r")
     metrics = {
         "test": {
-            "miou": _clean(scores.miou), "mdice": _clean(scores.mdice),
+            "miou": _clean(scores.miou),
+            "mdice": _clean(scores.mdice),
             "pixel_accuracy": _clean(scores.pixel_accuracy),
             "iou": {name: _clean(v) for name, v in zip(names, scores.iou)},
             "dice": {name: _clean(v) for name, v in zip(names, scores.dice)},
@@ -74,8 +76,11 @@ def evaluate(params: Params, preprocess_dir: Path, train_dir: Path, out_dir: Pat
     }
     files = json.loads((preprocess_dir / "split.json").read_text())["test"]
     per_image = [
-        {"filename": entry["filename"], "miou": miou,
-         "pixel_accuracy": float(((p == m) & (m != ignore)).sum() / max(int((m != ignore).sum()), 1))}
+        {
+            "filename": entry["filename"],
+            "miou": miou,
+            "pixel_accuracy": float(((p == m) & (m != ignore)).sum() / max(int((m != ignore).sum()), 1)),
+        }
         for entry, miou, p, m in zip(files, scores.per_image_miou, predictions, masks)
     ]
     colours = palette(len(names), params.classes.palette)
@@ -109,13 +114,25 @@ def confusion_records(confusion: np.ndarray, names: list[str]) -> list[dict]:
     with its pixel count and its share of the true class's pixels (4 decimals)."""
     shares = normalise_rows(confusion)
     return [
-        {"truth": names[t], "predicted": names[p], "pixels": int(confusion[t, p]), "share": round(float(shares[t, p]), 4)}
-        for t in range(len(names)) for p in range(len(names))
+        {
+            "truth": names[t],
+            "predicted": names[p],
+            "pixels": int(confusion[t, p]),
+            "share": round(float(shares[t, p]), 4),
+        }
+        for t in range(len(names))
+        for p in range(len(names))
     ]
 
 
 def _log(
-    metrics: dict, folder: Path, run: dict, root: Path, params: Params, scores: Scores, split_sha256: str,
+    metrics: dict,
+    folder: Path,
+    run: dict,
+    root: Path,
+    params: Params,
+    scores: Scores,
+    split_sha256: str,
     masks: tuple[np.ndarray, np.ndarray],
 ) -> None:
     """Add the test scores and pictures to the training run, and record them on its version."""

@@ -13,6 +13,7 @@ mse    mean squared error between softmax and one-hot masks (an early prototype'
        kept for comparison: it learns rare classes poorly)
 ====== ==============================================================================
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -65,8 +66,7 @@ def parse_loss(name: str) -> list[str]:
     unknown = [term for term in terms if term not in LOSSES]
     if unknown or not terms:
         raise ConfigError(
-            f"train.loss: unknown loss {name!r}; use one of {list(LOSSES)} or several "
-            "joined by '+', e.g. 'ce+dice'"
+            f"train.loss: unknown loss {name!r}; use one of {list(LOSSES)} or several joined by '+', e.g. 'ce+dice'"
         )
     return terms
 
@@ -92,6 +92,7 @@ def class_weights(pixel_counts: np.ndarray, weighting: str) -> list[float] | Non
 
 def build_loss(name: str, ignore_index: int, weights: list[float] | None = None) -> nn.Module:
     """The loss `name` (see module doc); `weights` apply to the cross-entropy term."""
+
     def make(term: str) -> nn.Module:
         if term == "ce":
             weight = torch.tensor(weights, dtype=torch.float32) if weights else None

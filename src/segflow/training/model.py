@@ -7,6 +7,7 @@ Encoder weights (`model.encoder_weights`): null = random; a state-dict file; ima
 = the packaged EfficientNet-Lite0 (segflow.training.pretrained); imagenet = smp/timm's download,
 the only choice that touches the network, and only when asked for.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -28,6 +29,7 @@ __all__ = [
     "pretrained_stats",
     "checkpoint_fields",
 ]
+
 
 def pretrained_stats(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) in 0..1 units that `encoder`'s ImageNet weights expect, read offline.
@@ -96,7 +98,8 @@ def load_encoder_weights(model: SegmentationNet, path: Path) -> None:
     unexpected = [key for key in state if key not in own]
     mismatched = [
         f"{key} {tuple(state[key].shape)} != {tuple(own[key].shape)}"
-        for key in own if key in state and hasattr(state[key], "shape") and state[key].shape != own[key].shape
+        for key in own
+        if key in state and hasattr(state[key], "shape") and state[key].shape != own[key].shape
     ]
     if missing or unexpected or mismatched:
         raise ConfigError(
@@ -104,8 +107,12 @@ def load_encoder_weights(model: SegmentationNet, path: Path) -> None:
             f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys "
             f"{unexpected[:5]}, {len(mismatched)} shape mismatches {mismatched[:5]}; "
             "save the state dict of the same encoder (model.encoder in params.yaml)"
-            + (f", or use encoder_weights: imagenet-offline with encoder: {OFFLINE_ENCODER} for "
-               "these efficientnet_pytorch-named weights" if any(str(k).startswith("_blocks.") for k in state) else "")
+            + (
+                f", or use encoder_weights: imagenet-offline with encoder: {OFFLINE_ENCODER} for "
+                "these efficientnet_pytorch-named weights"
+                if any(str(k).startswith("_blocks.") for k in state)
+                else ""
+            )
         )
     model.net.encoder.load_state_dict(state)
 

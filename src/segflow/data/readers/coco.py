@@ -13,6 +13,7 @@ The label is the category's ``name``. Images are listed in the file's order, eac
 its annotations in the file's order (later ones paint over earlier ones). Every
 region's origin names the annotation id.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,9 +24,9 @@ from pycocotools import mask as coco_mask
 
 from segflow.config.data import CrowdRule
 from segflow.data.drops import Drops
-from segflow.errors import AnnotationError
 from segflow.data.readers.common import load_json, number
 from segflow.data.records import ImageAnnotation, Region
+from segflow.errors import AnnotationError
 
 __all__ = ["CROWD_CHOICES", "read_coco", "parse_coco"]
 
@@ -67,9 +68,7 @@ def _rle(segmentation: dict[str, Any], height: int, width: int, where: str) -> d
     return {"counts": rle["counts"].decode("ascii"), "size": [height, width]}
 
 
-def _regions(
-    annotation: dict[str, Any], label: str, height: int, width: int, where: str, origin: str
-) -> list[Region]:
+def _regions(annotation: dict[str, Any], label: str, height: int, width: int, where: str, origin: str) -> list[Region]:
     """The regions of one annotation: one per polygon ring, one mask, or one rect."""
     segmentation = annotation.get("segmentation")
     if isinstance(segmentation, dict):
@@ -94,8 +93,7 @@ def _regions(
             points = tuple(zip(values[0::2], values[1::2]))
             if points[-1] == points[0]:  # records close polygons implicitly
                 points = points[:-1]
-            regions.append(Region(label=label, shape="polygon", points=points,
-                                  origin=f"{origin} ring {ring_number}"))
+            regions.append(Region(label=label, shape="polygon", points=points, origin=f"{origin} ring {ring_number}"))
         return regions
     bbox = annotation.get("bbox")
     if not isinstance(bbox, list) or len(bbox) != 4:
@@ -168,8 +166,9 @@ def parse_coco(
             if annotation.get("iscrowd") and crowd == "ignore":
                 label = "ignore"
             origin = f"{path.name} annotation id {annotation.get('id')}"
-            height, width = (int(v) if type(v) in (int, float) else 0
-                             for v in (image.get("height"), image.get("width")))
+            height, width = (
+                int(v) if type(v) in (int, float) else 0 for v in (image.get("height"), image.get("width"))
+            )
             regions.extend(_regions(annotation, label, height, width, where, origin))
             boxes_only += not annotation.get("segmentation")
         except AnnotationError as exc:
@@ -178,7 +177,8 @@ def parse_coco(
         log.warning("%s: %d annotations have only a bbox; they are painted as rectangles", path, boxes_only)
     return [
         ImageAnnotation(
-            filename=image["file_name"], regions=tuple(regions),
+            filename=image["file_name"],
+            regions=tuple(regions),
             origin=f"{path.name} image id {image_id} ({image['file_name']})",
         )
         for image_id, (image, regions) in images.items()

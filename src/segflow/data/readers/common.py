@@ -3,6 +3,7 @@
 Each function takes the name of the tool that wrote the file, so its message can say
 where to export the file again.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -54,9 +55,7 @@ def number(value: Any, key: str, where: str, fix: str) -> float:
     return float(value)
 
 
-def points_from_pairs(
-    pairs: Any, key: str, where: str, fix: str
-) -> list[tuple[float, float]]:
+def points_from_pairs(pairs: Any, key: str, where: str, fix: str) -> list[tuple[float, float]]:
     """[(x, y), ...] from a list of [x, y] pairs (LabelMe, Cityscapes)."""
     if not isinstance(pairs, list):
         raise AnnotationError(
@@ -65,16 +64,16 @@ def points_from_pairs(
         )
     # Fast path for well-formed input (Cityscapes frames hold thousands of vertices);
     # bools are excluded by the exact type test, as `number` excludes them.
-    fast = [(float(p[0]), float(p[1])) for p in pairs if type(p) in _PAIRS and len(p) == 2
-            and type(p[0]) in _NUMBERS and type(p[1]) in _NUMBERS]
+    fast = [
+        (float(p[0]), float(p[1]))
+        for p in pairs
+        if type(p) in _PAIRS and len(p) == 2 and type(p[0]) in _NUMBERS and type(p[1]) in _NUMBERS
+    ]
     if len(fast) == len(pairs) and all(map(math.isfinite, itertools.chain.from_iterable(fast))):
         return fast
     points = []  # the slow path finds the bad value and names it
     for i, pair in enumerate(pairs):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise AnnotationError(
-                f"{where}: {key}[{i}] is {pair!r}, not an [x, y] pair; {fix}", reason="bad geometry"
-            )
-        points.append((number(pair[0], f"{key}[{i}][0]", where, fix),
-                       number(pair[1], f"{key}[{i}][1]", where, fix)))
+            raise AnnotationError(f"{where}: {key}[{i}] is {pair!r}, not an [x, y] pair; {fix}", reason="bad geometry")
+        points.append((number(pair[0], f"{key}[{i}][0]", where, fix), number(pair[1], f"{key}[{i}][1]", where, fix)))
     return points

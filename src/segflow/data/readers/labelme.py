@@ -19,6 +19,7 @@ mask         the bitmap's top-left and            mask (a base64 PNG in
 ``imagePath`` is relative to the JSON file. When that file is absent but the JSON
 embeds the image (``imageData``), the record carries the bytes and fetch writes them.
 """
+
 from __future__ import annotations
 
 import base64
@@ -33,9 +34,9 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from segflow.data.drops import Drops
-from segflow.errors import AnnotationError
 from segflow.data.readers.common import load_json, points_from_pairs
 from segflow.data.records import ImageAnnotation, Region
+from segflow.errors import AnnotationError
 
 __all__ = ["LABELME_SHAPES", "read_labelme", "parse_labelme"]
 
@@ -43,14 +44,20 @@ __all__ = ["LABELME_SHAPES", "read_labelme", "parse_labelme"]
 LABELME_SHAPES = ("polygon", "rectangle", "circle", "line", "linestrip", "point", "mask")
 # How many points each shape type needs: (fewest, most).
 _POINTS = {
-    "polygon": (3, None), "rectangle": (2, 2), "circle": (2, 2), "line": (2, 2),
-    "linestrip": (2, None), "point": (1, 1), "mask": (2, 2),
+    "polygon": (3, None),
+    "rectangle": (2, 2),
+    "circle": (2, 2),
+    "line": (2, 2),
+    "linestrip": (2, None),
+    "point": (1, 1),
+    "mask": (2, 2),
 }
 _FIX = "fix the shape in LabelMe or delete it"
 
 
-def _bitmap(shape: dict[str, Any], points: list[tuple[float, float]], height: int, width: int,
-            where: str) -> dict[str, Any]:
+def _bitmap(
+    shape: dict[str, Any], points: list[tuple[float, float]], height: int, width: int, where: str
+) -> dict[str, Any]:
     """A LabelMe mask shape as a full-image compressed RLE."""
     try:
         data = np.frombuffer(base64.b64decode(shape.get("mask") or "", validate=True), np.uint8)
@@ -115,9 +122,7 @@ def _region(shape: Any, number: int, path: Path, name: str, height: int, width: 
     return Region(label=label, shape=record_shape, points=tuple(points), origin=origin)
 
 
-def parse_labelme(
-    path: Path, data: Any, drops: Drops | None = None, prefix: str = ""
-) -> ImageAnnotation:
+def parse_labelme(path: Path, data: Any, drops: Drops | None = None, prefix: str = "") -> ImageAnnotation:
     """One LabelMe file, already parsed from `path`; `prefix` is its folder below the root."""
     drops = drops or Drops()
     if not isinstance(data, dict) or "shapes" not in data or not isinstance(data.get("imagePath"), str):
@@ -127,11 +132,13 @@ def parse_labelme(
             reason="unreadable file",
         )
     if not isinstance(data["shapes"], list):
-        raise AnnotationError(f"{path}: 'shapes' is not a list; save the file again in LabelMe",
-                              reason="unreadable file")
+        raise AnnotationError(
+            f"{path}: 'shapes' is not a list; save the file again in LabelMe", reason="unreadable file"
+        )
     # Only mask shapes need the size; a missing or odd one fails those with a clear message.
-    height, width = (int(v) if type(v) in (int, float) else 0
-                     for v in (data.get("imageHeight"), data.get("imageWidth")))
+    height, width = (
+        int(v) if type(v) in (int, float) else 0 for v in (data.get("imageHeight"), data.get("imageWidth"))
+    )
     name = posixpath.join(prefix, path.name)
     regions = []
     for number, shape in enumerate(data["shapes"]):
@@ -143,8 +150,7 @@ def parse_labelme(
     filename = posixpath.normpath(posixpath.join(prefix, image_path))
     embedded = data.get("imageData") or ""
     image_data = embedded if embedded and not (path.parent / image_path).is_file() else ""
-    return ImageAnnotation(filename=filename, regions=tuple(regions), origin=name,
-                           image_data=image_data)
+    return ImageAnnotation(filename=filename, regions=tuple(regions), origin=name, image_data=image_data)
 
 
 def read_labelme(path: Path, label_key: str = "", drops: Drops | None = None) -> list[ImageAnnotation]:

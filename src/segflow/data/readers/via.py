@@ -11,6 +11,7 @@ Regions are numbered as VIA numbers them: from 0, the CSV ``region_id``. Both re
 name every region's source in `Region.origin` so later errors can point back at it.
 A bad row or region raises, or with a non-strict `Drops` is dropped and counted.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from segflow.data.drops import Drops
-from segflow.errors import AnnotationError
 from segflow.data.readers.common import load_json, read_text
 from segflow.data.readers.via_regions import VIA_SHAPES, via_image, via_region
 from segflow.data.records import ImageAnnotation, Region
+from segflow.errors import AnnotationError
 
 __all__ = ["CSV_COLUMNS", "VIA_SHAPES", "read_via_csv", "read_via_json", "parse_via_json"]
 
@@ -32,9 +33,15 @@ log = logging.getLogger(__name__)
 
 #: Columns of a VIA CSV export, in VIA's order (VIA 1.x writes the first as "#filename").
 CSV_COLUMNS = (
-    "filename", "file_size", "file_attributes", "region_count", "region_id",
-    "region_shape_attributes", "region_attributes",
+    "filename",
+    "file_size",
+    "file_attributes",
+    "region_count",
+    "region_id",
+    "region_shape_attributes",
+    "region_attributes",
 )
+
 
 def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
     """Non-blank CSV records of `path`, each with the file line it starts on."""
@@ -135,8 +142,7 @@ def _ordered_regions(regions: Any, where: str) -> list[tuple[str, Any]]:
             ids = sorted(regions, key=int)  # VIA 1.x ids are "0", "1", ... maybe with gaps
         except ValueError as exc:
             raise AnnotationError(
-                f"{where}: region ids {list(regions)} are not all whole numbers; "
-                "export the annotations again from VIA"
+                f"{where}: region ids {list(regions)} are not all whole numbers; export the annotations again from VIA"
             ) from exc
         return [(region_id, regions[region_id]) for region_id in ids]
     raise AnnotationError(
@@ -156,9 +162,7 @@ def read_via_json(path: Path, label_key: str, drops: Drops | None = None) -> lis
     return parse_via_json(path, load_json(path, "VIA"), label_key, drops)
 
 
-def parse_via_json(
-    path: Path, data: Any, label_key: str, drops: Drops | None = None
-) -> list[ImageAnnotation]:
+def parse_via_json(path: Path, data: Any, label_key: str, drops: Drops | None = None) -> list[ImageAnnotation]:
     """`read_via_json` on JSON already parsed from `path`."""
     drops = drops or Drops()
     metadata = data.get("_via_img_metadata", data) if isinstance(data, dict) else data

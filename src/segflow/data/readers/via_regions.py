@@ -4,14 +4,15 @@ VIA stores a region as ``shape_attributes`` (``name`` plus the shape's numbers, 
 ``all_points_x/y``) and ``region_attributes`` (free-form; the label is under a key the
 user chose, ``fetch.label_key``). Every error names the region and says how to fix it.
 """
+
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from segflow.errors import AnnotationError
 from segflow.data.readers.common import number
 from segflow.data.records import ImageAnnotation, Region
+from segflow.errors import AnnotationError
 
 __all__ = ["VIA_SHAPES", "via_region", "via_image"]
 
@@ -71,8 +72,7 @@ def _points(shape: dict[str, Any], where: str) -> tuple[tuple[float, float], ...
     needed, distinct = _MIN_POINTS[name], len(set(points))  # a repeated vertex adds nothing
     if distinct < needed:
         raise AnnotationError(
-            f"{where}: {name} has {distinct} points, needs at least {needed}; "
-            "delete the region or redraw it",
+            f"{where}: {name} has {distinct} points, needs at least {needed}; delete the region or redraw it",
             reason="bad geometry",
         )
     return tuple(points)
@@ -82,8 +82,7 @@ def _label(attributes: Any, key: str, where: str) -> str:
     """The region's label: ``attributes[key]``, text or a one-option checkbox dict."""
     if not isinstance(attributes, dict):
         raise AnnotationError(
-            f"{where}: region_attributes is {attributes!r}, not a JSON object; "
-            "export the annotations again from VIA",
+            f"{where}: region_attributes is {attributes!r}, not a JSON object; export the annotations again from VIA",
             reason="no label",
         )
     value = attributes.get(key)
@@ -111,15 +110,13 @@ def via_region(shape: Any, attributes: Any, label_key: str, where: str, origin: 
     """Build one `Region` from VIA's shape and region attributes; `where` prefixes errors."""
     if not isinstance(shape, dict):
         raise AnnotationError(
-            f"{where}: shape attributes are {shape!r}, not a JSON object; "
-            "export the annotations again from VIA",
+            f"{where}: shape attributes are {shape!r}, not a JSON object; export the annotations again from VIA",
             reason="bad geometry",
         )
     name = shape.get("name")
     if name not in VIA_SHAPES:
         raise AnnotationError(
-            f"{where}: unknown shape {name!r}; known shapes are {list(VIA_SHAPES)}; "
-            "redraw the region as one of them",
+            f"{where}: unknown shape {name!r}; known shapes are {list(VIA_SHAPES)}; redraw the region as one of them",
             reason="unknown shape",
         )
     label = _label(attributes, label_key, where)
