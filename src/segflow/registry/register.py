@@ -100,12 +100,16 @@ def requirements() -> list[str]:
     """
     environment = default_environment()
     pins: dict[str, str] = {}
-    pending = list(PACKAGES)
+    seen: set[tuple[str, str]] = set()
+    # (distribution, extra): an extra a requirement asks for (torch's cuda-toolkit[cublas,...])
+    # brings packages of its own.
+    pending = [(name, "") for name in PACKAGES]
     while pending:
-        name = pending.pop()
+        name, extra = pending.pop()
         key = name.lower().replace("_", "-")
-        if key in pins:
+        if (key, extra) in seen:
             continue
+        seen.add((key, extra))
         try:
             found = distribution(name)
         except PackageNotFoundError:
@@ -114,8 +118,8 @@ def requirements() -> list[str]:
         pins[key] = f"{found.metadata['Name']}=={found.version.split('+')[0]}"
         for line in found.requires or []:
             requirement = Requirement(line)
-            if requirement.marker is None or requirement.marker.evaluate({**environment, "extra": ""}):
-                pending.append(requirement.name)
+            if requirement.marker is None or requirement.marker.evaluate({**environment, "extra": extra}):
+                pending.extend((requirement.name, wanted) for wanted in ["", *sorted(requirement.extras)])
     return sorted(pins.values(), key=str.lower)
 
 
