@@ -89,7 +89,7 @@ def test_every_shape_type(tmp_path):
         (shape("ellipse", [[0, 0], [3, 3]]), "unknown shape_type 'ellipse'; known shape types are ['polygon'"),
         (shape("circle", [[0, 0]]), "circle has 1 points, needs 2"),
         (shape("polygon", [[0, 0], [1, "x"], [2, 2]]), "points[1][1] is 'x', not a number"),
-        (shape("polygon", [[0, 0], [1, 1], [2, 2]], label=""), "label is '', not a label"),
+        (shape("polygon", [[0, 0], [1, 1], [2, 2]], label=7), "label is 7, not a label"),
     ],
 )
 def test_bad_shapes_name_file_and_shape(tmp_path, bad, expected):
@@ -184,3 +184,9 @@ def test_primitives_and_via_2label_exports():
     shapes = Counter(r.shape for record in records for r in record.regions)
     assert shapes == {"rect": 18, "polygon": 4, "circle": 1, "polyline": 2}  # SOURCE.md's 25 shapes
     assert all(record.image_data == "" for record in records)  # the images sit beside the JSON
+
+
+def test_a_shape_without_a_label_reads_as_unlabeled(tmp_path):
+    path = labelme_file(tmp_path / "a.json", [shape("polygon", [[0, 0], [5, 0], [5, 5]], label="  ")])
+    [image] = read_labelme(path)
+    assert image.regions[0].label == ""  # fetch gives it fetch.default_label

@@ -1,6 +1,9 @@
 import json
+import logging
+import shutil
 
 import numpy as np
+import pytest
 
 from segflow.data.preprocess import preprocess, split_indices
 from segflow.inference.segment import letterbox
@@ -38,30 +41,101 @@ def test_stage_writes_arrays(via_dataset, make_params, tmp_path):
     fetch(params, tmp_path / "fetch")
     rasterize(params, tmp_path / "fetch", tmp_path / "masks")
     counts = preprocess(params, tmp_path / "fetch", tmp_path / "masks", tmp_path / "pre")
-    assert counts == {"train": 1, "val": 0, "test": 1}
+    # the fixture's a.jpg and b.jpg are byte-identical: one group, so both train (1 group: no test)
+    assert counts == {"train": 2, "val": 0, "test": 0}
     images = np.load(tmp_path / "pre" / "train_images.npy")
     masks = np.load(tmp_path / "pre" / "train_masks.npy")
-    assert images.shape == (1, 32, 32, 3) and masks.shape == (1, 32, 32)
+    assert images.shape == (2, 32, 32, 3) and masks.shape == (2, 32, 32)
     # 40x30 -> 32x24: the bottom 8 rows are padding
     assert (masks[0, 24:] == 255).all() and (masks[0, :24] != 255).all()
     split = json.loads((tmp_path / "pre" / "split.json").read_text())
     assert {entry["filename"] for s in split.values() for entry in s} == {"a.jpg", "b.jpg"}
-    # the fixture's a.jpg and b.jpg are byte-identical, and land in train and test
-    duplicates = json.loads((tmp_path / "pre" / "duplicates.json").read_text())["cross_split"]
-    assert [sorted(group["splits"]) for group in duplicates] == [["test", "train"]]
+    duplicates = json.loads((tmp_path / "pre" / "duplicates.json").read_text())
+    assert duplicates["cross_split"] == [] and [g["images"] for g in duplicates["grouped"]] == [["a.jpg", "b.jpg"]]
 
 
-def test_named_splits_are_kept_and_test_carved_from_val():
+def test_named_splits_are_kept_and_a_missing_test_split_carved_from_train(caplog):
     from segflow.data.preprocess import assign_splits
     from segflow.data.records import ImageAnnotation
 
-    images = [ImageAnnotation(f"{n}.png", split="train" if n < 6 else "val") for n in range(10)]
-    splits = assign_splits(images, 0.15, 0.15, seed=0)
-    assert splits["train"] == list(range(6))  # Cityscapes' own train split, untouched
-    assert sorted(splits["val"] + splits["test"]) == [6, 7, 8, 9] and len(splits["test"]) == 2
+    images = [ImageAnnotation(f"{n}.png", split="train" if n < 16 else "val") for n in range(20)]
+    with caplog.at_level(logging.INFO, logger="segflow"):
+        splits = assign_splits(images, 0.15, 0.15, seed=0)
+    assert splits["val"] == [16, 17, 18, 19]  # the dataset's own val split, untouched
+    assert len(splits["test"]) == 3 and set(splits["test"]) < set(range(16))  # round(20 * 0.15), from train
+    assert sorted(splits["train"] + splits["test"]) == list(range(16))
+    assert splits == assign_splits(images, 0.15, 0.15, seed=0) and splits != assign_splits(images, 0.15, 0.15, seed=1)
+    assert "no test folder: 3 of 16 training images carved as the test split" in caplog.text
     mixed = images + [ImageAnnotation(f"free{n}.png") for n in range(4)]
     with_free = assign_splits(mixed, 0.25, 0.25, seed=0)
-    assert set(range(6)) <= set(with_free["train"]) and with_free["test"]
+    assert set(range(16, 20)) <= set(with_free["val"]) and with_free["test"]
+
+
+def test_split_mode_random_ignores_folders_and_folders_needs_them():
+    from segflow.data.preprocess import assign_splits
+    from segflow.data.records import ImageAnnotation
+    from segflow.errors import ConfigError
+
+    images = [ImageAnnotation(f"{n}.png", split="train") for n in range(20)]
+    assert assign_splits(images, 0.2, 0.2, seed=0, mode="random") == assign_splits(
+        [ImageAnnotation(f"{n}.png") for n in range(20)], 0.2, 0.2, seed=0
+    )
+    with pytest.raises(ConfigError, match="preprocess.split is 'folders'.*set preprocess.split to auto or random"):
+        assign_splits([ImageAnnotation("a.png"), ImageAnnotation("b.png")], 0.2, 0.2, seed=0, mode="folders")
+
+
+@pytest.mark.parametrize("mode", ["auto", "random"])
+def test_identical_images_share_a_split_whatever_the_seed(mode):
+    from segflow.data.preprocess import assign_splits
+    from segflow.data.records import ImageAnnotation
+
+    images = [ImageAnnotation(f"{n}.png", split="test" if n == 14 else "train" if n < 10 else "") for n in range(40)]
+    hashes = [f"h{n % 13}" for n in range(40)]  # 13 groups of identical images, across folders too
+    for seed in range(20):
+        splits = assign_splits(images, 0.2, 0.2, seed, mode=mode, hashes=hashes)
+        split_of_hash: dict[str, set[str]] = {}
+        for split, indices in splits.items():
+            for i in indices:
+                split_of_hash.setdefault(hashes[i], set()).add(split)
+        assert all(len(found) == 1 for found in split_of_hash.values()), (seed, split_of_hash)
+        assert sorted(i for indices in splits.values() for i in indices) == list(range(40))
+    # "14.png" sits under test/ but is identical to the training image 1.png (and to 27.png): all train
+    auto = assign_splits(images, 0.2, 0.2, 0, hashes=hashes)
+    assert {1, 14, 27} <= set(auto["train"])
+
+
+def test_exact_duplicates_under_two_names_never_cross_splits(tmp_path, make_params):
+    """The issue's leak: x.png and x(1).png landed in train and test; now no hash is in two splits."""
+    from conftest import VIA_HEADER, via_row, write_image
+
+    from segflow.data.fetch import fetch
+    from segflow.data.rasterize import rasterize
+
+    source = tmp_path / "data"
+    rows = [VIA_HEADER]
+    for n in range(12):
+        write_image(source / f"p{n}.png", value=10 * n)
+        rows.append(via_row(f"p{n}.png", 1, 0, '{"name":"rect","x":0,"y":0,"width":9,"height":9}', '{"label":"car"}'))
+    shutil.copyfile(source / "p3.png", source / "p3(1).png")  # the same photo saved twice
+    shutil.copyfile(source / "p7.png", source / "copy of p7.png")
+    rows += [via_row(name, 0, 0, "{}", "{}") for name in ("p3(1).png", "copy of p7.png")]
+    (source / "via_region_data.csv").write_text("\n".join(rows) + "\n")
+    digests = set()
+    for seed in range(4):
+        params = make_params(seed=seed, fetch={"source": str(source)}, preprocess={"image_size": 32})
+        out = tmp_path / f"seed{seed}"
+        manifest = fetch(params, out / "fetch")
+        rasterize(params, out / "fetch", out / "masks")
+        preprocess(params, out / "fetch", out / "masks", out / "pre")
+        sha = {entry["filename"]: entry["sha256"] for entry in manifest["files"]}
+        split = json.loads((out / "pre" / "split.json").read_text())
+        hashes = {name: {sha[e["filename"]] for e in entries} for name, entries in split.items()}
+        assert not (
+            hashes["train"] & hashes["val"] or hashes["train"] & hashes["test"] or hashes["val"] & hashes["test"]
+        )
+        assert sum(len(entries) for entries in split.values()) == 14
+        digests.add(json.dumps(split, sort_keys=True))
+    assert len(digests) > 1  # the seed does move the split: the test is not vacuous
 
 
 def test_cross_split_duplicates_are_found():

@@ -1,3 +1,5 @@
+import json
+
 import cv2
 import numpy as np
 from pycocotools import mask as coco_mask
@@ -118,3 +120,50 @@ def test_auto_fill_follows_the_tool(make_params):
     assert draw_rules(params, "cityscapes") == DrawRules(fill="pil", polyline_width=4)
     assert draw_rules(params, "labelme").fill == "pil" and draw_rules(params, "coco").fill == "opencv"
     assert draw_rules(make_params(rasterize={"fill": "opencv"}), "labelme").fill == "opencv"
+
+
+def test_outline_polylines_are_filled_when_their_ends_meet():
+    from segflow.data.draw import is_outline
+
+    square = ((2, 3), (11, 3), (11, 12), (2, 12))
+    closed = Region("car", "polyline", points=(*square, (2, 3)))
+    near = Region("car", "polyline", points=(*square, (2, 5)))  # ends 2 px apart (< 3 px)
+    # a long outline whose ends are 12 px apart: more than 3 px, but under 5% of its 400 px length
+    big = ((0, 0), (100, 0), (100, 100), (0, 100), (0, 12))
+    far = Region("car", "polyline", points=((2, 3), (11, 3), (11, 12), (2, 9)))  # a U: ends 6 px, 5% of 24 px
+    line = Region("car", "polyline", points=((0, 10), (29, 10)))
+    assert [is_outline(r) for r in (closed, near, far, line)] == [True, True, False, False]
+    assert is_outline(Region("car", "polyline", points=big))
+    for fill in ("opencv", "pil"):
+        for outline in (closed, near):
+            assert (paint_with(DrawRules(fill=fill), outline) == 2).sum() == 100  # as the square polygon
+            assert paint_with(DrawRules(fill=fill, fill_outlines=False), outline).max() == 0  # skipped, as before
+        assert paint_with(DrawRules(fill=fill), far, line).max() == 0  # lines stay lines
+
+
+def test_open_polyline_not_drawn_says_why(tmp_path, make_params, via_dataset):
+    from conftest import via_row
+
+    from segflow.data.fetch import fetch
+
+    csv = via_dataset / "via_region_data.csv"
+    u_shape = '{"name":"polyline","all_points_x":[2,11,11,2],"all_points_y":[3,3,12,9]}'
+    csv.write_text(csv.read_text() + via_row("b.jpg", 1, 1, u_shape, '{"label":"road"}') + "\n")
+    params = make_params(fetch={"source": str(via_dataset)})
+    fetch(params, tmp_path / "fetch")
+    rasterize(params, tmp_path / "fetch", tmp_path / "masks", report_dir=tmp_path / "report")
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    [message] = report["dropped"]["examples"]["polyline not drawn"]
+    assert "via_region_data.csv row 5" in message and "its ends do not meet" in message
+    assert "rasterize.polyline_width" in message
+
+
+def test_order_area_keeps_a_small_shape_inside_a_big_one_visible(make_params):
+    small = Region("car", "rect", geometry={"x": 5, "y": 5, "width": 4, "height": 4})
+    big = Region("sky", "polygon", points=((0, 0), (29, 0), (29, 19), (0, 19)))
+    assert (paint_with(DrawRules(), small, big) == 2).sum() == 0  # file order: the big one covers it
+    for fill in ("opencv", "pil"):
+        mask = paint_with(DrawRules(fill=fill, order="area"), small, big)
+        small_pixels = {"opencv": 16, "pil": 25}[fill]  # PIL's rect includes both corners
+        assert (mask == 2).sum() == small_pixels and (mask == 1).sum() == 600 - small_pixels
+    assert draw_rules(make_params(rasterize={"order": "area"}), "via_csv").order == "area"

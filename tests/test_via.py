@@ -146,10 +146,9 @@ def test_csv_missing_column_is_named(tmp_path: Path) -> None:
         (polygon([1, "2", 3], [1, 2, 3]), label("car"), "all_points_x[1] is '2', not a number"),
         ({"name": "circle", "cx": 1, "cy": 2}, label("car"), "circle has no 'r'"),
         ({"name": "ellipse", "cx": 1, "cy": 2, "rx": 3, "ry": True}, label("car"), "ry is True"),
-        (rect(), label("car", key="labels"), "region_attributes has no 'label'; it has ['labels']"),
-        (rect(), label("  "), "region_attributes['label'] is '  ', not a label"),
+        (rect(), label(3), "region_attributes['label'] is 3, not a label; it has ['label']"),
         (rect(), label({"car": True, "bus": True}), "region_attributes['label'] has 2 options"),
-        (rect(), label({"car": False}), "region_attributes['label'] has 0 options"),
+        (rect(), "[]", "region_attributes is [], not a JSON object"),
     ],
 )
 def test_csv_errors_name_file_row_and_key(tmp_path: Path, shape: Cell, attributes: Cell, expected: str) -> None:
@@ -275,10 +274,9 @@ def test_json_truncated_file_names_line_and_column(tmp_path: Path) -> None:
     [
         ({"shape_attributes": {"name": "blob"}, "region_attributes": label("x")}, "unknown shape 'blob'"),
         (
-            {"shape_attributes": rect(), "region_attributes": {"labels": "x"}},
-            "region_attributes has no 'label'; it has ['labels']",
+            {"shape_attributes": rect(), "region_attributes": {"label": ["x"]}},
+            "region_attributes['label'] is ['x'], not a label",
         ),
-        ({"shape_attributes": rect()}, "region_attributes has no 'label'; it has []"),
         (
             {
                 "shape_attributes": {"name": "rect", "x": 1, "y": 2, "width": "3", "height": 4},
@@ -333,7 +331,7 @@ def test_json_duplicate_regions_warn(tmp_path: Path, caplog: pytest.LogCaptureFi
 
 
 def test_read_annotation_file_dispatch(tmp_path: Path) -> None:
-    assert FORMATS == ("auto", "via_csv", "via_json", "coco", "labelme", "cityscapes")
+    assert FORMATS == ("auto", "via_csv", "via_json", "coco", "labelme", "cityscapes", "cvat", "masks")
     csv_path = write_csv(tmp_path / "a.CSV", [("a.jpg", rect(), label("car"))])
     json_path = write_json(tmp_path / "a.json", via2_metadata())
     assert strip_origins(read_annotation_file(csv_path, "auto", "label")) == [
@@ -347,9 +345,9 @@ def test_read_annotation_file_dispatch(tmp_path: Path) -> None:
         r"\['auto', 'via_csv', 'via_json', 'coco'",
     ):
         read_annotation_file(json_path, "yolo", "label")
-    xml = tmp_path / "a.xml"
-    with pytest.raises(AnnotationError, match=r"a\.xml: .*'\.xml'.*'via_csv', 'via_json'"):
-        read_annotation_file(xml, "auto", "label")
+    unknown = tmp_path / "a.yaml"  # (.xml is CVAT's)
+    with pytest.raises(AnnotationError, match=r"a\.yaml: .*'\.yaml'.*'via_csv', 'via_json'"):
+        read_annotation_file(unknown, "auto", "label")
 
 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
@@ -412,3 +410,53 @@ def test_real_74f5376_csv_and_json_agree() -> None:
     assert shape_counts(from_csv) == {"rect": 48, "polygon": 2, "polyline": 4}
     polylines = [r for image in from_csv for r in image.regions if r.shape == "polyline"]
     assert min(len(r.points) for r in polylines) == 2  # a 2-point polyline is a valid line
+
+
+def test_regions_without_a_label_read_as_unlabeled(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write_csv(
+        tmp_path / "one_class.csv",
+        [
+            ("a.jpg", rect(), {}),  # VIA's empty region_attributes: nobody typed a label
+            ("a.jpg", rect(), label("  ")),
+            ("a.jpg", rect(), label({"car": False})),  # a checkbox with nothing ticked
+            ("b.jpg", rect(), label("car")),
+        ],
+    )
+    with caplog.at_level(logging.WARNING):
+        images = read_via_csv(path, "label")
+    assert [[r.label for r in image.regions] for image in images] == [["", "", ""], ["car"]]
+    assert "have no 'label'" not in caplog.text  # no other attribute: nothing to hint at
+
+
+def test_unlabeled_regions_with_other_attributes_hint_at_label_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_json(
+        tmp_path / "via.json",
+        {
+            "a.jpg1": {
+                "filename": "a.jpg",
+                "regions": [{"shape_attributes": rect(), "region_attributes": {"labels": "x"}}],
+            }
+        },
+    )
+    with caplog.at_level(logging.WARNING):
+        [image] = read_via_json(path, "label")
+    assert image.regions[0].label == ""
+    assert (
+        "1 regions have no 'label'" in caplog.text and "['labels']" in caplog.text and "fetch.label_key" in caplog.text
+    )
+
+
+BALLOON = Path(__file__).parents[2] / "shared" / "datasets" / "via-heads-balloon"
+
+
+def test_real_balloon_layout_reads_unlabeled_polylines() -> None:
+    path = BALLOON / "train" / "via_region_data.json"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared via-heads-balloon dataset is not checked out)")
+    images = read_via_json(path, "label")
+    assert len(images) == 31 and shape_counts(images) == {"polyline": 31}  # regions as a dict, VIA 1.x
+    assert {region.label for image in images for region in image.regions} == {""}
+    [val] = read_via_json(BALLOON / "val" / "via_region_data.json", "label")[:1]
+    assert val.filename == "1.jpg" and val.regions[0].shape == "polygon" and val.regions[0].label == ""

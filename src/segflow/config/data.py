@@ -13,7 +13,7 @@ from segflow.config.base import IGNORE, Section
 __all__ = ["AnnotationFormat", "CrowdRule", "ClassesParams", "FetchParams", "RasterizeParams", "PreprocessParams"]
 
 #: `fetch.format`: "auto" (detect) or a reader name; segflow.data.readers.FORMATS derives from it.
-AnnotationFormat = Literal["auto", "via_csv", "via_json", "coco", "labelme", "cityscapes"]
+AnnotationFormat = Literal["auto", "via_csv", "via_json", "coco", "labelme", "cityscapes", "cvat", "masks"]
 #: `fetch.coco_crowd`: COCO crowd annotations paint their category, or the ignore index.
 CrowdRule = Literal["class", "ignore"]
 
@@ -105,8 +105,10 @@ class FetchParams(Section):
     sha256: str | None = None
     #: Packages to download when source is "cityscapes" (names as on the website).
     cityscapes_packages: list[str] = ["gtFine_trainvaltest.zip", "leftImg8bit_trainvaltest.zip"]
-    #: Annotation file, or folder (Cityscapes, LabelMe), inside the source.
-    annotations: Path = Path("via_region_data.csv")
+    #: Annotation file, or folder (Cityscapes, LabelMe), inside the source; or a list of
+    #: files and glob patterns (``*/via_region_data.json``), read in order, each file's
+    #: image names relative to its own folder (an image in two files gets both's regions).
+    annotations: Path | list[Path] = Path("via_region_data.csv")
     #: Folder the annotations' image names are relative to, inside the source;
     #: null = the annotation file's folder (or the annotation folder itself).
     images: Path | None = None
@@ -114,6 +116,9 @@ class FetchParams(Section):
     format: AnnotationFormat = "auto"
     #: VIA region_attributes key that holds the label (VIA users name it freely).
     label_key: str = "label"
+    #: Class (or "ignore") of regions that carry no label (VIA's empty region_attributes:
+    #: one-class datasets often have none); null = such a region is an error.
+    default_label: str | None = None
     #: COCO iscrowd annotations: "class" paints their category, "ignore" the ignore index.
     coco_crowd: CrowdRule = "class"
     #: A bad record (malformed region, unknown shape, missing or unreadable image, RLE of
@@ -149,6 +154,13 @@ class RasterizeParams(Section):
     polyline_width: int = Field(0, ge=0, le=255)
     #: Points likewise: 0 skips them, N > 0 paints a disc of radius N.
     point_radius: int = Field(0, ge=0, le=255)
+    #: Fill polylines that trace an outline as polygons: closed ones, and open ones whose
+    #: ends lie within max(3 px, 5% of the line's length) (see segflow.data.draw). A
+    #: line object (crack, lane) never meets itself, and today such outlines paint nothing.
+    fill_outlines: bool = True
+    #: Painting order where shapes overlap: "file" (later covers earlier, as stacked in
+    #: the tool) or "area" (larger first, so a small shape inside a big one stays visible).
+    order: Literal["file", "area"] = "file"
 
 
 class PreprocessParams(Section):
@@ -157,6 +169,11 @@ class PreprocessParams(Section):
     #: Fractions of images in the validation and test splits; the rest is training.
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    #: "folders": keep the split of images under train/val/test folders (also training,
+    #: valid, validation, testing; any case) or named by the reader (Cityscapes), carving
+    #: a missing val/test split from train; "random": split every image at random;
+    #: "auto": folders when any image has one, else random.
+    split: Literal["auto", "random", "folders"] = "auto"
 
     @field_validator("image_size")
     @classmethod

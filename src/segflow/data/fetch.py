@@ -6,6 +6,9 @@ whose labels are already mapped to class names (or ``ignore``), ``manifest.json`
 (the reader used, and every image's size and sha256) and ``report.json`` (see
 `segflow.data.report`). Nothing downstream reads the source again.
 
+Which annotation files are read, how image names become snapshot names and where a
+record's split comes from: see `segflow.data.collect`. Regions without a label get
+``fetch.default_label`` (counted in the report); with none set, they are bad records.
 Regions that lie wholly outside their image are dropped, those partly outside are kept
 and counted as clipped. Polylines and points are kept: rasterize decides whether to
 draw them. With ``fetch.bad_records: skip`` a bad record is dropped and counted instead
@@ -27,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from segflow.config import IGNORE, Params
+from segflow.data.collect import collect
 from segflow.data.drops import Drops
 from segflow.data.images import read_rgb
-from segflow.data.readers import read_detected
 from segflow.data.records import ImageAnnotation, Region, write_annotations
 from segflow.data.report import fetch_report, write_report
 from segflow.data.sources import materialise
-from segflow.errors import AnnotationError, ImageError, SegflowError
+from segflow.errors import AnnotationError, ConfigError, ImageError, SegflowError
 from segflow.outputs import atomic_dir, file_sha256
 
 __all__ = ["fetch"]
@@ -54,19 +57,6 @@ def _cache(cache_dir: Path | None, out_dir: Path) -> Iterator[Path]:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".fetch-cache.", dir=out_dir.parent) as folder:
         yield Path(folder)
-
-
-def _snapshot_name(root: Path, image_root: Path, record: ImageAnnotation) -> str:
-    """The image's path inside the source folder: its name in the snapshot."""
-    path = (image_root / record.filename).resolve()
-    try:
-        return path.relative_to(root.resolve()).as_posix()
-    except ValueError:
-        raise AnnotationError(
-            f"{record.origin}: image {record.filename} resolves to {path}, outside the source "
-            f"folder {root}; set fetch.source to a folder holding the annotations and the images",
-            reason="missing image",
-        ) from None
 
 
 def _copy_image(source: Path, record: ImageAnnotation, target: Path) -> tuple[int, int]:
@@ -112,6 +102,34 @@ def _check_region(region: Region, filename: str, height: int, width: int, drops:
     return True
 
 
+def _check_default_label(params: Params) -> None:
+    """Refuse a ``fetch.default_label`` that is no class (nor maps to one)."""
+    default, classes = params.fetch.default_label, params.classes
+    if default is not None and classes.class_of(default) not in [*classes.names, IGNORE]:
+        raise ConfigError(
+            f"fetch.default_label is {default!r}, not a class; choose one of classes.names {classes.names} "
+            f"or {IGNORE!r}, or map it with classes.label_map"
+        )
+
+
+def _default_label(region: Region, params: Params, drops: Drops, unlabeled: list[str]) -> Region | None:
+    """`region`, given ``fetch.default_label`` if it carries no label; None if dropped."""
+    if region.label:
+        return region
+    if params.fetch.default_label is None:
+        drops.bad(
+            AnnotationError(
+                f"{region.origin}: the region has no label; set fetch.default_label in params.yaml to the "
+                f"class of unlabeled regions, one of classes.names {params.classes.names} (or {IGNORE!r}), or "
+                "fetch.label_key if a VIA region attribute other than that holds the labels",
+                reason="no label",
+            )
+        )
+        return None
+    unlabeled.append(region.origin)
+    return replace(region, label=params.fetch.default_label)
+
+
 def _map_label(region: Region, params: Params) -> Region:
     """`region` with its label mapped to a class name or "ignore"."""
     names = params.classes.names
@@ -127,35 +145,33 @@ def _map_label(region: Region, params: Params) -> Region:
 
 
 def _snapshot(
-    records: list[ImageAnnotation], root: Path, image_root: Path, staging: Path, params: Params, drops: Drops
-) -> tuple[list[ImageAnnotation], list[dict], list[str]]:
-    """Copy each record's image into `staging`; returns kept records, file entries, clipped."""
-    kept, files, clipped = [], [], []
-    seen: dict[str, str] = {}
+    records: list[ImageAnnotation], root: Path, staging: Path, params: Params, drops: Drops
+) -> tuple[list[ImageAnnotation], list[dict], list[str], list[str]]:
+    """Copy each (canonically named) record's image into `staging`.
+
+    Returns:
+        The kept records, their file entries, clipped regions and regions given the default label.
+    """
+    kept, files, clipped, unlabeled = [], [], [], []
     for record in records:
+        name = record.filename  # the image's path inside the source (segflow.data.collect)
+        target = staging / "images" / name
         try:
-            name = _snapshot_name(root, image_root, record)
-            if name in seen:
-                raise AnnotationError(
-                    f"{record.origin}: names the image {name} that {seen[name]} names too; merge the two records",
-                    reason="duplicate record",
-                )
-            target = staging / "images" / name
-            height, width = _copy_image(image_root / record.filename, record, target)
+            height, width = _copy_image(root.resolve() / name, record, target)
         except SegflowError as exc:
             drops.bad(exc)
             continue
-        seen[name] = record.origin
+        labelled = (_default_label(region, params, drops, unlabeled) for region in record.regions)
         regions = tuple(
             _map_label(region, params)
-            for region in record.regions
-            if _check_region(region, name, height, width, drops, clipped)
+            for region in labelled
+            if region is not None and _check_region(region, name, height, width, drops, clipped)
         )
         kept.append(replace(record, filename=name, regions=regions, image_data=""))
         files.append(
             {"filename": name, "width": width, "height": height, "regions": len(regions), "sha256": file_sha256(target)}
         )
-    return kept, files, clipped
+    return kept, files, clipped, unlabeled
 
 
 def fetch(params: Params, out_dir: Path, cache_dir: Path | None = None) -> dict[str, Any]:
@@ -176,26 +192,23 @@ def fetch(params: Params, out_dir: Path, cache_dir: Path | None = None) -> dict[
     settings = params.fetch
     drops = Drops(strict=settings.bad_records == "fail")
     with atomic_dir(out_dir) as staging, _cache(cache_dir, out_dir) as cache:
+        _check_default_label(params)
         root = materialise(settings, cache)
-        annotations = root / settings.annotations
-        if not annotations.exists():
-            raise AnnotationError(
-                f"{annotations}: annotation file not found; set fetch.source and "
-                "fetch.annotations in params.yaml (did you run `dvc pull`?)"
-            )
-        fmt, records = read_detected(annotations, settings.format, settings.label_key, drops, crowd=settings.coco_crowd)
-        image_root = (
-            root / settings.images if settings.images else (annotations if annotations.is_dir() else annotations.parent)
-        )
-        kept, files, clipped = _snapshot(records, root, image_root, staging, params, drops)
+        collected = collect(root, settings, drops)
+        kept, files, clipped, unlabeled = _snapshot(collected.records, root, staging, params, drops)
         if not kept:
-            raise AnnotationError(f"{annotations}: no usable annotated images; nothing to train on")
+            raise AnnotationError(f"{root}: {collected.files}: no usable annotated images; nothing to train on")
         write_annotations(kept, staging / "annotations.json")
-        report = fetch_report(kept, params.classes.names, files, drops.as_dict(), clipped, fmt, settings.source)
+        # One format, or several joined by "+" (a list of files of different formats).
+        fmt = "+".join(dict.fromkeys(collected.formats))
+        extra = {"unlabeled": unlabeled, "merged": collected.merged, "default_label": settings.default_label}
+        names = params.classes.names
+        report = fetch_report(kept, names, files, drops.as_dict(), clipped, fmt, settings.source, **extra)
         write_report(report, staging)
         manifest = {
             "source": settings.source,
-            "annotation_file": str(annotations),
+            "annotation_file": str(root / collected.files[0]),
+            "annotation_files": collected.files,
             "format": fmt,
             "images": len(kept),
             "regions": report["regions"],

@@ -5,11 +5,12 @@ Output folder layout (read by `segflow.training.dataset`):
 * ``{split}_images.npy``: (N, S, S, 3) uint8 RGB, ``S = preprocess.image_size``
 * ``{split}_masks.npy``: (N, S, S) uint8 class indices; padding is the ignore index
 * ``split.json``: per split, the image file names and their original sizes
-* ``duplicates.json``: identical images (same sha256) that landed in different splits,
-  which would leak test images into training; each is also logged as a warning
+* ``duplicates.json``: ``grouped``, the groups of identical images (same sha256) kept in
+  one split; ``cross_split``, any that still landed in several (none, by construction)
 
-A split the annotations name (Cityscapes' train/val/test folders) is kept; the other
-images are split at random (seeded) by ``preprocess.val_fraction`` / ``test_fraction``.
+The split (`segflow.data.splits`): the dataset's own train/val/test folders are kept
+(``preprocess.split``), the other images split at random (seeded) by
+``preprocess.val_fraction`` / ``test_fraction``; identical images always share a split.
 
 Arrays are stored uncompressed so training memory-maps them instead of decoding JPEGs
 every epoch.
@@ -18,7 +19,6 @@ every epoch.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import cv2
@@ -28,61 +28,21 @@ from tqdm import tqdm
 from segflow.config import Params
 from segflow.data.images import read_rgb
 from segflow.data.rasterize import mask_name
-from segflow.data.records import ImageAnnotation, read_annotations
+from segflow.data.records import SPLITS, read_annotations
+from segflow.data.splits import assign_splits, cross_split_duplicates, split_indices
 from segflow.inference.segment import letterbox
 from segflow.outputs import atomic_dir
 
-__all__ = ["SPLITS", "split_indices", "assign_splits", "cross_split_duplicates", "preprocess"]
-
-log = logging.getLogger(__name__)
-
-#: Split names, in the order they are written.
-SPLITS = ("train", "val", "test")
+__all__ = ["SPLITS", "split_indices", "assign_splits", "cross_split_duplicates", "preprocess"]  # splits re-exported
 
 
-def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
-    """Deterministically assign `n` items to train/val/test.
-
-    The test split gets at least one item when there are two or more, and the validation
-    split (if asked for) one when there are three or more: a score over no images means
-    nothing.
-    """
-    order = np.random.default_rng(seed).permutation(n)
-    n_test = max(1, round(n * test_fraction)) if n >= 2 else 0
-    n_val = max(1, round(n * val_fraction)) if n >= 3 and val_fraction > 0 else 0
-    return {
-        "test": sorted(order[:n_test].tolist()),
-        "val": sorted(order[n_test : n_test + n_val].tolist()),
-        "train": sorted(order[n_test + n_val :].tolist()),
-    }
-
-
-def assign_splits(
-    images: list[ImageAnnotation], val_fraction: float, test_fraction: float, seed: int
-) -> dict[str, list[int]]:
-    """Indices of `images` per split: named splits kept, the rest drawn by `split_indices`.
-
-    Cityscapes publishes no test labels: when the annotations name splits but none is
-    test, half of the named val images (seeded) become the test split.
-    """
-    named = {split: [i for i, image in enumerate(images) if image.split == split] for split in SPLITS}
-    free = [i for i, image in enumerate(images) if image.split not in SPLITS]
-    drawn = split_indices(len(free), val_fraction, test_fraction, seed)
-    splits = {split: sorted(named[split] + [free[j] for j in drawn[split]]) for split in SPLITS}
-    if any(named.values()) and not splits["test"] and len(splits["val"]) >= 2:
-        order = np.random.default_rng(seed).permutation(splits["val"]).tolist()
-        splits["test"], splits["val"] = sorted(order[: len(order) // 2]), sorted(order[len(order) // 2 :])
-    return splits
-
-
-def cross_split_duplicates(files: list[dict], split_of: dict[str, str]) -> list[dict]:
-    """Groups of identical images (manifest ``files`` entries, by sha256) in several splits."""
-    groups: dict[str, dict[str, list[str]]] = {}
+def _identical(files: list[dict], split_of: dict[str, str]) -> list[tuple[dict, list[str]]]:
+    """(first manifest entry, file names) per group of identical images in the split."""
+    groups: dict[str, list[dict]] = {}
     for entry in files:
         if entry["filename"] in split_of:
-            by_split = groups.setdefault(entry["sha256"], {})
-            by_split.setdefault(split_of[entry["filename"]], []).append(entry["filename"])
-    return [{"sha256": digest, "splits": by_split} for digest, by_split in groups.items() if len(by_split) > 1]
+            groups.setdefault(entry["sha256"], []).append(entry)
+    return [(group[0], [e["filename"] for e in group]) for group in groups.values() if len(group) > 1]
 
 
 def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) -> dict[str, int]:
@@ -90,7 +50,13 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
     images = sorted(read_annotations(fetch_dir / "annotations.json"), key=lambda i: i.filename)
     size = params.preprocess.image_size
     ignore = params.classes.ignore_index
-    splits = assign_splits(images, params.preprocess.val_fraction, params.preprocess.test_fraction, params.seed)
+    settings = params.preprocess
+    manifest = json.loads((fetch_dir / "manifest.json").read_text())
+    sha256 = {entry["filename"]: entry["sha256"] for entry in manifest["files"]}
+    hashes = [sha256.get(image.filename, image.filename) for image in images]
+    splits = assign_splits(
+        images, settings.val_fraction, settings.test_fraction, params.seed, mode=settings.split, hashes=hashes
+    )
     index: dict[str, list[dict]] = {}
     with atomic_dir(out_dir) as staging:
         for split in SPLITS:
@@ -110,10 +76,13 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
             np.save(staging / f"{split}_images.npy", xs)
             np.save(staging / f"{split}_masks.npy", ys)
         (staging / "split.json").write_text(json.dumps(index, indent=1))
-        manifest = json.loads((fetch_dir / "manifest.json").read_text())
         split_of = {images[i].filename: split for split in SPLITS for i in splits[split]}
         duplicates = cross_split_duplicates(manifest["files"], split_of)
-        for group in duplicates:
-            log.warning("identical images in several splits (test leaks into training): %s", group["splits"])
-        (staging / "duplicates.json").write_text(json.dumps({"cross_split": duplicates}, indent=1))
+        if duplicates:  # assign_splits keeps identical images together: this would be a bug
+            raise RuntimeError(f"identical images in several splits: {duplicates}")
+        grouped = [
+            {"sha256": entry["sha256"], "split": split_of[entry["filename"]], "images": names}
+            for entry, names in _identical(manifest["files"], split_of)
+        ]
+        (staging / "duplicates.json").write_text(json.dumps({"grouped": grouped, "cross_split": []}, indent=1))
     return {split: len(splits[split]) for split in SPLITS}

@@ -3,20 +3,24 @@
 Rules (documented in the README too):
 
 * Regions are painted in the order the annotation file lists them, so a later region
-  covers an earlier one where they overlap (as they appear stacked in the tool).
+  covers an earlier one where they overlap (as they appear stacked in the tool); with
+  ``rasterize.order: area``, largest first, so small shapes inside big ones stay visible.
 * Pixels that no region covers get `Params.unlabeled_value`: a class (usually
   background) or the ignore index, chosen by ``rasterize.unlabeled``. Regions labelled
   ``ignore`` (``classes.label_map``) are painted with the ignore index.
 * Which pixels a shape covers follows ``rasterize.fill`` (see `segflow.data.draw`): OpenCV's
   fill, or PIL's, which reproduces Cityscapes' and LabelMe's own converters. Parts
   outside the image are clipped.
-* Polylines and points are drawn only with ``rasterize.polyline_width`` /
-  ``point_radius`` above 0; otherwise they are skipped and counted in the report.
+* Polylines that trace an outline (closed, or ends within max(3 px, 5% of the length))
+  are filled as polygons with ``rasterize.fill_outlines``. Other polylines and points are
+  drawn only with ``rasterize.polyline_width`` / ``point_radius`` above 0; otherwise they
+  are skipped and counted in the report.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -24,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from segflow.config import Params
-from segflow.data.draw import DrawRules, drawable, paint_region, rasterize_image
+from segflow.data.draw import DrawRules, drawable, is_outline, paint_region, rasterize_image
 from segflow.data.drops import Drops
 from segflow.data.records import read_annotations
 from segflow.data.report import add_pixels, write_report
@@ -32,6 +36,8 @@ from segflow.errors import AnnotationError
 from segflow.outputs import atomic_dir
 
 __all__ = ["PIL_FORMATS", "mask_name", "draw_rules", "paint_region", "rasterize_image", "rasterize"]
+
+log = logging.getLogger(__name__)
 
 #: Formats whose own tools rasterize with PIL; ``rasterize.fill: auto`` follows them.
 PIL_FORMATS = ("cityscapes", "labelme")
@@ -46,9 +52,15 @@ def draw_rules(params: Params, fmt: str) -> DrawRules:
     """The drawing rules for annotations read as `fmt`, from ``rasterize`` params."""
     settings = params.rasterize
     fill = settings.fill
-    if fill == "auto":
-        fill = "pil" if fmt in PIL_FORMATS else "opencv"
-    return DrawRules(fill=fill, polyline_width=settings.polyline_width, point_radius=settings.point_radius)
+    if fill == "auto":  # several formats (a list of files) are joined by "+": pil only if all are
+        fill = "pil" if all(part in PIL_FORMATS for part in fmt.split("+")) else "opencv"
+    return DrawRules(
+        fill=fill,
+        polyline_width=settings.polyline_width,
+        point_radius=settings.point_radius,
+        fill_outlines=settings.fill_outlines,
+        order=settings.order,
+    )
 
 
 def rasterize(params: Params, fetch_dir: Path, out_dir: Path, report_dir: Path | None = None) -> dict[str, int]:
@@ -69,14 +81,18 @@ def rasterize(params: Params, fetch_dir: Path, out_dir: Path, report_dir: Path |
     names, ignore = params.classes.names, params.classes.ignore_index
     skipped = Drops(strict=False)
     counts = np.zeros(256, dtype=np.int64)
+    outlines = 0
     with atomic_dir(out_dir) as staging:
         for image in tqdm(images, desc=f"rasterize ({rules.fill})", unit="img"):
             for region in image.regions:
+                outlines += rules.fill_outlines and is_outline(region)
                 if not drawable(region, rules):
                     option = "polyline_width" if region.shape == "polyline" else "point_radius"
+                    why = " (its ends do not meet, so fill_outlines does not fill it)" * (region.shape == "polyline")
                     skipped.note(
                         f"{region.shape} not drawn",
-                        f"{region.origin}: a {region.shape} has no area; skipped (set rasterize.{option} to draw it)",
+                        f"{region.origin}: a {region.shape} has no area{why}; skipped (set rasterize.{option} "
+                        "to draw it)",
                     )
             height, width = sizes[image.filename]
             mask = rasterize_image(
@@ -91,6 +107,8 @@ def rasterize(params: Params, fetch_dir: Path, out_dir: Path, report_dir: Path |
             target.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(target), mask)
             counts += np.bincount(mask.ravel(), minlength=256)
+    if outlines:
+        log.info("%d polylines trace an outline: filled as polygons (rasterize.fill_outlines)", outlines)
     pixels = {name: int(counts[index]) for index, name in enumerate(names)}
     pixels["ignore"] = int(counts[ignore])
     if report_dir is not None:

@@ -60,7 +60,8 @@ class Region:
     """One annotated region of an image.
 
     Attributes:
-        label: the annotation label as written by the tool (mapped to a class later).
+        label: the annotation label as written by the tool (mapped to a class later);
+            empty when the region carries none (``fetch.default_label`` names its class).
         shape: one of `SHAPES`.
         points: vertices for polygon, polyline and point; empty otherwise.
         geometry: named numbers for rect, circle and ellipse, the RLE of a mask;

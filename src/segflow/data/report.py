@@ -15,7 +15,11 @@ covers and writes the full report, with a bar chart of pixel shares
 * ``unreadable_files``: how many of the drops were missing or undecodable images and
   unreadable annotation files;
 * ``clipped``: regions partly outside their image (kept; the outside part is lost);
-* ``duplicate_images``: groups of images with identical bytes (by sha256).
+* ``duplicate_images``: groups of images with identical bytes (by sha256);
+* ``unlabeled_regions``: regions that carried no label, the class they were given
+  (``fetch.default_label``), a count and the first few;
+* ``merged_images``: images named in several annotation files, whose regions were joined;
+* ``folder_splits``: images per split named by their folders (or the reader), "" = none.
 
 Preprocess adds the duplicates that cross the train/val/test split to its own output.
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +52,16 @@ def fetch_report(
     clipped: list[str],
     fmt: str,
     source: str,
+    *,
+    unlabeled: Sequence[str] = (),
+    default_label: str | None = None,
+    merged: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The fetch part of the report, from the kept (label-mapped) records and their files."""
+    """The fetch part of the report, from the kept (label-mapped) records and their files.
+
+    `unlabeled` names the regions given `default_label`; `merged` the images whose regions
+    came from several annotation files.
+    """
     instances = Counter(region.label for record in records for region in record.regions)
     images = Counter(label for record in records for label in {r.label for r in record.regions})
     empty = [record.filename for record in records if not record.regions]
@@ -66,6 +79,9 @@ def fetch_report(
         "unreadable_files": sum(dropped["counts"].get(reason, 0) for reason in UNREADABLE_REASONS),
         "clipped": {"count": len(clipped), "examples": clipped[:_EXAMPLES]},
         "duplicate_images": [sorted(names) for names in by_hash.values() if len(names) > 1],
+        "unlabeled_regions": {"count": len(unlabeled), "class": default_label, "examples": list(unlabeled[:_EXAMPLES])},
+        "merged_images": {"count": len(merged), "examples": list(merged[:_EXAMPLES])},
+        "folder_splits": dict(sorted(Counter(record.split for record in records).items())),
     }
 
 
@@ -123,6 +139,10 @@ def report_table(report: dict[str, Any]) -> Table:
         "unreadable files": report["unreadable_files"],
         "clipped to the image": report["clipped"]["count"],
         "duplicate images": sum(len(group) for group in report["duplicate_images"]),
+        f"unlabeled regions -> {report.get('unlabeled_regions', {}).get('class')}": report.get(
+            "unlabeled_regions", {}
+        ).get("count", 0),
+        "images joined from several files": report.get("merged_images", {}).get("count", 0),
         **{f"dropped: {reason}": count for reason, count in report["dropped"]["counts"].items()},
     }
     for note, count in notes.items():

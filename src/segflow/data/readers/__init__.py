@@ -8,9 +8,14 @@ via_json    a VIA 1.x/2.x JSON export or project file    `segflow.data.readers.v
 coco        a COCO instances JSON (polygons, RLE, bbox)  `segflow.data.readers.coco`
 labelme     a LabelMe JSON file, or a folder of them     `segflow.data.readers.labelme`
 cityscapes  a Cityscapes folder (gtFine/ + leftImg8bit/) `segflow.data.readers.cityscapes`
+cvat        a CVAT for images 1.1 XML export             `segflow.data.readers.cvat`
+masks       colour masks: CVAT's Segmentation mask 1.1   `segflow.data.readers.masks`
+            (labelmap.txt, JPEGImages/, SegmentationClass/)
 =========== ============================================ =================================
 
-``"auto"`` tells them apart: a ``.csv`` is VIA; a ``.json`` is parsed once and
+``"auto"`` tells them apart: a ``.csv`` is VIA; an ``.xml`` whose root element is
+``<annotations>`` is CVAT; ``labelmap.txt``, or a folder holding ``SegmentationClass/``,
+is a mask-image dataset; a ``.json`` is parsed once and
 recognised by its keys (COCO: ``images`` + ``annotations`` + ``categories``; LabelMe:
 ``shapes`` + ``imagePath``; Cityscapes: ``imgHeight`` + ``objects``; VIA: image
 records with ``filename`` and ``regions``, or ``_via_img_metadata``); a folder holding
@@ -31,7 +36,9 @@ from segflow.data.drops import Drops
 from segflow.data.readers.cityscapes import parse_cityscapes, read_cityscapes
 from segflow.data.readers.coco import CROWD_CHOICES, parse_coco
 from segflow.data.readers.common import load_json
+from segflow.data.readers.cvat import is_cvat_xml, read_cvat
 from segflow.data.readers.labelme import parse_labelme, read_labelme
+from segflow.data.readers.masks import is_mask_layout, read_masks
 from segflow.data.readers.via import parse_via_json, read_via_csv
 from segflow.data.records import ImageAnnotation
 from segflow.errors import AnnotationError
@@ -77,30 +84,54 @@ def detect_format(path: Path, data: Any = None) -> str:
     if path.is_dir():
         if (path / "gtFine").is_dir():
             return "cityscapes"
+        if is_mask_layout(path):
+            return "masks"
         if next(path.rglob("*.json"), None) is not None:
             return "labelme"
         raise AnnotationError(
             f"{path}: a folder with neither gtFine/ (Cityscapes) nor .json files (LabelMe); "
             "point fetch.annotations at an annotation file or such a folder"
         )
+    if is_mask_layout(path):
+        return "masks"
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return "via_csv"
+    if suffix == ".xml":
+        if is_cvat_xml(path):
+            return "cvat"
+        raise AnnotationError(
+            f"{path}: an XML file whose root element is not <annotations>, so not a CVAT for images 1.1 "
+            f"export (Pascal VOC's per-image XML is not read); set fetch.format to one of {list(FORMATS[1:])}"
+        )
     if suffix == ".json":
         return _json_format(path, load_json(path, "your annotation tool") if data is None else data)
     raise AnnotationError(
         f"{path}: cannot tell the annotation format from the extension {suffix!r} "
-        f"(known: ['.csv', '.json', a folder]); set the format to one of {list(FORMATS[1:])}"
+        f"(known: ['.csv', '.json', '.xml', a folder]); set the format to one of {list(FORMATS[1:])}"
     )
 
 
 def read_detected(
-    path: Path, fmt: str, label_key: str, drops: Drops | None = None, *, crowd: str = "class"
+    path: Path,
+    fmt: str,
+    label_key: str,
+    drops: Drops | None = None,
+    *,
+    crowd: str = "class",
+    images: Path | None = None,
 ) -> tuple[str, list[ImageAnnotation]]:
-    """`read_annotation_file`, also returning the format it read (detected for "auto")."""
+    """`read_annotation_file`, also returning the format it read (detected for "auto").
+
+    `images` (``fetch.images``; None = the annotation file's folder) is where CVAT's
+    image names are looked up (its reader resolves bare names to files in sub-folders),
+    and the mask-image layout's folder.
+    """
     if fmt not in FORMATS:
         raise AnnotationError(f"unknown annotation format {fmt!r}; choose from {list(FORMATS)}")
     drops = drops or Drops()
+    if fmt == "masks" or (fmt == "auto" and is_mask_layout(path)):
+        return "masks", read_masks(path, label_key, drops, images=images)
     if path.is_dir():
         fmt = detect_format(path) if fmt == "auto" else fmt
         if fmt not in _FOLDER_READERS:
@@ -111,6 +142,10 @@ def read_detected(
         return fmt, _FOLDER_READERS[fmt](path, label_key, drops)
     if fmt == "via_csv" or (fmt == "auto" and path.suffix.lower() == ".csv"):
         return "via_csv", read_via_csv(path, label_key, drops)
+    if fmt == "auto" and path.suffix.lower() == ".xml":
+        fmt = detect_format(path)
+    if fmt == "cvat":
+        return "cvat", read_cvat(path, label_key, drops, images=images)
     data = None
     if fmt != "auto" or path.suffix.lower() == ".json":
         data = load_json(path, "your annotation tool")

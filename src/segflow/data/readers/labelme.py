@@ -95,9 +95,9 @@ def _region(shape: Any, number: int, path: Path, name: str, height: int, width: 
             reason="unknown shape",
         )
     label = shape.get("label")
-    if not isinstance(label, str) or not label.strip():
+    if label is not None and not isinstance(label, str):
         raise AnnotationError(f"{where}: label is {label!r}, not a label; {_FIX}", reason="no label")
-    label = label.strip()
+    label = (label or "").strip()  # empty: no label; fetch gives it fetch.default_label
     points = points_from_pairs(shape.get("points"), "points", where, _FIX)
     if kind == "polygon" and len(points) > 3 and points[-1] == points[0]:
         points.pop()  # records close polygons implicitly

@@ -9,7 +9,9 @@
 
 Regions are numbered as VIA numbers them: from 0, the CSV ``region_id``. Both readers
 name every region's source in `Region.origin` so later errors can point back at it.
-A bad row or region raises, or with a non-strict `Drops` is dropped and counted.
+A bad row or region raises, or with a non-strict `Drops` is dropped and counted. A region
+without a label (``region_attributes`` ``{}``, common in one-class sets) gets an empty label,
+which fetch replaces by ``fetch.default_label``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 from segflow.data.drops import Drops
 from segflow.data.readers.common import load_json, read_text
-from segflow.data.readers.via_regions import VIA_SHAPES, via_image, via_region
+from segflow.data.readers.via_regions import VIA_SHAPES, via_image, via_region, warn_unlabeled
 from segflow.data.records import ImageAnnotation, Region
 from segflow.errors import AnnotationError
 
@@ -99,9 +101,10 @@ def read_via_csv(path: Path, label_key: str, drops: Drops | None = None) -> list
     index = {column: header.index(column) for column in CSV_COLUMNS}
     images: dict[str, list[Region]] = {}
     origins: dict[str, str] = {}
+    other_keys: set[str] = set()
     for row_number, row in rows[1:]:
         try:
-            parsed = _csv_row(path, row_number, row, index, len(header), label_key)
+            parsed = _csv_row(path, row_number, row, index, len(header), label_key, other_keys)
         except AnnotationError as exc:
             drops.bad(exc)
             continue
@@ -110,11 +113,13 @@ def read_via_csv(path: Path, label_key: str, drops: Drops | None = None) -> list
         origins.setdefault(filename, f"{path.name} row {row_number}")
         if region is not None:
             regions.append(region)
-    return [via_image(name, regions, origins[name]) for name, regions in images.items()]
+    records = [via_image(name, regions, origins[name]) for name, regions in images.items()]
+    warn_unlabeled(path, records, label_key, other_keys)
+    return records
 
 
 def _csv_row(
-    path: Path, row_number: int, row: list[str], index: dict[str, int], width: int, label_key: str
+    path: Path, row_number: int, row: list[str], index: dict[str, int], width: int, label_key: str, other_keys: set[str]
 ) -> tuple[str, Region | None]:
     """(filename, region) of one CSV row; region None for VIA's row of an unannotated image."""
     if len(row) < width:
@@ -130,7 +135,7 @@ def _csv_row(
     attributes = _json_cell(row[index["region_attributes"]], "region_attributes", where)
     if shape == {}:  # VIA's row for an image without regions
         return filename, None
-    return filename, via_region(shape, attributes, label_key, where, f"{path.name} row {row_number}")
+    return filename, via_region(shape, attributes, label_key, where, f"{path.name} row {row_number}", other_keys)
 
 
 def _ordered_regions(regions: Any, where: str) -> list[tuple[str, Any]]:
@@ -173,6 +178,7 @@ def parse_via_json(path: Path, data: Any, label_key: str, drops: Drops | None = 
         )
     images: dict[str, list[Region]] = {}
     origins: dict[str, str] = {}
+    other_keys: set[str] = set()
     for key, entry in metadata.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str):
             raise AnnotationError(
@@ -202,7 +208,9 @@ def parse_via_json(path: Path, data: Any, label_key: str, drops: Drops | None = 
                         reason="bad geometry",
                     )
                 shape, attributes = region["shape_attributes"], region.get("region_attributes", {})
-                regions.append(via_region(shape, attributes, label_key, where, origin))
+                regions.append(via_region(shape, attributes, label_key, where, origin, other_keys))
             except AnnotationError as exc:
                 drops.bad(exc)
-    return [via_image(name, regions, origins[name]) for name, regions in images.items()]
+    records = [via_image(name, regions, origins[name]) for name, regions in images.items()]
+    warn_unlabeled(path, records, label_key, other_keys)
+    return records

@@ -14,7 +14,7 @@ from segflow.data.readers.common import number
 from segflow.data.records import ImageAnnotation, Region
 from segflow.errors import AnnotationError
 
-__all__ = ["VIA_SHAPES", "via_region", "via_image"]
+__all__ = ["VIA_SHAPES", "via_region", "via_image", "warn_unlabeled"]
 
 log = logging.getLogger("segflow.data.readers.via")  # one logger name for every VIA message
 
@@ -78,8 +78,14 @@ def _points(shape: dict[str, Any], where: str) -> tuple[tuple[float, float], ...
     return tuple(points)
 
 
-def _label(attributes: Any, key: str, where: str) -> str:
-    """The region's label: ``attributes[key]``, text or a one-option checkbox dict."""
+def _label(attributes: Any, key: str, where: str, other_keys: set[str]) -> str:
+    """The region's label: ``attributes[key]``, text or a one-option checkbox dict.
+
+    Empty when the region carries none (the key absent, null, blank, or a checkbox with
+    nothing ticked): one-class datasets often leave ``region_attributes`` as ``{}``; fetch
+    gives such regions ``fetch.default_label``. The other attribute keys of such a region
+    go into `other_keys`, so the reader can say that one of them may hold the label.
+    """
     if not isinstance(attributes, dict):
         raise AnnotationError(
             f"{where}: region_attributes is {attributes!r}, not a JSON object; export the annotations again from VIA",
@@ -87,27 +93,35 @@ def _label(attributes: Any, key: str, where: str) -> str:
         )
     value = attributes.get(key)
     if isinstance(value, dict):
-        # VIA stores checkbox attributes as {"option": true, ...}: one must be ticked.
+        # VIA stores checkbox attributes as {"option": true, ...}: at most one may be ticked.
         checked = [option.strip() for option, on in value.items() if on and option.strip()]
-        if len(checked) == 1:
-            return checked[0]
+        if len(checked) <= 1:
+            return checked[0] if checked else ""
         raise AnnotationError(
             f"{where}: region_attributes[{key!r}] has {len(checked)} options ticked "
-            f"{checked} of {sorted(value)}, needs exactly one; tick one option in VIA",
+            f"{checked} of {sorted(value)}, needs at most one; untick all but one in VIA",
             reason="no label",
         )
-    if isinstance(value, str) and value.strip():
+    if value is None or (isinstance(value, str) and not value.strip()):
+        other_keys.update(k for k, v in attributes.items() if k != key and v not in ("", None, {}))
+        return ""
+    if isinstance(value, str):
         return value.strip()
-    problem = f"[{key!r}] is {value!r}, not a label" if key in attributes else f" has no {key!r}"
     raise AnnotationError(
-        f"{where}: region_attributes{problem}; it has {sorted(attributes)}: "
+        f"{where}: region_attributes[{key!r}] is {value!r}, not a label; it has {sorted(attributes)}: "
         "set fetch.label_key in params.yaml, or label the region in VIA",
         reason="no label",
     )
 
 
-def via_region(shape: Any, attributes: Any, label_key: str, where: str, origin: str) -> Region:
-    """Build one `Region` from VIA's shape and region attributes; `where` prefixes errors."""
+def via_region(
+    shape: Any, attributes: Any, label_key: str, where: str, origin: str, other_keys: set[str] | None = None
+) -> Region:
+    """Build one `Region` from VIA's shape and region attributes; `where` prefixes errors.
+
+    The label is empty when the region has none; the keys its region_attributes do have
+    are then added to `other_keys` (see `warn_unlabeled`).
+    """
     if not isinstance(shape, dict):
         raise AnnotationError(
             f"{where}: shape attributes are {shape!r}, not a JSON object; export the annotations again from VIA",
@@ -119,7 +133,7 @@ def via_region(shape: Any, attributes: Any, label_key: str, where: str, origin: 
             f"{where}: unknown shape {name!r}; known shapes are {list(VIA_SHAPES)}; redraw the region as one of them",
             reason="unknown shape",
         )
-    label = _label(attributes, label_key, where)
+    label = _label(attributes, label_key, where, set() if other_keys is None else other_keys)
     if name in _MIN_POINTS:
         return Region(label=label, shape=name, points=_points(shape, where), origin=origin)
     geometry = {key: _number(_field(shape, key, where), key, where) for key in _GEOMETRY_KEYS[name]}
@@ -139,3 +153,17 @@ def via_image(filename: str, regions: list[Region], origin: str) -> ImageAnnotat
         repeats = len(regions) - len(unique)
         log.warning("image %s: %d regions repeat another exactly (%s)", filename, repeats, origin)
     return ImageAnnotation(filename=filename, regions=tuple(regions), origin=origin)
+
+
+def warn_unlabeled(path: Any, images: list[ImageAnnotation], label_key: str, other_keys: set[str]) -> None:
+    """Warn once per file when regions without `label_key` carry other attributes (a likely typo)."""
+    unlabeled = sum(not region.label for image in images for region in image.regions)
+    if unlabeled and other_keys:
+        log.warning(
+            "%s: %d regions have no %r in region_attributes, which hold %s; set fetch.label_key "
+            "if one of those is the label (else they get fetch.default_label)",
+            path,
+            unlabeled,
+            label_key,
+            sorted(other_keys),
+        )

@@ -1,0 +1,137 @@
+"""Train/val/test: the dataset's own split where it has one, else a seeded draw.
+
+Two rules hold whatever ``preprocess.split`` says:
+
+* Identical images (the same sha256 in the fetch manifest) are one group and always land
+  in the same split, so a photo saved twice under two names cannot be trained on and
+  tested on. Fractions count groups.
+* Everything is a function of the images, their hashes and ``seed``: the same input gives
+  the same split.
+
+``preprocess.split``: ``folders`` keeps the split each record names (from its train/val/
+test folder, see `segflow.data.collect`, or Cityscapes' own), ``random`` draws every
+image, ``auto`` keeps named splits when any image has one. With named splits, images
+without one are drawn; a named group whose copies sit in several splits goes to the
+first of train, val, test (a copy of a training image is no fair test); a missing test
+(or val) split is carved from train by ``test_fraction`` (``val_fraction``), seeded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from segflow.data.records import SPLITS, ImageAnnotation
+from segflow.errors import ConfigError
+
+__all__ = ["SPLITS", "SPLIT_CHOICES", "split_indices", "assign_splits", "cross_split_duplicates"]
+
+log = logging.getLogger("segflow.data.preprocess")  # the stage's logger: its messages read as the stage's
+
+#: Values of ``preprocess.split``.
+SPLIT_CHOICES = ("auto", "random", "folders")
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
+    """Deterministically assign `n` items to train/val/test.
+
+    The test split gets at least one item when there are two or more, and the validation
+    split (if asked for) one when there are three or more: a score over no images means
+    nothing.
+    """
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, round(n * test_fraction)) if n >= 2 else 0
+    n_val = max(1, round(n * val_fraction)) if n >= 3 and val_fraction > 0 else 0
+    return {
+        "test": sorted(order[:n_test].tolist()),
+        "val": sorted(order[n_test : n_test + n_val].tolist()),
+        "train": sorted(order[n_test + n_val :].tolist()),
+    }
+
+
+def _carve(groups: dict[str, list[int]], total: int, fractions: dict[str, float], seed: int) -> None:
+    """Move groups from train into each empty split whose fraction is above 0 (in place)."""
+    rng = np.random.default_rng(seed)
+    for split in ("test", "val"):
+        if groups[split] or fractions[split] <= 0 or len(groups["train"]) < 2:
+            continue
+        wanted = min(max(1, round(total * fractions[split])), len(groups["train"]) - 1)
+        order = rng.permutation(len(groups["train"])).tolist()
+        chosen = {groups["train"][j] for j in order[:wanted]}
+        groups[split] = sorted(chosen)
+        groups["train"] = [g for g in groups["train"] if g not in chosen]
+        log.info(
+            "no %s folder: %d of %d training images carved as the %s split (seeded, preprocess.%s_fraction %s)",
+            split,
+            wanted,
+            wanted + len(groups["train"]),
+            split,
+            split,
+            fractions[split],
+        )
+
+
+def assign_splits(
+    images: Sequence[ImageAnnotation],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    *,
+    mode: str = "auto",
+    hashes: Sequence[str] | None = None,
+) -> dict[str, list[int]]:
+    """Indices of `images` per split, by the rules of the module docstring.
+
+    Args:
+        mode: ``preprocess.split``, one of `SPLIT_CHOICES`.
+        hashes: each image's content hash (sha256); equal hashes share a split. None =
+            every image is unique.
+    """
+    if mode not in SPLIT_CHOICES:
+        raise ConfigError(f"preprocess.split is {mode!r}; choose from {list(SPLIT_CHOICES)}")
+    named_any = any(image.split in SPLITS for image in images)
+    if mode == "folders" and not named_any:
+        raise ConfigError(
+            "preprocess.split is 'folders', but no image sits below a train/val/test folder (nor has a "
+            "split from its reader); set preprocess.split to auto or random"
+        )
+    keep = named_any and mode != "random"
+    members: dict[str, list[int]] = {}
+    for i, key in enumerate(hashes if hashes is not None else map(str, range(len(images)))):
+        members.setdefault(key, []).append(i)
+    groups = list(members.values())  # in order of first appearance
+    named: dict[str, list[int]] = {split: [] for split in SPLITS}
+    free: list[int] = []
+    for g, indices in enumerate(groups):
+        found = {images[i].split for i in indices} & set(SPLITS) if keep else set()
+        if not found:
+            free.append(g)
+            continue
+        chosen = next(split for split in SPLITS if split in found)
+        if len(found) > 1:
+            log.warning(
+                "identical images %s sit in the %s folders: all kept in %s (a copy of a training image is no test)",
+                [images[i].filename for i in indices],
+                sorted(found),
+                chosen,
+            )
+        named[chosen].append(g)
+    drawn = split_indices(len(free), val_fraction, test_fraction, seed)
+    by_group = {split: sorted(named[split] + [free[j] for j in drawn[split]]) for split in SPLITS}
+    if keep:
+        counts = {split: sum(len(groups[g]) for g in named[split]) for split in SPLITS}
+        log.info("kept the dataset's own split (preprocess.split: %s): %s", mode, counts)
+        _carve(by_group, len(groups), {"val": val_fraction, "test": test_fraction}, seed)
+    return {split: sorted(i for g in by_group[split] for i in groups[g]) for split in SPLITS}
+
+
+def cross_split_duplicates(files: list[dict], split_of: dict[str, str]) -> list[dict]:
+    """Groups of identical images (manifest ``files`` entries, by sha256) in several splits."""
+    groups: dict[str, dict[str, list[str]]] = {}
+    for entry in files:
+        if entry["filename"] in split_of:
+            by_split = groups.setdefault(entry["sha256"], {})
+            by_split.setdefault(split_of[entry["filename"]], []).append(entry["filename"])
+    return [{"sha256": digest, "splits": by_split} for digest, by_split in groups.items() if len(by_split) > 1]
