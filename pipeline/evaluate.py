@@ -25,6 +25,11 @@ def main(params, args) -> None:
 if __name__ == "__main__":
     run_stage(
         __doc__,
-        {"data": "preprocessed array folder", "model": "training output folder", "out": "evaluation folder to write"},
+        {
+            "data": "preprocessed array folder",
+            "model": "training output folder",
+            "out": "evaluation folder to write",
+            "classes": "class list the fetch stage wrote (its names are used when classes.names is auto)",
+        },
         main,
     )

@@ -4,7 +4,7 @@ import json
 
 from rich import print as rprint
 
-from segflow.data.fetch import fetch
+from segflow.data.fetch import CLASSES_FILE, fetch
 from segflow.data.report import report_table
 from segflow.stage import run_stage
 
@@ -12,6 +12,8 @@ from segflow.stage import run_stage
 def main(params, args) -> None:
     fetch(params, args.out, cache_dir=args.cache)
     rprint(report_table(json.loads((args.out / "report.json").read_text())))
+    # The class list in effect: with classes.names: auto, the one to copy into params.yaml.
+    rprint((args.out / CLASSES_FILE).read_text())
 
 
 if __name__ == "__main__":

@@ -1,19 +1,43 @@
-"""Stage preprocess: letterbox images and masks, split train/val/test, store arrays."""
+"""Stage preprocess: split train/val/test, plan the working scale from the data, store images."""
 
+import json
 import logging
 
+from rich import print as rprint
+from rich.table import Table
+
 from segflow.data.preprocess import preprocess
+from segflow.prepared import read_plan
 from segflow.stage import run_stage
 
 
 def main(params, args) -> None:
     counts = preprocess(params, args.fetch, args.masks, args.out)
     logging.getLogger("segflow").info("split: %s", counts)
+    plan = read_plan(args.out)
+    args.plan.write_text(json.dumps(plan, indent=1))
+    table = Table(title=f"plan ({plan['mode']}, from {plan['images']} training images)")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("median image (h x w)", "x".join(map(str, plan["median_size"])))
+    table.add_row("5th-percentile object across (px)", str(plan["object_p5_across"]))
+    table.add_row("working scale", str(plan["scale"]))
+    table.add_row("training crop", "x".join(map(str, plan["crop"])) + f" x {plan['crops_per_image']} per image")
+    table.add_row("inference tile", "x".join(map(str, plan["tile"])))
+    for name, measured in plan["classes"].items():
+        table.add_row(f"  {name}: objects, p5 / median across", json.dumps(list(measured.values())))
+    rprint(table)
 
 
 if __name__ == "__main__":
     run_stage(
         __doc__,
-        {"fetch": "fetch snapshot folder", "masks": "mask folder", "out": "array folder to write"},
+        {
+            "fetch": "fetch snapshot folder",
+            "masks": "mask folder",
+            "out": "preprocessed folder to write",
+            "plan": "where to copy the plan (a small git-tracked metrics file)",
+            "classes": "class list the fetch stage wrote (its names are used when classes.names is auto)",
+        },
         main,
     )

@@ -21,6 +21,7 @@ if __name__ == "__main__":
             "fetch": "fetch snapshot folder",
             "out": "mask folder to write",
             "report": "dataset report folder to write (report.json, class_pixels.png)",
+            "classes": "class list the fetch stage wrote (its names are used when classes.names is auto)",
         },
         main,
     )

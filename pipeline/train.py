@@ -26,6 +26,7 @@ if __name__ == "__main__":
             "out": "training output folder",
             "resume": "resume file, kept outside the outputs while a run is unfinished",
             "report": "dataset report folder, logged with the run",
+            "classes": "class list the fetch stage wrote (its names are used when classes.names is auto)",
         },
         main,
     )

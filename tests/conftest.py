@@ -107,21 +107,50 @@ def wide_console():
     console.__dict__ = saved
 
 
+def write_prepared(folder: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], size: int = 32) -> Path:
+    """A preprocess output folder (`segflow.prepared`'s layout) from arrays per split:
+    images (N, H, W, 3) and masks (N, H, W), at scale 1 with `size` px crops and tiles."""
+    import cv2
+
+    from segflow.prepared import PLAN, SPLIT_INDEX, Entry, scaled_paths, test_paths
+
+    folder.mkdir(parents=True, exist_ok=True)
+    plan = {"mode": "fixed", "scale": 1.0, "crop": [size, size], "tile": [size, size], "crops_per_image": 1}
+    (folder / PLAN).write_text(json.dumps(plan))
+    index = {}
+    for split, (images, masks) in splits.items():
+        (folder / split).mkdir(exist_ok=True)
+        index[split] = []
+        for row, (image, mask) in enumerate(zip(images, masks)):
+            entry = Entry(f"{split}{row}.png", *mask.shape, f"{split}/{row:05d}")
+            index[split].append(entry.__dict__)
+            if split == "test":
+                image_path, mask_path = test_paths(folder, entry)
+                cv2.imwrite(str(image_path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                cv2.imwrite(str(mask_path), mask)
+            else:
+                image_path, mask_path = scaled_paths(folder, entry)
+                np.save(image_path, image)
+                np.save(mask_path, mask)
+    (folder / SPLIT_INDEX).write_text(json.dumps(index))
+    return folder
+
+
 @pytest.fixture
 def frozen_split(tmp_path) -> Path:
-    """``artifacts/`` with a preprocess folder of 32 px arrays; the test split's class
-    pixels are exactly SPLIT_PIXELS, and its two bottom rows are padding (ignore)."""
-    folder = tmp_path / "artifacts" / "preprocess"
-    folder.mkdir(parents=True)
+    """``artifacts/`` with a preprocess folder of 32 px images; the test split's class
+    pixels are exactly SPLIT_PIXELS, and its two bottom rows are ignored."""
     rng = np.random.default_rng(0)
     masks = np.full((2, 32, 32), 1, np.uint8)  # sky
     masks[0, 28:30] = 2
     masks[1, 26:28], masks[1, 28:30] = 2, 0
     masks[:, 30:] = 255
-    for split, count in (("train", 4), ("val", 2), ("test", 2)):
-        np.save(folder / f"{split}_images.npy", rng.integers(0, 255, (count, 32, 32, 3), dtype=np.uint8))
-        np.save(folder / f"{split}_masks.npy", masks[np.arange(count) % 2])
-    return folder.parent
+    splits = {
+        split: (rng.integers(0, 255, (count, 32, 32, 3), dtype=np.uint8), masks[np.arange(count) % 2])
+        for split, count in (("train", 4), ("val", 2), ("test", 2))
+    }
+    write_prepared(tmp_path / "artifacts" / "preprocess", splits)
+    return tmp_path / "artifacts"
 
 
 @pytest.fixture
@@ -180,21 +209,17 @@ def register_version(registry_params, tmp_path):
         tags = {"git_commit": "c0ffee", "git_dirty": "false", "data_md5": f"md5-of-v{class_index}"}
         with mlflow.start_run(experiment_id=tracking.experiment_id(params.mlflow.experiment, tmp_path)):
             mlflow.set_tags(tags)
-            version = register_model(model.eval(), params, tags, record_dir=record_dir)
+            geometry = {"scale": 1.0, "tile": [32, 32]}
+            version = register_model(model.eval(), params, tags, geometry, record_dir=record_dir)
             if data_dir is not None:  # what the evaluate stage does next
+                from segflow.training.dataset import class_pixel_counts
+
                 split = load_test_split(data_dir)
                 names = list(params.classes.names)
-                scores = score(
-                    SegmentationModel().attach(model, params.preprocess.image_size),
-                    split,
-                    names,
-                    params.classes.ignore_index,
-                )
-                train_masks = (
-                    np.load(data_dir / "train_masks.npy") if (data_dir / "train_masks.npy").is_file() else None
-                )
-                masks = None if train_masks is None else (train_masks, np.asarray(split.masks))
-                record_test_scores(params, version, mlflow.active_run().info.run_id, scores, split.sha256, masks)
+                model_view = SegmentationModel().attach(model, 1.0, (32, 32))
+                scores = score(model_view, split, names, params.classes.ignore_index)
+                counts = (class_pixel_counts(data_dir, "train", len(names)), np.array(scores.confusion).sum(1))
+                record_test_scores(params, version, mlflow.active_run().info.run_id, scores, split.sha256, counts)
             return version
 
     return register
@@ -291,7 +316,7 @@ def colour_rule_onnx(tmp_path_factory) -> Path:
             return torch.cat([torch.full_like(red, 64.0), blue - red, red - blue], 1)
 
     path = tmp_path_factory.mktemp("colour-rule") / "colour_rule.onnx"
-    export_onnx(ColourRule(), path, SERVE_SIZE, dynamo=False)  # a test double: the fast exporter
+    export_onnx(ColourRule(), path, (SERVE_SIZE, SERVE_SIZE), dynamo=False)  # a test double: the fast exporter
     write_metadata(
         path,
         {
@@ -299,7 +324,8 @@ def colour_rule_onnx(tmp_path_factory) -> Path:
             "version": "7",
             "class_names": SERVE_CLASSES,
             "palette": SERVE_PALETTE,
-            "image_size": SERVE_SIZE,
+            "scale": 1.0,
+            "tile": [SERVE_SIZE, SERVE_SIZE],
             "ignore_index": 255,
             "variant": "fp32",
             "test_miou": 0.5,

@@ -16,6 +16,7 @@ from segflow.data.fetch import fetch
 from segflow.data.preprocess import preprocess
 from segflow.data.rasterize import mask_name, rasterize
 from segflow.errors import AnnotationError, ConfigError
+from segflow.prepared import entries, read_scaled
 
 BALLOON = SHARED_DATASETS / "via-heads-balloon"
 RECT = '{"name":"rect","x":0,"y":0,"width":10,"height":10}'
@@ -177,5 +178,5 @@ def test_balloon_layout_fetch_rasterize_preprocess(make_params, tmp_path, caplog
     assert all(e["filename"].startswith("train/") for e in split["train"] + split["test"])
     assert counts == {"train": 26, "val": 5, "test": 5}  # test carved from train: round(36 * 0.15)
     assert "no test folder: 5 of 31 training images carved as the test split" in caplog.text
-    masks = np.load(tmp_path / "pre" / "train_masks.npy")
+    masks = [np.asarray(read_scaled(tmp_path / "pre", e)[1]) for e in entries(tmp_path / "pre", "train")]
     assert all((m == 1).any() for m in masks)

@@ -15,7 +15,7 @@ def test_repository_params_are_valid(raw_params, tmp_path):
     params = load_params(write(tmp_path, raw_params))
     assert params.classes.names[0] == "background"
     assert params.unlabeled_value == 0
-    assert params.preprocess.image_size % 32 == 0
+    assert params.preprocess.image_size == "auto"
 
 
 def test_unknown_key_names_key_and_allowed_keys(raw_params, tmp_path):

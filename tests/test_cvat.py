@@ -148,6 +148,36 @@ def test_fetch_and_rasterize_paint_a_high_z_order_over_a_later_shape(cvat_folder
     assert mask[21, 31] == names.index("person")
 
 
+def test_z_order_wins_over_order_area(cvat_folder, make_params, tmp_path):
+    # The small car lies below the big road (lower z_order): area order alone would paint it on top.
+    shapes = "\n".join(
+        [
+            '<box label="road" xtl="0" ytl="0" xbr="20" ybr="20" z_order="1"/>',
+            '<box label="car" xtl="5" ytl="5" xbr="10" ybr="10" z_order="0"/>',
+            '<box label="person" xtl="25" ytl="5" xbr="30" ybr="10" z_order="1"/>',  # equal z: by area
+            '<box label="car" xtl="22" ytl="2" xbr="35" ybr="15" z_order="1"/>',
+        ]
+    )
+    write_xml(cvat_folder, both_images(shapes))
+    params = make_params(
+        fetch={"source": str(cvat_folder), "annotations": "annotations.xml"}, rasterize={"order": "area"}
+    )
+    fetch(params, tmp_path / "fetch")
+    stored = json.loads((tmp_path / "fetch" / "annotations.json").read_text())["images"]
+    assert [region["z"] for region in stored[0]["regions"]] == [0, 1, 1, 1]
+    pixels = rasterize(params, tmp_path / "fetch", tmp_path / "masks")
+    assert pixels["car"] == 13 * 13 - 25 and pixels["road"] == 400 and pixels["person"] == 25
+    mask = cv2.imread(str(tmp_path / "masks" / "a.png"), cv2.IMREAD_UNCHANGED)
+    names = params.classes.names
+    assert mask[7, 7] == names.index("road") and mask[7, 27] == names.index("person")
+
+
+def test_z_is_stored_only_when_a_reader_sets_one(via_dataset, make_params, tmp_path):
+    fetch(make_params(fetch={"source": str(via_dataset)}), tmp_path / "fetch")
+    stored = json.loads((tmp_path / "fetch" / "annotations.json").read_text())["images"]
+    assert all("z" not in region for image in stored for region in image["regions"])
+
+
 # --- Format detection and declared labels ---
 
 

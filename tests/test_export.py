@@ -45,11 +45,12 @@ def exported(net, split, tmp_path_factory):
         "name": "tiny",
         "version": "3",
         "class_names": CLASSES,
-        "image_size": SIZE,
+        "scale": 1.0,
+        "tile": [SIZE, SIZE],
         "ignore_index": 255,
         "palette": [[0, 0, 0], [0, 0, 255], [255, 0, 0]],
     }
-    report = export_model(net, metadata, out, *split, calibration, max_int8_miou_loss=1.0)
+    report = export_model(net, metadata, out, zip(*split), calibration, max_int8_miou_loss=1.0)
     return out, report
 
 
@@ -84,7 +85,7 @@ def test_files_carry_their_own_metadata(exported):
     out, report = exported
     for variant, file in (("fp32", FP32_FILE), ("int8", INT8_FILE)):
         meta = read_metadata(out / file)
-        assert meta["variant"] == variant and meta["class_names"] == CLASSES and meta["image_size"] == SIZE
+        assert meta["variant"] == variant and meta["class_names"] == CLASSES and meta["tile"] == [SIZE, SIZE]
         assert meta["test_miou"] == pytest.approx(report["miou"][variant])
 
 
@@ -94,9 +95,10 @@ def test_int8_runs_at_any_size(exported):
 
 
 def test_served_onnx_gives_the_registered_pyfuncs_masks(net, exported):
-    """Same letterbox, crop and resize back: the service and the registered model agree."""
+    """The same inference path (tiles of 64 px on a 90 x 150 image): the service and the
+    registered model agree."""
     image = np.random.default_rng(3).integers(0, 255, (90, 150, 3), dtype=np.uint8)
     served = onnx_predictor(exported[0] / FP32_FILE, {}).predict(image)
-    registered = SegmentationModel().attach(net, SIZE).predict_masks([image])[0]
+    registered = SegmentationModel().attach(net, 1.0, (SIZE, SIZE)).predict_masks([image])[0]
     assert served.shape == (90, 150)
     assert (served == registered).mean() > 0.999

@@ -1,10 +1,10 @@
 import json
 
 import pytest
-from conftest import VIA_HEADER, via_row
+from conftest import VIA_HEADER, via_row, write_image
 
 from segflow.data.fetch import fetch
-from segflow.errors import AnnotationError, ImageError
+from segflow.errors import AnnotationError, ConfigError, ImageError
 
 
 def test_snapshot_holds_images_canonical_records_and_manifest(via_dataset, make_params, tmp_path):
@@ -157,6 +157,10 @@ def _bad_input(case, source):
     if case == "RLE size mismatch":
         _coco(source / "coco.json", height=20)  # a.jpg is really 40x30
         return "coco.json"
+    if case == "symlink loop":
+        (source / "loop.jpg").symlink_to("loop2.jpg")
+        (source / "loop2.jpg").symlink_to("loop.jpg")
+    rect = '{"name":"rect","x":0,"y":0,"width":4,"height":4}'
     rows = {
         "CSV missing column": None,
         "missing image": via_row(
@@ -166,6 +170,12 @@ def _bad_input(case, source):
             "a.jpg", 3, 2, '{"name":"polygon","all_points_x":[50,60,55],"all_points_y":[1,1,9]}', '{"label":"car"}'
         ),
         "unknown shape": via_row("a.jpg", 3, 2, '{"name":"hexagon","cx":5}', '{"label":"car"}'),
+        "symlink loop": via_row("loop.jpg", 1, 0, rect, '{"label":"car"}'),
+        "NUL in image name": via_row("c\0.jpg", 1, 0, rect, '{"label":"car"}'),
+        "coordinate 1e300": via_row(
+            "a.jpg", 3, 2, '{"name":"polygon","all_points_x":[1,1e300,5],"all_points_y":[1,2,9]}', '{"label":"car"}'
+        ),
+        "infinite radius": via_row("b.jpg", 2, 1, '{"name":"circle","cx":5,"cy":5,"r":1e999}', '{"label":"car"}'),
     }
     if rows[case] is None:
         csv.write_text(csv.read_text().replace(",region_attributes", "", 1))
@@ -189,6 +199,19 @@ BAD_INPUTS = {  # case: (error when failing, message fragments, reason counted w
         ["coco.json annotation id 5", "RLE size [20, 40]", "[30, 40] of a.jpg"],
         "RLE size mismatch",
     ),
+    # Found by fuzzing: each ended in a traceback or an int32 overflow in rasterize.
+    "symlink loop": (AnnotationError, ["via_region_data.csv row 5", "loop.jpg is a symlink loop"], "unreadable image"),
+    "NUL in image name": (
+        AnnotationError,
+        ["via_region_data.csv row 5", "'c\\x00.jpg' holds a NUL byte"],
+        "bad image name",
+    ),
+    "coordinate 1e300": (
+        AnnotationError,
+        ["via_region_data.csv row 5", "points[1] of the polygon is 1e+300", "±1e+06 px"],
+        "bad geometry",
+    ),
+    "infinite radius": (AnnotationError, ["via_region_data.csv row 5", "r is inf, not a number"], "bad geometry"),
 }
 
 
@@ -211,4 +234,51 @@ def test_bad_input_is_named_counted_and_leaves_nothing_partial(case, mode, via_d
     [message] = report["dropped"]["examples"][reason]
     assert all(fragment in message for fragment in fragments), message
     assert all(fragment in caplog.text for fragment in fragments)  # warned as it happened
-    assert report["unreadable_files"] == (reason in ("unreadable file", "missing image"))
+    assert report["unreadable_files"] == (reason in ("unreadable file", "missing image", "unreadable image"))
+
+
+# --- issue 12's other bad inputs (several files, globs, names): named, nothing left in artifacts/ ---
+
+_RECT = '{"name":"rect","x":0,"y":0,"width":4,"height":4}'
+SOURCE_ERRORS = {  # case: (fetch settings, extra CSV row, error, message fragments)
+    "glob matching nothing": (
+        {"annotations": ["via_region_data.csv", "*/via_region_data.json"]},
+        None,
+        AnnotationError,
+        ["no file matches the fetch.annotations pattern '*/via_region_data.json'"],
+    ),
+    "absolute glob": ({"annotations": "/anywhere/*.csv"}, None, AnnotationError, ["'/anywhere/*.csv' is absolute"]),
+    "missing second file": (
+        {"annotations": ["via_region_data.csv", "more.csv"]},
+        None,
+        AnnotationError,
+        ["more.csv: annotation file not found"],
+    ),
+    "image outside the source": (
+        {},
+        via_row("../outside.jpg", 1, 0, _RECT, '{"label":"car"}'),
+        AnnotationError,
+        ["via_region_data.csv row 5", "outside.jpg", "outside the source folder"],
+    ),
+    "image twice in one file": (
+        {},
+        via_row("./a.jpg", 1, 0, _RECT, '{"label":"car"}'),
+        AnnotationError,
+        ["via_region_data.csv row 5: names the image a.jpg that via_region_data.csv row 2 names too"],
+    ),
+    "default label not a class": ({"default_label": "balloon"}, None, ConfigError, ["'balloon', not a class"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SOURCE_ERRORS))
+def test_source_error_names_the_file_and_leaves_artifacts_empty(case, via_dataset, make_params, tmp_path):
+    settings, row, error, fragments = SOURCE_ERRORS[case]
+    write_image(tmp_path / "outside.jpg")
+    if row is not None:
+        csv = via_dataset / "via_region_data.csv"
+        csv.write_text(csv.read_text() + row + "\n")
+    artifacts = tmp_path / "artifacts"
+    with pytest.raises(error) as raised:
+        fetch(make_params(fetch={"source": str(via_dataset), **settings}), artifacts / "fetch")
+    assert all(fragment in str(raised.value) for fragment in fragments), str(raised.value)
+    assert not artifacts.exists() or list(artifacts.iterdir()) == []  # no output, staging folder or cache

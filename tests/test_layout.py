@@ -24,6 +24,7 @@ SHARED = {
     "segflow.metrics",
     "segflow.colours",
     "segflow.cityscapes_labels",
+    "segflow.prepared",
 }
 ALLOWED = {
     "inference": {"segflow", "segflow.errors"},

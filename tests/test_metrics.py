@@ -62,7 +62,34 @@ def test_ignored_pixels_do_not_count_and_absent_classes_are_nan():
 
 
 def test_majority_baseline():
-    train = np.array([[0, 0, 0, 1]], np.uint8)
-    test = np.array([[0, 1, 1, 255]], np.uint8)
+    train_counts = np.array([3, 1])  # class 0 is the majority
+    confusion = np.array([[1, 0], [2, 0]])  # test truth: one pixel of 0, two of 1
     # predicts 0 everywhere: IoU(0) = 1/3, IoU(1) = 0 -> mIoU 1/6
-    assert majority_baseline(train, test, 2, 255) == pytest.approx(1 / 6)
+    assert majority_baseline(train_counts, confusion) == pytest.approx(1 / 6)
+
+
+def test_scores_from_a_hand_computed_confusion():
+    from segflow.metrics import scores_from_confusion
+
+    confusion = np.array([[8, 2, 0], [1, 3, 0], [0, 0, 0]])  # rows truth, columns predicted
+    scores = scores_from_confusion(confusion)
+    assert scores["iou"][0] == pytest.approx(8 / 11) and scores["iou"][1] == pytest.approx(3 / 6)
+    assert math.isnan(scores["iou"][2])  # absent and never predicted: undefined, left out
+    assert scores["miou"] == pytest.approx((8 / 11 + 3 / 6) / 2)
+    assert scores["dice"][0] == pytest.approx(16 / 19) and scores["pixel_accuracy"] == pytest.approx(11 / 14)
+
+
+def test_bootstrap_interval_is_present_and_shrinks_with_more_images():
+    from segflow.registry.scoring import bootstrap
+
+    rng = np.random.default_rng(0)
+
+    def images(n):  # per-image confusions of a model right on 60-95% of pixels
+        right = rng.integers(60, 96, n)
+        return np.stack([np.array([[r, 100 - r], [100 - r, r]]) for r in right])
+
+    few, many = bootstrap(images(5)), bootstrap(images(200))
+    for found in (few, many):
+        low, high = found["miou_ci"]
+        assert 0 < low < high < 1 and len(found["iou_ci"]) == 2
+    assert many["miou_ci"][1] - many["miou_ci"][0] < 0.5 * (few["miou_ci"][1] - few["miou_ci"][0])

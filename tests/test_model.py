@@ -44,7 +44,9 @@ def test_wrong_encoder_weights_fail_clearly(make_params, tmp_path):
 def test_checkpoint_round_trip(make_params, tmp_path):
     params = make_params()
     model = model_from_params(params)
-    save_checkpoint(model, tmp_path / "model.pt", **checkpoint_fields(params), epoch=3)
+    save_checkpoint(
+        model, tmp_path / "model.pt", **checkpoint_fields(params, {"scale": 1.0, "tile": [64, 64]}), epoch=3
+    )
     loaded, meta = load_checkpoint(tmp_path / "model.pt")
     assert meta["epoch"] == 3 and meta["class_names"] == params.classes.names
     assert torch.equal(loaded.net.decoder.blocks[0].conv1[0].weight, model.net.decoder.blocks[0].conv1[0].weight)

@@ -6,16 +6,7 @@ import numpy as np
 import pytest
 
 from segflow.data.preprocess import preprocess, split_indices
-from segflow.inference.segment import letterbox
-
-
-def test_letterbox_keeps_aspect_and_pads_with_ignore():
-    image = np.full((30, 60, 3), 200, np.uint8)
-    mask = np.ones((30, 60), np.uint8)
-    out_image, out_mask = letterbox(image, 32), letterbox(mask, 32, fill=255, nearest=True)
-    assert out_image.shape == (32, 32, 3) and out_mask.shape == (32, 32)
-    assert (out_mask == 1).sum() == 16 * 32  # 60x30 -> 32x16
-    assert (out_mask[16:] == 255).all() and (out_image[16:] == 0).all()
+from segflow.prepared import entries, read_plan, read_scaled, read_test
 
 
 def test_split_is_deterministic_disjoint_and_complete():
@@ -43,11 +34,11 @@ def test_stage_writes_arrays(via_dataset, make_params, tmp_path):
     counts = preprocess(params, tmp_path / "fetch", tmp_path / "masks", tmp_path / "pre")
     # the fixture's a.jpg and b.jpg are byte-identical: one group, so both train (1 group: no test)
     assert counts == {"train": 2, "val": 0, "test": 0}
-    images = np.load(tmp_path / "pre" / "train_images.npy")
-    masks = np.load(tmp_path / "pre" / "train_masks.npy")
-    assert images.shape == (2, 32, 32, 3) and masks.shape == (2, 32, 32)
-    # 40x30 -> 32x24: the bottom 8 rows are padding
-    assert (masks[0, 24:] == 255).all() and (masks[0, :24] != 255).all()
+    # image_size 32 fixes crop and tile and fits the 40x30 median image: scale 0.8 -> 32x24
+    plan = read_plan(tmp_path / "pre")
+    assert (plan["mode"], plan["scale"], plan["crop"], plan["tile"]) == ("fixed", 0.8, [32, 32], [32, 32])
+    image, mask = read_scaled(tmp_path / "pre", entries(tmp_path / "pre", "train")[0])
+    assert image.shape == (24, 32, 3) and mask.shape == (24, 32) and (np.asarray(mask) != 255).all()
     split = json.loads((tmp_path / "pre" / "split.json").read_text())
     assert {entry["filename"] for s in split.values() for entry in s} == {"a.jpg", "b.jpg"}
     duplicates = json.loads((tmp_path / "pre" / "duplicates.json").read_text())
@@ -151,3 +142,17 @@ def test_cross_split_duplicates_are_found():
     assert cross_split_duplicates(files, split_of) == [
         {"sha256": "1", "splits": {"train": ["a.jpg"], "test": ["b.jpg"]}}
     ]
+
+
+def test_the_test_split_is_kept_at_its_original_size(via_dataset, make_params, tmp_path):
+    from segflow.data.fetch import fetch
+    from segflow.data.rasterize import rasterize
+
+    params = make_params(fetch={"source": str(via_dataset)}, preprocess={"split": "random", "test_fraction": 0.5})
+    fetch(params, tmp_path / "fetch")
+    rasterize(params, tmp_path / "fetch", tmp_path / "masks")
+    preprocess(params, tmp_path / "fetch", tmp_path / "masks", tmp_path / "pre")
+    for entry in entries(tmp_path / "pre", "test"):
+        image, mask = read_test(tmp_path / "pre", entry)
+        assert image.shape == (entry.height, entry.width, 3) and mask.shape == (entry.height, entry.width)
+    assert read_plan(tmp_path / "pre")["mode"] == "auto"

@@ -8,7 +8,6 @@ photos where the stem's BatchNorm statistics say the training data was.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 
@@ -176,7 +175,7 @@ def test_built_in_normalisation_matches_the_stem_statistics(offline_params):
 
 def test_checkpoint_keeps_the_offline_normalisation(offline_params, tmp_path):
     model = model_from_params(offline_params).eval()
-    save_checkpoint(model, tmp_path / "model.pt", **checkpoint_fields(offline_params))
+    save_checkpoint(model, tmp_path / "model.pt", **checkpoint_fields(offline_params, {"scale": 1.0, "tile": [64, 64]}))
     loaded, meta = load_checkpoint(tmp_path / "model.pt")
     assert meta["encoder"] == OFFLINE_ENCODER and loaded.mean.flatten().tolist() == [127.5] * 3
     x = torch.rand(1, 3, 64, 64) * 255
@@ -264,19 +263,19 @@ def test_imagenet_download_without_network_names_the_fix(make_params, monkeypatc
 @pytest.mark.slow
 def test_training_starts_from_imagenet_features(offline_params, make_params, tmp_path, monkeypatch):
     """One params change (encoder + encoder_weights) trains offline and keeps the normalisation."""
+    from conftest import write_prepared
+
     from segflow.training.train import train
 
     rng = np.random.default_rng(0)
-    folder = tmp_path / "pre"
-    folder.mkdir()
+    splits = {}
     for split, n in (("train", 4), ("val", 2), ("test", 2)):
         masks = np.zeros((n, 32, 32), np.uint8)
         masks[:, 16:] = 1
         images = rng.integers(0, 60, (n, 32, 32, 3), dtype=np.uint8)
         images[:, 16:] += 150
-        np.save(folder / f"{split}_images.npy", images)
-        np.save(folder / f"{split}_masks.npy", masks)
-    (folder / "split.json").write_text(json.dumps({}))
+        splits[split] = (images, masks)
+    folder = write_prepared(tmp_path / "pre", splits)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     params = make_params(
         classes={"names": ["background", "thing"], "palette": []},

@@ -90,7 +90,7 @@ def test_promote_refuse_force_and_roll_back(register_version, frozen_split, cli,
     assert compared["candidate"]["miou"] == pytest.approx(MIOU["sky"], abs=1e-5)
     assert compared["champion"]["iou"]["background"] == pytest.approx(64 / 1920, abs=1e-5)
     assert "0.05" in tags["promote.rule"]
-    test_files = [frozen_split / "preprocess" / f"test_{kind}.npy" for kind in ("images", "masks")]
+    test_files = sorted((frozen_split / "preprocess" / "test").iterdir())  # 00000.image.png, 00000.mask.png, ...
     assert tags["promote.split_sha256"] == file_sha256(*test_files)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
     assert tags["promote.git_commit"] == head

@@ -27,7 +27,7 @@ from PIL import Image
 from segflow.config import ServeParams
 from segflow.data.records import Region
 from segflow.errors import ConfigError
-from segflow.inference.segment import letterbox
+from segflow.inference.segment import Segmenter
 from segflow.serving import ModelSource, create_app
 from segflow.serving.decode import InputError, decode_image
 from segflow.serving.export import read_metadata, write_metadata
@@ -104,8 +104,8 @@ def test_png_mask_is_at_the_input_size_and_follows_the_model(client):
     assert response.headers["x-model-version"] == "7"
     mask = mask_of(response)
     assert mask.shape == (150, 230)
-    # Only the letterbox round trip (230 -> 64 -> 230 px) blurs the boundaries.
-    assert agreement(mask, colour_rule_mask(image)) > 0.98
+    # At scale 1 in 64 px tiles, blended: a per-pixel rule comes back exactly.
+    assert agreement(mask, colour_rule_mask(image)) > 0.999
     palette = Image.open(io.BytesIO(response.content)).getpalette()[: 3 * len(SERVE_CLASSES)]
     assert palette == [c for colour in SERVE_PALETTE for c in colour]
 
@@ -138,26 +138,32 @@ def test_json_gives_shares_and_polygons_that_repaint_the_mask(client):
     assert agreement(painted, mask) > 0.995
 
 
-def test_the_model_sees_exactly_what_preprocess_made():
-    """The service letterboxes as the preprocess stage did (else it serves other inputs)."""
+def test_the_service_predicts_through_the_one_inference_path():
+    """The service runs `segflow.inference.segment.Segmenter`, as evaluation does: the
+    same tiles reach the network, and the same mask comes back."""
     seen = []
 
     def run(batch: np.ndarray) -> np.ndarray:
         seen.append(batch)
-        return np.zeros((1, 32, 32), np.uint8)
+        return np.stack([batch[:, 0], batch[:, 2]], 1)  # red vs blue
 
-    info = ModelInfo("m", "1", None, "test", ["a", "b"], [[0, 0, 0], [1, 1, 1]], 32, 0)
+    info = ModelInfo("m", "1", None, "test", ["a", "b"], [[0, 0, 0], [1, 1, 1]], 0.5, [32, 32], 0)
     image = np.random.default_rng(0).integers(0, 255, (45, 70, 3), dtype=np.uint8)
-    assert Predictor(run, info).predict(image).shape == (45, 70)
-    expected = letterbox(image, 32)
-    np.testing.assert_array_equal(seen[0][0].transpose(1, 2, 0).astype(np.uint8), expected)
+    served = Predictor(run, info).predict(image)
+    tiles = list(seen)
+    seen.clear()
+    direct = Segmenter(run, 0.5, (32, 32)).predict_one(image)
+    assert served.shape == (45, 70)
+    np.testing.assert_array_equal(served, direct)
+    assert len(tiles) == len(seen) and all(np.array_equal(a, b) for a, b in zip(tiles, seen))
 
 
 def test_model_health_and_metrics(client):
     model = client.get("/model").json()
     assert model["name"] == "colour-rule" and model["version"] == "7" and model["runtime"] == "onnx-fp32"
     assert model["class_names"] == SERVE_CLASSES and model["palette"] == SERVE_PALETTE
-    assert model["image_size"] == SERVE_SIZE and model["metrics"]["test_miou"] == 0.5
+    assert model["scale"] == 1.0 and model["tile"] == [SERVE_SIZE, SERVE_SIZE]
+    assert model["metrics"]["test_miou"] == 0.5
     assert client.get("/health").json()["status"] == "ok"
     client.post("/predict", content=encode(scene(40, 40)))
     metrics = client.get("/metrics")

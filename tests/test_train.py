@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
 
 import mlflow
 import numpy as np
 import pytest
+from conftest import write_prepared
 
 from segflow.training import train as train_module
 from segflow.training.train import train
@@ -15,10 +15,9 @@ from segflow.training.train import train
 
 @pytest.fixture
 def tiny_split(tmp_path):
-    """Arrays as the preprocess stage writes them: 32 px images of two classes."""
+    """A preprocess folder of 32 px images of two classes (class 1 below a random line)."""
     rng = np.random.default_rng(0)
-    folder = tmp_path / "pre"
-    folder.mkdir()
+    splits = {}
     for split, n in (("train", 6), ("val", 2), ("test", 2)):
         masks = np.zeros((n, 32, 32), np.uint8)
         images = rng.integers(0, 60, (n, 32, 32, 3), dtype=np.uint8)
@@ -26,17 +25,8 @@ def tiny_split(tmp_path):
             top = rng.integers(4, 28)
             masks[i, top:] = 1  # class 1 below a random line, drawn bright
             images[i, top:] += 150
-        np.save(folder / f"{split}_images.npy", images)
-        np.save(folder / f"{split}_masks.npy", masks)
-    (folder / "split.json").write_text(
-        json.dumps(
-            {
-                s: [{"filename": f"{s}{i}.jpg", "height": 32, "width": 32} for i in range(n)]
-                for s, n in (("train", 6), ("val", 2), ("test", 2))
-            }
-        )
-    )
-    return folder
+        splits[split] = (images, masks)
+    return write_prepared(tmp_path / "pre", splits)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 
-__all__ = ["SegmentationMeter"]
+__all__ = ["SegmentationMeter", "scores_from_confusion"]
 
 
 class SegmentationMeter:
@@ -47,27 +47,29 @@ class SegmentationMeter:
             self.num_classes, self.num_classes
         )
 
-    def add(self, other: SegmentationMeter) -> None:
-        """Add the counts of `other` (same classes): a split's meter from its images' meters."""
-        self.tp += other.tp
-        self.fp += other.fp
-        self.fn += other.fn
-        self.tn += other.tn
-        self.confusion += other.confusion
-
     def compute(self) -> dict[str, float | list[float]]:
-        """Per-class IoU and Dice, their means, and pixel accuracy.
+        """Per-class IoU and Dice, their means, and pixel accuracy (see `scores_from_confusion`)."""
+        return scores_from_confusion(self.confusion)
 
-        A class with no pixels in the targets and none predicted has no defined score:
-        it is NaN in the per-class lists and left out of the means.
-        """
-        iou = smp.metrics.iou_score(self.tp, self.fp, self.fn, self.tn, reduction="none", zero_division=float("nan"))
-        dice = smp.metrics.f1_score(self.tp, self.fp, self.fn, self.tn, reduction="none", zero_division=float("nan"))
-        total = self.confusion.sum()
-        return {
-            "iou": [float(v) for v in iou],
-            "dice": [float(v) for v in dice],
-            "miou": float(np.nanmean(iou.numpy())) if not torch.isnan(iou).all() else float("nan"),
-            "mdice": float(np.nanmean(dice.numpy())) if not torch.isnan(dice).all() else float("nan"),
-            "pixel_accuracy": float(np.trace(self.confusion) / total) if total else float("nan"),
-        }
+
+def scores_from_confusion(confusion: np.ndarray) -> dict[str, float | list[float]]:
+    """Per-class IoU and Dice, their means, and pixel accuracy of a (C, C) confusion matrix
+    (rows truth, columns predicted; ignored pixels already left out).
+
+    A class with no pixels in the targets and none predicted has no defined score: it is
+    NaN in the per-class lists and left out of the means.
+    """
+    confusion = torch.from_numpy(np.asarray(confusion, dtype=np.int64))
+    tp = confusion.diagonal()
+    fp, fn = confusion.sum(0) - tp, confusion.sum(1) - tp
+    tn = confusion.sum() - tp - fp - fn
+    iou = smp.metrics.iou_score(tp, fp, fn, tn, reduction="none", zero_division=float("nan"))
+    dice = smp.metrics.f1_score(tp, fp, fn, tn, reduction="none", zero_division=float("nan"))
+    total = int(confusion.sum())
+    return {
+        "iou": [float(v) for v in iou],
+        "dice": [float(v) for v in dice],
+        "miou": float(np.nanmean(iou.numpy())) if not torch.isnan(iou).all() else float("nan"),
+        "mdice": float(np.nanmean(dice.numpy())) if not torch.isnan(dice).all() else float("nan"),
+        "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
+    }

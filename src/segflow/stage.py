@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.logging import RichHandler
 
 from segflow.config import Params, load_params
+from segflow.config.auto_classes import with_classes_file
 from segflow.errors import SegflowError
 
 __all__ = ["run_stage"]
@@ -36,7 +37,10 @@ def run_stage(description: str, paths: dict[str, str], body: Callable[[Params, a
         handlers=[RichHandler(show_path=False, rich_tracebacks=True)],
     )
     try:
-        body(load_params(args.params), args)
+        params = load_params(args.params)
+        if "classes" in paths:  # the fetch stage's class list: the names when classes.names is auto
+            params = with_classes_file(params, args.classes)
+        body(params, args)
     except SegflowError as exc:
         log.error("%s", exc)
         sys.exit(1)

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError, model_validator
 
 from segflow.config.base import IGNORE, Section
-from segflow.config.data import ClassesParams, FetchParams, PreprocessParams, RasterizeParams
+from segflow.config.data import AUTO, ClassesParams, FetchParams, PreprocessParams, RasterizeParams
 from segflow.config.registry import MlflowParams, PromoteParams, ServeParams
 from segflow.config.training import (
     ENCODER_WEIGHT_CHOICES,
@@ -27,6 +27,7 @@ from segflow.config.training import (
 from segflow.errors import ConfigError
 
 __all__ = [
+    "AUTO",
     "IGNORE",
     "LOSS_TERMS",
     "ClassesParams",
@@ -65,7 +66,8 @@ class Params(Section):
     @model_validator(mode="after")
     def _unlabeled_is_a_class(self) -> Params:
         choice = self.rasterize.unlabeled
-        if choice != "ignore" and choice not in self.classes.names:
+        names = ["background"] if self.classes.names == AUTO else self.classes.names  # auto starts so
+        if choice != "ignore" and choice not in names:
             raise ValueError(
                 f"rasterize.unlabeled is {choice!r}; choose 'ignore' or a class from classes.names {self.classes.names}"
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -10,17 +11,32 @@ from pydantic import Field, field_validator, model_validator
 
 from segflow.config.base import IGNORE, Section
 
-__all__ = ["AnnotationFormat", "CrowdRule", "ClassesParams", "FetchParams", "RasterizeParams", "PreprocessParams"]
+__all__ = [
+    "AUTO",
+    "AnnotationFormat",
+    "CrowdRule",
+    "ClassesParams",
+    "FetchParams",
+    "RasterizeParams",
+    "PreprocessParams",
+]
 
 #: `fetch.format`: "auto" (detect) or a reader name; segflow.data.readers.FORMATS derives from it.
-AnnotationFormat = Literal["auto", "via_csv", "via_json", "coco", "labelme", "cityscapes", "cvat", "masks"]
+AnnotationFormat = Literal[
+    "auto", "via_csv", "via_json", "coco", "labelme", "cityscapes", "cvat", "masks", "mask_images", "label_studio"
+]
 #: `fetch.coco_crowd`: COCO crowd annotations paint their category, or the ignore index.
 CrowdRule = Literal["class", "ignore"]
 
 
+#: `classes.names` that asks fetch to find the classes (see segflow.config.auto_classes).
+AUTO = "auto"
+
+
 class ClassesParams(Section):
-    #: Class names; a class's index in this list is its value in the masks.
-    names: list[str] = Field(min_length=2)
+    #: Class names; a class's index in this list is its value in the masks. "auto":
+    #: background plus every class the annotations name, sorted, found by fetch.
+    names: list[str] | Literal["auto"]
     #: Annotation label -> class name, or "ignore" (also null) to paint it with
     #: ignore_index; the key "*" catches every label that is neither listed nor a class.
     label_map: dict[str, str | None] = {}
@@ -53,7 +69,11 @@ class ClassesParams(Section):
 
     @field_validator("names")
     @classmethod
-    def _unique(cls, names: list[str]) -> list[str]:
+    def _unique(cls, names: list[str] | str) -> list[str] | str:
+        if names == AUTO:
+            return names
+        if len(names) < 2:
+            raise ValueError(f"name at least 2 classes (background and one more), or write {AUTO!r}")
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"class names must be unique; repeated: {duplicates}")
@@ -68,6 +88,8 @@ class ClassesParams(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> ClassesParams:
+        if self.names == AUTO:
+            return self  # checked when fetch has found the names
         unknown = sorted(set(self.label_map.values()) - set(self.names) - {IGNORE})
         if unknown:
             raise ValueError(f"label_map maps to {unknown}, which are not in names {self.names}")
@@ -92,7 +114,12 @@ class ClassesParams(Section):
         """
         if label in self.label_map:
             return self.label_map[label]
-        return label if label in self.names else self.label_map.get("*", label)
+        return label if label in self.names and self.names != AUTO else self.label_map.get("*", label)
+
+    def auto_names(self, labels: Iterable[str]) -> list[str]:
+        """``background`` plus the classes `labels` map to (ignore left out), sorted: names "auto"."""
+        found = {self.class_of(label) for label in labels if label} - {IGNORE, "background"}
+        return ["background", *sorted(found)]
 
 
 class FetchParams(Section):
@@ -121,6 +148,22 @@ class FetchParams(Section):
     default_label: str | None = None
     #: COCO iscrowd annotations: "class" paints their category, "ignore" the ignore index.
     coco_crowd: CrowdRule = "class"
+    #: Mask-image datasets (fetch.annotations names the masks folder): a mask's file stem is
+    #: its image's stem less image_suffix, plus mask_suffix (``_mask``, ``_gtFine_labelIds``);
+    #: with a suffix set, only the files ending so are masks (others beside them are not read).
+    mask_suffix: str = ""
+    image_suffix: str = ""
+    #: What a mask's value (or palette index) means: "index" (its index in classes.names;
+    #: ignore_index, and 255 in palette PNGs, VOC's border, are ignore), "cityscapes" (a
+    #: Cityscapes label id, as in ``*_gtFine_labelIds.png``), {value: class or "ignore"},
+    #: or "auto": cityscapes under classes.preset cityscapes, else index.
+    value_map: Literal["auto", "index", "cityscapes"] | dict[int, str] = "auto"
+    #: RGB colour masks: {"r,g,b": class or "ignore"}; {} = classes.palette's colours.
+    colour_map: dict[str, str] = {}
+    #: Two different images whose perceptual hashes (64-bit pHash) differ in at most this
+    #: many bits are near duplicates (a re-encoded or resized copy: 0-4; unrelated photos:
+    #: ~32), listed in the report; preprocess.near_duplicates decides what else happens.
+    near_duplicate_distance: int = Field(4, ge=0, le=64)
     #: A bad record (malformed region, unknown shape, missing or unreadable image, RLE of
     #: the wrong size): "fail" stops the stage; "skip" drops it and counts it in the report.
     bad_records: Literal["fail", "skip"] = "fail"
@@ -131,6 +174,15 @@ class FetchParams(Section):
         if digest is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
             raise ValueError("sha256 must be 64 hexadecimal digits (`sha256sum FILE` prints it)")
         return digest.lower() if digest else digest
+
+    @field_validator("colour_map")
+    @classmethod
+    def _rgb_keys(cls, colour_map: dict[str, str]) -> dict[str, str]:
+        for key in colour_map:
+            parts = key.split(",")
+            if len(parts) != 3 or not all(p.strip().isdigit() and int(p) <= 255 for p in parts):
+                raise ValueError(f"key {key!r} is not a colour 'r,g,b' (three values 0..255), e.g. '128,64,128'")
+        return colour_map
 
     @model_validator(mode="after")
     def _url_needs_digest(self) -> FetchParams:
@@ -160,12 +212,23 @@ class RasterizeParams(Section):
     fill_outlines: bool = True
     #: Painting order where shapes overlap: "file" (later covers earlier, as stacked in
     #: the tool) or "area" (larger first, so a small shape inside a big one stays visible).
+    #: An explicit layer from the tool (CVAT's z_order) wins over both.
     order: Literal["file", "area"] = "file"
 
 
 class PreprocessParams(Section):
-    #: Side of the square network input; images are resized keeping aspect, then padded.
-    image_size: int = Field(128, ge=32, le=4096)
+    #: "auto": the working scale, training crop and inference tile are planned from the
+    #: data (segflow.data.plan); a number or [height, width] (multiples of 32) fixes the
+    #: crop and tile instead and scales the median image to fit it (a letterbox).
+    image_size: Literal["auto"] | int | tuple[int, int] = "auto"
+    #: Plan rule 1: the 5th-percentile object keeps at least this many pixels across.
+    min_object_px: float = Field(12.0, gt=0.0)
+    #: Plan rule 3: crop pixels per training epoch (crop side^2 x crops). A budget in
+    #: pixels, not seconds, so the same data and params give the same plan on any machine;
+    #: 1.5 MP is about 5 s per epoch for the default network on 2 CPU cores.
+    pixels_per_epoch: int = Field(1_500_000, ge=4096)
+    #: Plan rule 3: the largest training crop side (pixels, multiple of 32).
+    max_crop: int = Field(512, ge=64, le=4096)
     #: Fractions of images in the validation and test splits; the rest is training.
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
@@ -174,13 +237,20 @@ class PreprocessParams(Section):
     #: a missing val/test split from train; "random": split every image at random;
     #: "auto": folders when any image has one, else random.
     split: Literal["auto", "random", "folders"] = "auto"
+    #: Near duplicates (see fetch.near_duplicate_distance): "report" only lists them;
+    #: "group" also keeps each group in one split, as identical images always are.
+    near_duplicates: Literal["report", "group"] = "report"
 
     @field_validator("image_size")
     @classmethod
-    def _multiple_of_32(cls, size: int) -> int:
+    def _multiple_of_32(cls, size: str | int | tuple[int, int]) -> str | int | tuple[int, int]:
         # A U-Net of depth 5 halves the resolution five times.
-        if size % 32:
-            raise ValueError(f"must be a multiple of 32 (a U-Net halves it 5 times), got {size}")
+        sides = [] if size == "auto" else [size] if isinstance(size, int) else list(size)
+        if any(side % 32 or not 32 <= side <= 4096 for side in sides):
+            raise ValueError(
+                f"must be auto, or a multiple of 32 from 32 to 4096 (or [height, width] of them): a U-Net "
+                f"halves it 5 times; got {size}"
+            )
         return size
 
     @model_validator(mode="after")

@@ -38,6 +38,9 @@ class ModelParams(Section):
     #: null = random init; imagenet (downloads); imagenet-offline (packaged EfficientNet-Lite0);
     #: or a local file with a state dict of the encoder.
     encoder_weights: Literal["imagenet", "imagenet-offline"] | Path | None = "imagenet-offline"
+    #: Test-time augmentation: also predict the mirrored image and average (2x the work).
+    #: Travels with the model, so evaluation, the registered model and the service agree.
+    tta_flip: bool = False
 
     @field_validator("encoder_weights", mode="before")
     @classmethod
@@ -84,6 +87,9 @@ class TrainParams(Section):
     lr: float = Field(3e-3, gt=0.0)
     #: Adam's L2 penalty; small data overfits without some.
     weight_decay: float = Field(1e-4, ge=0.0)
+    #: Share of training crops centred on a pixel of a class drawn inversely to its pixel
+    #: share (the rest are uniform), so rare classes appear in batches.
+    class_crops: float = Field(0.3, ge=0.0, le=1.0)
     #: Loss name, or several joined by "+": ce, dice, focal, lovasz, tversky, mse.
     loss: str = "ce+dice"
     #: Cross-entropy class weights from the training split's pixel shares:

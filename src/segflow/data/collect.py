@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from segflow.config import FetchParams
 from segflow.data.drops import Drops
 from segflow.data.readers import read_detected
+from segflow.data.readers.mask_images import MaskRules
 from segflow.data.records import ImageAnnotation
 from segflow.errors import AnnotationError
 
@@ -97,7 +98,20 @@ def _relative(root: Path, path: Path) -> str:
 
 def _canonical_name(root: Path, image_root: Path, record: ImageAnnotation) -> str:
     """The image's path inside the source folder: its name in the snapshot."""
-    path = (image_root / record.filename).resolve()
+    if "\0" in record.filename:  # no file system allows it: a corrupt or hand-edited export
+        raise AnnotationError(
+            f"{record.origin}: the image name {record.filename!r} holds a NUL byte (\\x00), which no file name "
+            "can; fix the name in the annotations",
+            reason="bad image name",
+        )
+    try:
+        path = (image_root / record.filename).resolve()
+    except (RuntimeError, OSError) as exc:  # Python 3.11 raises RuntimeError on a loop, later ones OSError
+        raise AnnotationError(
+            f"{record.origin}: image {record.filename} is a symlink loop ({exc}); point the link at the image "
+            "file, or replace it by the file",
+            reason="unreadable image",
+        ) from None
     try:
         return path.relative_to(root.resolve()).as_posix()
     except ValueError:
@@ -120,15 +134,18 @@ def _reorigin(record: ImageAnnotation, path: Path, relative: str) -> ImageAnnota
     return replace(record, origin=fix(record.origin), regions=regions)
 
 
-def collect(root: Path, settings: FetchParams, drops: Drops) -> Collected:
-    """Read every annotation file `settings.annotations` names in `root` into canonical records."""
+def collect(root: Path, settings: FetchParams, drops: Drops, masks: MaskRules | None = None) -> Collected:
+    """Read every annotation file `settings.annotations` names in `root` into canonical records.
+
+    `masks`: how folders of mask images are read (`segflow.data.readers.mask_images.mask_rules`).
+    """
     paths = annotation_paths(root, settings.annotations)
     collected = Collected(records=[])
     by_name: dict[str, tuple[ImageAnnotation, Path]] = {}
     for path in paths:
         images = root / settings.images if settings.images else None
         fmt, records = read_detected(
-            path, settings.format, settings.label_key, drops, crowd=settings.coco_crowd, images=images
+            path, settings.format, settings.label_key, drops, crowd=settings.coco_crowd, images=images, masks=masks
         )
         relative = _relative(root, path)
         collected.files.append(relative)

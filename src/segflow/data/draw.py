@@ -13,7 +13,8 @@ Polylines and points have no area: drawn only with a width (radius) above 0, as 
 of that width (discs of that radius). With ``fill_outlines`` a polyline that traces an
 outline is filled as a polygon instead (`is_outline`: closed, or its ends within
 max(3 px, 5% of its length) of each other). With ``order: area`` regions are painted
-largest first (ties in file order), so a small shape inside a larger one stays visible.
+largest first (ties in file order), so a small shape inside a larger one stays visible;
+an explicit layer (`Region.z`, CVAT's ``z_order``) wins over area: lower z first.
 Lines are PIL's in both rules: OpenCV's thick lines come out up to 2 pixels wider than
 asked (thickness 3 paints 5 rows). A ``mask`` region's RLE is decoded with pycocotools.
 Otherwise regions are painted in order, so later ones cover earlier ones.
@@ -206,12 +207,14 @@ def rasterize_image(
 
     A region's label is a class name (painted with its index) or "ignore" (painted with
     `ignore_index`). Regions `rules` cannot draw (see `drawable`) are left out; with
-    ``rules.order == "area"`` the larger are painted first.
+    ``rules.order == "area"`` the larger are painted first, within each explicit layer
+    (`Region.z`, lowest first; None counts as 0).
     """
     canvas = _Canvas(height, width, unlabeled)
     regions = [as_drawn(region, rules) for region in image.regions if drawable(region, rules)]
     if rules.order == "area":
-        regions.sort(key=region_area, reverse=True)  # a stable sort: equal areas keep file order
+        # Stable: equal (z, area) keep file order. The tool's own z_order outranks area.
+        regions.sort(key=lambda region: (region.z or 0, -region_area(region)))
     for region in regions:
         value = ignore_index if region.label == _IGNORE else class_names.index(region.label)
         if region.shape == "polyline" or (rules.fill == "pil" and region.shape in _PIL_SHAPES):

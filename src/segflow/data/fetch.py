@@ -3,16 +3,20 @@
 The snapshot folder holds ``images/`` (the annotated images, copied, named by their
 path inside the source), one canonical ``annotations.json`` (see `segflow.data.records`)
 whose labels are already mapped to class names (or ``ignore``), ``manifest.json``
-(the reader used, and every image's size and sha256) and ``report.json`` (see
-`segflow.data.report`). Nothing downstream reads the source again.
+(the reader used, every image's size, sha256 and perceptual hash, and the near-duplicate
+pairs, see `segflow.data.near_duplicates`), ``report.json`` (see `segflow.data.report`)
+and ``classes.yaml``: the class list in effect, typed or found for ``classes.names: auto``
+(see `segflow.data.found_classes`). Nothing downstream reads the source again. Images are copied byte
+for byte; sizes are those of the stored pixels, EXIF orientation ignored (see
+`segflow.data.images`: annotation tools draw on the stored pixels).
 
 Which annotation files are read, how image names become snapshot names and where a
 record's split comes from: see `segflow.data.collect`. Regions without a label get
 ``fetch.default_label`` (counted in the report); with none set, they are bad records.
 Regions that lie wholly outside their image are dropped, those partly outside are kept
-and counted as clipped. Polylines and points are kept: rasterize decides whether to
-draw them. With ``fetch.bad_records: skip`` a bad record is dropped and counted instead
-of stopping the stage.
+and counted as clipped; a coordinate beyond ±1e6 px (or not finite) is a bad record.
+Polylines and points are kept: rasterize decides whether to draw them. With
+``fetch.bad_records: skip`` a bad record is dropped and counted instead of stopping the stage.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -29,23 +34,34 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from segflow.config import IGNORE, Params
+import numpy as np
+
+from segflow.config import AUTO, IGNORE, Params
+from segflow.config.auto_classes import write_classes
 from segflow.data.collect import collect
 from segflow.data.drops import Drops
+from segflow.data.found_classes import resolve_classes
 from segflow.data.images import read_rgb
+from segflow.data.near_duplicates import near_duplicate_pairs, perceptual_hash
+from segflow.data.readers.mask_images import mask_rules
 from segflow.data.records import ImageAnnotation, Region, write_annotations
 from segflow.data.report import fetch_report, write_report
 from segflow.data.sources import materialise
 from segflow.errors import AnnotationError, ConfigError, ImageError, SegflowError
 from segflow.outputs import atomic_dir, file_sha256
 
-__all__ = ["fetch"]
+__all__ = ["CLASSES_FILE", "fetch"]
 
 log = logging.getLogger(__name__)
 
 # Pixels a shape may poke out of the image before it counts as clipped (vertices drawn
 # on the border often land half a pixel outside).
 _SLACK = 0.5
+#: The snapshot's class list in effect (see segflow.config.auto_classes); dvc.yaml names it too.
+CLASSES_FILE = "classes.yaml"
+# Largest coordinate (in pixels, either sign) a region may have: far beyond any photo,
+# yet far inside the int32 that OpenCV draws with (x16 for its sub-pixel bits).
+_MAX_COORDINATE = 1e6
 
 
 @contextmanager
@@ -59,8 +75,8 @@ def _cache(cache_dir: Path | None, out_dir: Path) -> Iterator[Path]:
         yield Path(folder)
 
 
-def _copy_image(source: Path, record: ImageAnnotation, target: Path) -> tuple[int, int]:
-    """Copy (or, for embedded data, write) the image to `target`; returns (height, width)."""
+def _copy_image(source: Path, record: ImageAnnotation, target: Path) -> np.ndarray:
+    """Copy (or, for embedded data, write) the image to `target`; returns it decoded, (H, W, 3) RGB."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if record.image_data and not source.is_file():
         try:
@@ -71,14 +87,32 @@ def _copy_image(source: Path, record: ImageAnnotation, target: Path) -> tuple[in
                 reason="unreadable image",
             ) from exc
         source = target
-    height, width = read_rgb(source, origin=record.origin).shape[:2]
+    image = read_rgb(source, origin=record.origin)
     if source != target:
         shutil.copyfile(source, target)
-    return height, width
+    return image
+
+
+def _check_coordinates(region: Region) -> None:
+    """Refuse a coordinate that is not a number or lies beyond `_MAX_COORDINATE` (it would overflow rasterize)."""
+    named = [(f"points[{i}]", v) for i, point in enumerate(region.points) for v in point]
+    named += [(key, v) for key, v in region.geometry.items() if key not in ("counts", "size")]
+    for key, value in named:
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and abs(value) <= _MAX_COORDINATE):
+            raise AnnotationError(
+                f"{region.origin}: {key} of the {region.shape} is {value!r}, not a coordinate within "
+                f"±{_MAX_COORDINATE:.0e} px; fix or delete the region in the annotation tool",
+                reason="bad geometry",
+            )
 
 
 def _check_region(region: Region, filename: str, height: int, width: int, drops: Drops, clipped: list[str]) -> bool:
     """Whether to keep `region` of a `width` x `height` image; drops and counts the rest."""
+    try:
+        _check_coordinates(region)
+    except AnnotationError as exc:
+        drops.bad(exc)
+        return False
     if region.shape == "mask":
         if list(region.geometry["size"]) != [height, width]:
             drops.bad(
@@ -105,7 +139,7 @@ def _check_region(region: Region, filename: str, height: int, width: int, drops:
 def _check_default_label(params: Params) -> None:
     """Refuse a ``fetch.default_label`` that is no class (nor maps to one)."""
     default, classes = params.fetch.default_label, params.classes
-    if default is not None and classes.class_of(default) not in [*classes.names, IGNORE]:
+    if default is not None and classes.names != AUTO and classes.class_of(default) not in [*classes.names, IGNORE]:
         raise ConfigError(
             f"fetch.default_label is {default!r}, not a class; choose one of classes.names {classes.names} "
             f"or {IGNORE!r}, or map it with classes.label_map"
@@ -157,10 +191,11 @@ def _snapshot(
         name = record.filename  # the image's path inside the source (segflow.data.collect)
         target = staging / "images" / name
         try:
-            height, width = _copy_image(root.resolve() / name, record, target)
+            image = _copy_image(root.resolve() / name, record, target)
         except SegflowError as exc:
             drops.bad(exc)
             continue
+        height, width = image.shape[:2]
         labelled = (_default_label(region, params, drops, unlabeled) for region in record.regions)
         regions = tuple(
             _map_label(region, params)
@@ -168,9 +203,8 @@ def _snapshot(
             if region is not None and _check_region(region, name, height, width, drops, clipped)
         )
         kept.append(replace(record, filename=name, regions=regions, image_data=""))
-        files.append(
-            {"filename": name, "width": width, "height": height, "regions": len(regions), "sha256": file_sha256(target)}
-        )
+        entry = {"filename": name, "width": width, "height": height, "regions": len(regions)}
+        files.append(entry | {"sha256": file_sha256(target), "phash": perceptual_hash(image)})
     return kept, files, clipped, unlabeled
 
 
@@ -194,14 +228,18 @@ def fetch(params: Params, out_dir: Path, cache_dir: Path | None = None) -> dict[
     with atomic_dir(out_dir) as staging, _cache(cache_dir, out_dir) as cache:
         _check_default_label(params)
         root = materialise(settings, cache)
-        collected = collect(root, settings, drops)
+        collected = collect(root, settings, drops, masks=mask_rules(params))
+        auto = params.classes.names == AUTO
+        params = resolve_classes(params, root, collected)  # names: auto -> the classes found
         kept, files, clipped, unlabeled = _snapshot(collected.records, root, staging, params, drops)
         if not kept:
             raise AnnotationError(f"{root}: {collected.files}: no usable annotated images; nothing to train on")
         write_annotations(kept, staging / "annotations.json")
+        write_classes(params.classes.names, staging / CLASSES_FILE, found=auto)
         # One format, or several joined by "+" (a list of files of different formats).
         fmt = "+".join(dict.fromkeys(collected.formats))
         extra = {"unlabeled": unlabeled, "merged": collected.merged, "default_label": settings.default_label}
+        extra["near_duplicates"] = near = near_duplicate_pairs(files, settings.near_duplicate_distance)
         names = params.classes.names
         report = fetch_report(kept, names, files, drops.as_dict(), clipped, fmt, settings.source, **extra)
         write_report(report, staging)
@@ -215,6 +253,7 @@ def fetch(params: Params, out_dir: Path, cache_dir: Path | None = None) -> dict[
             "regions_per_class": {name: report["classes"][name]["instances"] for name in params.classes.names},
             "images_without_regions": report["images_without_regions"]["count"],
             "files": files,
+            "near_duplicates": near,
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest

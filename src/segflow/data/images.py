@@ -1,4 +1,12 @@
-"""Reading images with errors that name the file."""
+"""Reading images with errors that name the file.
+
+EXIF orientation is ignored: every stage sees the pixels as stored in the file, because
+that is the grid annotation coordinates refer to. VIA draws on the stored pixels: in the
+via-heads-balloon set, ``train/7.jpg`` (EXIF Orientation 3, "rotated 180°") has its head
+outline on the head only in the stored view (tests/test_fetch.py). Decoders that apply the
+tag (OpenCV's default, ``PIL.ImageOps.exif_transpose``) would turn such an image under its
+mask, and for Orientation 5-8 swap its width and height.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +23,8 @@ __all__ = ["read_rgb"]
 def read_rgb(path: Path, origin: str = "") -> np.ndarray:
     """Decode an image file into an RGB uint8 array of shape (H, W, 3).
 
-    Grayscale and RGBA files are converted; 16-bit files are scaled to 8 bits.
+    Grayscale and RGBA files are converted; 16-bit files are scaled to 8 bits. The EXIF
+    orientation tag is ignored (see the module docstring).
 
     Raises:
         ImageError: the file is missing or is not a decodable image.
@@ -28,7 +37,8 @@ def read_rgb(path: Path, origin: str = "") -> np.ndarray:
             f"{path}{where}: cannot read the image ({exc.strerror}); add the file or remove its annotations",
             reason="missing image",
         ) from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB) if data.size else None
+    flags = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION  # the stored pixels, as annotated
+    image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
         raise ImageError(
             f"{path}{where}: not a decodable image ({data.size} bytes); replace it with a "

@@ -1,24 +1,29 @@
-"""The preprocess stage: letterbox every image and mask, split, store as arrays.
+"""The preprocess stage: split, plan the working scale from the data, store the images.
 
-Output folder layout (read by `segflow.training.dataset`):
+The output folder's layout is `segflow.prepared`'s: ``plan.json`` (`segflow.data.plan`:
+working scale, training crop, inference tile, and what they were measured from),
+``split.json``, the training and validation images and masks at the working scale, one
+``.npy`` pair per image (memory-mapped by training, so RAM stays bounded whatever the
+dataset's size), and the test split at its original size. Also:
 
-* ``{split}_images.npy``: (N, S, S, 3) uint8 RGB, ``S = preprocess.image_size``
-* ``{split}_masks.npy``: (N, S, S) uint8 class indices; padding is the ignore index
-* ``split.json``: per split, the image file names and their original sizes
 * ``duplicates.json``: ``grouped``, the groups of identical images (same sha256) kept in
-  one split; ``cross_split``, any that still landed in several (none, by construction)
+  one split; ``cross_split``, any that still landed in several (none, by construction);
+  ``near_duplicates``, fetch's pairs of similar images with the split of each (one split
+  with ``preprocess.near_duplicates: group``)
 
 The split (`segflow.data.splits`): the dataset's own train/val/test folders are kept
 (``preprocess.split``), the other images split at random (seeded) by
-``preprocess.val_fraction`` / ``test_fraction``; identical images always share a split.
+``preprocess.val_fraction`` / ``test_fraction``; identical images always share a split,
+near duplicates too with ``preprocess.near_duplicates: group``.
 
 Arrays are stored uncompressed so training memory-maps them instead of decoding JPEGs
-every epoch.
+every epoch. The plan is printed as a table by the stage script.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -27,11 +32,14 @@ from tqdm import tqdm
 
 from segflow.config import Params
 from segflow.data.images import read_rgb
+from segflow.data.near_duplicates import split_keys
+from segflow.data.plan import object_sizes, plan_scale
 from segflow.data.rasterize import mask_name
 from segflow.data.records import SPLITS, read_annotations
 from segflow.data.splits import assign_splits, cross_split_duplicates, split_indices
-from segflow.inference.segment import letterbox
+from segflow.inference.segment import rescale
 from segflow.outputs import atomic_dir
+from segflow.prepared import PLAN, SPLIT_INDEX, Entry, scaled_paths, test_paths
 
 __all__ = ["SPLITS", "split_indices", "assign_splits", "cross_split_duplicates", "preprocess"]  # splits re-exported
 
@@ -46,36 +54,37 @@ def _identical(files: list[dict], split_of: dict[str, str]) -> list[tuple[dict, 
 
 
 def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) -> dict[str, int]:
-    """Letterbox, split and store the dataset; returns the image count per split."""
+    """Split, plan and store the dataset; returns the image count per split."""
     images = sorted(read_annotations(fetch_dir / "annotations.json"), key=lambda i: i.filename)
-    size = params.preprocess.image_size
-    ignore = params.classes.ignore_index
     settings = params.preprocess
     manifest = json.loads((fetch_dir / "manifest.json").read_text())
-    sha256 = {entry["filename"]: entry["sha256"] for entry in manifest["files"]}
+    sha256 = split_keys(manifest, settings.near_duplicates)  # identical (and near) images share a split
     hashes = [sha256.get(image.filename, image.filename) for image in images]
     splits = assign_splits(
         images, settings.val_fraction, settings.test_fraction, params.seed, mode=settings.split, hashes=hashes
     )
+    plan = _plan(params, [images[i] for i in splits["train"]], masks_dir)
     index: dict[str, list[dict]] = {}
     with atomic_dir(out_dir) as staging:
+        (staging / PLAN).write_text(json.dumps(plan, indent=1))
         for split in SPLITS:
-            members = splits[split]
-            xs = np.zeros((len(members), size, size, 3), dtype=np.uint8)
-            ys = np.zeros((len(members), size, size), dtype=np.uint8)
+            (staging / split).mkdir()
             index[split] = []
-            for row, i in enumerate(tqdm(members, desc=f"preprocess {split}", unit="img")):
+            for row, i in enumerate(tqdm(splits[split], desc=f"preprocess {split}", unit="img")):
                 record = images[i]
                 image = read_rgb(fetch_dir / "images" / record.filename)
                 mask = cv2.imread(str(masks_dir / mask_name(record.filename)), cv2.IMREAD_UNCHANGED)
-                # The image exactly as inference will letterbox it; padding is never scored.
-                xs[row] = letterbox(image, size)
-                ys[row] = letterbox(mask, size, fill=ignore, nearest=True)
-                height, width = mask.shape
-                index[split].append({"filename": record.filename, "height": height, "width": width})
-            np.save(staging / f"{split}_images.npy", xs)
-            np.save(staging / f"{split}_masks.npy", ys)
-        (staging / "split.json").write_text(json.dumps(index, indent=1))
+                entry = Entry(record.filename, *mask.shape, f"{split}/{row:05d}")
+                index[split].append(asdict(entry))
+                if split == "test":  # kept at its own size: scores are taken there
+                    image_path, mask_path = test_paths(staging, entry)
+                    cv2.imwrite(str(image_path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                    cv2.imwrite(str(mask_path), mask)
+                else:
+                    image_path, mask_path = scaled_paths(staging, entry)
+                    np.save(image_path, rescale(image, plan["scale"]))
+                    np.save(mask_path, rescale(mask, plan["scale"], nearest=True))
+        (staging / SPLIT_INDEX).write_text(json.dumps(index, indent=1))
         split_of = {images[i].filename: split for split in SPLITS for i in splits[split]}
         duplicates = cross_split_duplicates(manifest["files"], split_of)
         if duplicates:  # assign_splits keeps identical images together: this would be a bug
@@ -84,5 +93,34 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
             {"sha256": entry["sha256"], "split": split_of[entry["filename"]], "images": names}
             for entry, names in _identical(manifest["files"], split_of)
         ]
-        (staging / "duplicates.json").write_text(json.dumps({"grouped": grouped, "cross_split": []}, indent=1))
+        near = [
+            pair | {"splits": [split_of.get(n, "") for n in pair["images"]]}
+            for pair in manifest.get("near_duplicates", [])
+        ]
+        duplicates = {"grouped": grouped, "cross_split": [], "near_duplicates": near}
+        (staging / "duplicates.json").write_text(json.dumps(duplicates, indent=1))
     return {split: len(splits[split]) for split in SPLITS}
+
+
+def _plan(params: Params, train: list, masks_dir: Path) -> dict:
+    """Measure the training images and masks (one at a time) and plan the working scale."""
+    settings, names = params.preprocess, list(params.classes.names)
+    sizes, objects = [], {}
+    for record in tqdm(train, desc="measure train", unit="img"):
+        mask = cv2.imread(str(masks_dir / mask_name(record.filename)), cv2.IMREAD_UNCHANGED)
+        sizes.append(mask.shape)
+        fragment = settings.min_object_px**2 / 2
+        for value, found in object_sizes(mask, len(names), fragment).items():
+            objects.setdefault(value, []).extend(found)
+    unlabeled = [] if params.rasterize.unlabeled == "ignore" else [names.index(params.rasterize.unlabeled)]
+    size = settings.image_size
+    return plan_scale(
+        sizes,
+        objects,
+        names,
+        size if isinstance(size, (str, int)) else tuple(size),
+        settings.min_object_px,
+        settings.pixels_per_epoch,
+        settings.max_crop,
+        background=unlabeled,
+    )

@@ -67,6 +67,9 @@ class Region:
         geometry: named numbers for rect, circle and ellipse, the RLE of a mask;
             empty otherwise.
         origin: where the region came from, e.g. ``"via.csv row 7"``, for messages.
+        z: an explicit paint layer set by the tool (CVAT's ``z_order``): lower first, and
+            it outranks ``rasterize.order: area``; None = the tool gives none (stored
+            in ``annotations.json`` only when set).
     """
 
     label: str
@@ -74,6 +77,7 @@ class Region:
     points: tuple[tuple[float, float], ...] = ()
     geometry: dict[str, Any] = field(default_factory=dict)
     origin: str = ""
+    z: int | None = None
 
     def bounds(self) -> tuple[float, float, float, float] | None:
         """(x_min, y_min, x_max, y_max) of the pixels the shape covers; None for a mask.
@@ -120,6 +124,9 @@ def write_annotations(images: list[ImageAnnotation], path: Path) -> None:
     for image in images:
         record = asdict(image)
         del record["image_data"]  # the snapshot holds the image file itself
+        for region in record["regions"]:
+            if region["z"] is None:
+                del region["z"]  # most tools give no layer: keep the file as it was
         records.append(record)
     payload = {"version": _FORMAT_VERSION, "images": records}
     path.write_text(json.dumps(payload, indent=1))
@@ -150,6 +157,7 @@ def read_annotations(path: Path) -> list[ImageAnnotation]:
                     points=tuple(tuple(point) for point in region["points"]),
                     geometry=region["geometry"],
                     origin=region["origin"],
+                    z=region.get("z"),
                 )
                 for region in image["regions"]
             ),

@@ -16,6 +16,9 @@ covers and writes the full report, with a bar chart of pixel shares
   unreadable annotation files;
 * ``clipped``: regions partly outside their image (kept; the outside part is lost);
 * ``duplicate_images``: groups of images with identical bytes (by sha256);
+* ``near_duplicates``: pairs of different files that look alike (re-encoded, resized),
+  ``{"images": [a, b], "distance": d}``, d = pHash bits apart, at most
+  ``fetch.near_duplicate_distance`` (see `segflow.data.near_duplicates`);
 * ``unlabeled_regions``: regions that carried no label, the class they were given
   (``fetch.default_label``), a count and the first few;
 * ``merged_images``: images named in several annotation files, whose regions were joined;
@@ -56,11 +59,12 @@ def fetch_report(
     unlabeled: Sequence[str] = (),
     default_label: str | None = None,
     merged: Sequence[str] = (),
+    near_duplicates: Sequence[dict] = (),
 ) -> dict[str, Any]:
     """The fetch part of the report, from the kept (label-mapped) records and their files.
 
     `unlabeled` names the regions given `default_label`; `merged` the images whose regions
-    came from several annotation files.
+    came from several annotation files; `near_duplicates` the pairs of similar images.
     """
     instances = Counter(region.label for record in records for region in record.regions)
     images = Counter(label for record in records for label in {r.label for r in record.regions})
@@ -79,6 +83,7 @@ def fetch_report(
         "unreadable_files": sum(dropped["counts"].get(reason, 0) for reason in UNREADABLE_REASONS),
         "clipped": {"count": len(clipped), "examples": clipped[:_EXAMPLES]},
         "duplicate_images": [sorted(names) for names in by_hash.values() if len(names) > 1],
+        "near_duplicates": list(near_duplicates),
         "unlabeled_regions": {"count": len(unlabeled), "class": default_label, "examples": list(unlabeled[:_EXAMPLES])},
         "merged_images": {"count": len(merged), "examples": list(merged[:_EXAMPLES])},
         "folder_splits": dict(sorted(Counter(record.split for record in records).items())),
@@ -139,6 +144,7 @@ def report_table(report: dict[str, Any]) -> Table:
         "unreadable files": report["unreadable_files"],
         "clipped to the image": report["clipped"]["count"],
         "duplicate images": sum(len(group) for group in report["duplicate_images"]),
+        "near-duplicate pairs": len(report.get("near_duplicates", [])),
         f"unlabeled regions -> {report.get('unlabeled_regions', {}).get('class')}": report.get(
             "unlabeled_regions", {}
         ).get("count", 0),

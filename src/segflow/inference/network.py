@@ -92,7 +92,9 @@ def save_checkpoint(
     arch: str,
     encoder: str,
     class_names: list[str],
-    image_size: int,
+    scale: float,
+    tile: tuple[int, int] | list[int],
+    flip: bool = False,
     **extra: object,
 ) -> None:
     """Save weights with what is needed to rebuild the network (`extra`: epoch, scores...)."""
@@ -102,7 +104,9 @@ def save_checkpoint(
             "arch": arch,
             "encoder": encoder,
             "class_names": list(class_names),
-            "image_size": image_size,
+            "scale": float(scale),
+            "tile": [int(tile[0]), int(tile[1])],
+            "flip": bool(flip),
             **extra,
         },
         path,

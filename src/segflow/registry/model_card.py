@@ -61,12 +61,12 @@ def render_model_card(
 ) -> str:
     """Markdown for one registered version; `scores` None = not evaluated at registration."""
     names = list(params.classes.names)
-    size = params.preprocess.image_size
+    geometry = f"scale {tags.get('scale', '?')}, tiles {tags.get('tile', '?')}"
     lines = [
         f"# {name} version {version}",
         "",
         f"{params.model.arch} (encoder {params.model.encoder}) segmenting {len(names)} classes; "
-        f"input letterboxed to {size}x{size} px, mask returned at the image's own size. "
+        f"input at {geometry} (overlapping, blended), mask returned at the image's own size. "
         f'Load: `mlflow.pyfunc.load_model("models:/{name}/{version}").predict(rgb_array)`.',
         "",
         *_table(

@@ -211,7 +211,7 @@ def promote(
                     "candidate": candidate_scores.as_dict(),
                     "champion": champion_scores.as_dict() if champion_scores else None,
                 },
-                "test_split": {"folder": str(split.folder), "sha256": split.sha256, "images": len(split.images)},
+                "test_split": {"folder": str(split.folder), "sha256": split.sha256, "images": len(split)},
                 "code": tracking.code_version(root),
                 "data_md5": tracking.data_version(root),
             },

@@ -84,20 +84,26 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
     def __init__(self) -> None:
         self.net: nn.Module | None = None
         self.segmenter: Segmenter | None = None
-        self.image_size = 0
         #: Size of the weights file, reported by `segflow promote` (0 when unknown).
         self.checkpoint_bytes = 0
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         path = Path(context.artifacts[CHECKPOINT])
         net, meta = load_checkpoint(path)
-        self.attach(net, meta["image_size"], path.stat().st_size)
+        self.attach(net, meta["scale"], meta["tile"], path.stat().st_size, meta.get("flip", False))
 
-    def attach(self, net: nn.Module, image_size: int, checkpoint_bytes: int = 0) -> SegmentationModel:
-        """Use `net`: (N, 3, S, S) float RGB 0..255 -> (N, C, S, S) logits, S = `image_size`."""
+    def attach(
+        self,
+        net: nn.Module,
+        scale: float,
+        tile: tuple[int, int] | list[int],
+        checkpoint_bytes: int = 0,
+        flip: bool = False,
+    ) -> SegmentationModel:
+        """Use `net`: (N, 3, h, w) float RGB 0..255 -> (N, C, h, w) logits, at working scale
+        `scale` with input tiles `tile` (height, width)."""
         self.net = net.eval()
-        self.segmenter = Segmenter(torch_runner(self.net), image_size)
-        self.image_size = image_size
+        self.segmenter = Segmenter(torch_runner(self.net), scale, tuple(tile), flip=flip)
         self.checkpoint_bytes = checkpoint_bytes
         return self
 

@@ -132,7 +132,12 @@ def _example_image() -> np.ndarray:
 
 
 def register_model(
-    model: SegmentationNet, params: Params, tags: dict[str, str], *, record_dir: Path | None = None
+    model: SegmentationNet,
+    params: Params,
+    tags: dict[str, str],
+    geometry: dict,
+    *,
+    record_dir: Path | None = None,
 ) -> str:
     """Log `model` to the active run as a pyfunc, register it, point `candidate` at it, and
     make it champion if the model has none yet.
@@ -140,6 +145,8 @@ def register_model(
     Args:
         tags: the run's code and data versions (git_commit, data_md5, ...), copied to
             the model version.
+        geometry: ``scale`` (working scale), ``tile`` ([height, width] network input) and
+            ``flip`` (test-time flip), as the checkpoint holds them.
         record_dir: where the "first champion" decision JSON is written, if it is one.
     Returns:
         The new version number. Its test scores come later (`record_test_scores`).
@@ -148,17 +155,25 @@ def register_model(
     if run is None:
         raise RegistryError("register_model logs to the active run: call it inside mlflow.start_run()")
     name, names = params.mlflow.model_name, list(params.classes.names)
-    size, ignore = params.preprocess.image_size, params.classes.ignore_index
+    scale, tile, ignore = float(geometry["scale"]), list(geometry["tile"]), params.classes.ignore_index
     with tempfile.TemporaryDirectory(prefix="segflow-model-") as tmp:
         checkpoint = Path(tmp) / "model.pt"
         save_checkpoint(
-            model, checkpoint, arch=params.model.arch, encoder=params.model.encoder, class_names=names, image_size=size
+            model,
+            checkpoint,
+            arch=params.model.arch,
+            encoder=params.model.encoder,
+            class_names=names,
+            scale=scale,
+            tile=tile,
+            flip=bool(geometry.get("flip", False)),
         )
         metadata = {
             "segflow_version": segflow.__version__,
             "class_names": names,
             "palette": palette(len(names), params.classes.palette).tolist(),
-            "image_size": size,
+            "scale": scale,
+            "tile": tile,
             "ignore_index": ignore,
             "input": "RGB array (H, W, 3) or (N, H, W, 3), or DataFrame column 'image' of base64 PNG/JPEG",
             "output": "uint8 class indices at the input size: (H, W), (N, H, W), or a list for a DataFrame",
@@ -181,7 +196,8 @@ def register_model(
         **tags,
         "arch": params.model.arch,
         "encoder": params.model.encoder,
-        "image_size": str(size),
+        "scale": str(scale),
+        "tile": f"{tile[0]}x{tile[1]}",
         "model_card": f"runs:/{run.info.run_id}/{MODEL_CARD}",
     }
     for key, value in version_tags.items():
@@ -196,19 +212,20 @@ def record_test_scores(
     run_id: str,
     scores: Scores,
     split_sha256: str,
-    masks: tuple[np.ndarray, np.ndarray] | None,
+    pixel_counts: tuple[np.ndarray, np.ndarray] | None,
 ) -> None:
     """Write a version's test scores (the only writer of its ``test_*`` tags) and log its
     model card to `run_id`.
 
     Args:
-        masks: the training and test splits' masks, for the class shares in the card.
+        pixel_counts: each class's labelled pixels in the training and test splits, for
+            the class shares in the card.
     """
     client = mlflow.MlflowClient()
-    name, names, ignore = params.mlflow.model_name, list(params.classes.names), params.classes.ignore_index
-    tags = client.get_run(run_id).data.tags
+    name = params.mlflow.model_name
+    tags = {**client.get_run(run_id).data.tags, **client.get_model_version(name, version).tags}
     train_shares, test_shares = (
-        (None, None) if masks is None else (class_shares(split, len(names), ignore) for split in masks)
+        (None, None) if pixel_counts is None else (class_shares(counts) for counts in pixel_counts)
     )
     card = render_model_card(name, version, run_id, params, tags, scores, train_shares, test_shares, split_sha256)
     client.log_text(run_id, card, MODEL_CARD)

@@ -30,6 +30,7 @@ import json
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import mlflow
@@ -37,18 +38,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
 from segflow.colours import palette
 from segflow.config import Params
 from segflow.errors import SegflowError
 from segflow.inference.network import SegmentationNet, load_checkpoint
-from segflow.inference.segment import Runner, batched, nchw, onnx_runner, torch_runner
+from segflow.inference.segment import Segmenter, as_rgb, onnx_runner, rescale, torch_runner
 from segflow.metrics import SegmentationMeter
 from segflow.registry import versions
 from segflow.registry.scoring import load_test_split
+from segflow.serving.quantize import calibration_images, quantize_int8
 
 __all__ = [
     "FP32_FILE",
@@ -91,14 +91,14 @@ class _WithMask(nn.Module):
         return logits, logits.argmax(1).to(torch.uint8)
 
 
-def export_onnx(model: SegmentationNet, path: Path, image_size: int, dynamo: bool = True) -> Path:
+def export_onnx(model: SegmentationNet, path: Path, tile: tuple[int, int], dynamo: bool = True) -> Path:
     """Export `model` (eval mode, CPU) to `path` as one self-contained float32 ONNX file.
 
     `dynamo` False uses the TorchScript exporter, deprecated in PyTorch but 5-10x faster
     (seconds instead of tens of seconds for a timm encoder); tests of the code around the
     export use it.
     """
-    example = torch.rand(2, 3, image_size, image_size) * 255  # batch 2: a batch of 1 gets specialised
+    example = torch.rand(2, 3, *tile) * 255  # batch 2: a batch of 1 gets specialised
     names = {"input_names": ["image"], "output_names": ["logits", "mask"]}
     if dynamo:
         dynamic = torch.export.Dim.DYNAMIC
@@ -122,48 +122,6 @@ def export_onnx(model: SegmentationNet, path: Path, image_size: int, dynamo: boo
             **names,
             **shapes,
         )
-    return Path(path)
-
-
-class _Calibration(CalibrationDataReader):
-    """Feeds calibration images (N, S, S, 3) uint8 one at a time to the quantizer."""
-
-    def __init__(self, images: np.ndarray) -> None:
-        self.batches = iter([{"image": nchw(images[i : i + 1])} for i in range(len(images))])
-
-    def get_next(self) -> dict | None:
-        return next(self.batches, None)
-
-
-class _PerTensorNote(logging.Filter):
-    """Drops onnxruntime's note that a 1-D weight (the few BatchNorms the optimiser cannot
-    fold into a convolution, after TF-style SAME padding) gets one scale instead of one per
-    channel: expected, harmless (the int8 loss is measured), and not the user's to fix."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "is out-of-range for weight" not in record.getMessage()
-
-
-def quantize_int8(fp32_path: Path, path: Path, calibration: np.ndarray) -> Path:
-    """Quantize `fp32_path` to int8 at `path`; `calibration` (N, S, S, 3) uint8 RGB images."""
-    note, root = _PerTensorNote(), logging.getLogger()  # onnxruntime logs the note on the root logger
-    with tempfile.TemporaryDirectory(prefix="segflow-quant-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        # Folds constants and infers shapes, as onnxruntime recommends before quantizing.
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        root.addFilter(note)
-        try:
-            quantize_static(
-                str(prepared),
-                str(path),
-                _Calibration(calibration),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                weight_type=QuantType.QInt8,
-                activation_type=QuantType.QUInt8,
-            )
-        finally:
-            root.removeFilter(note)
     return Path(path)
 
 
@@ -193,29 +151,33 @@ def session(path: Path, threads: int = 0) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _predict(run: Runner, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Masks (N, S, S) uint8 and logits (N, C, S, S) of `images` (N, S, S, 3) uint8."""
-    logits = np.concatenate(list(batched(run, images)))
-    return logits.argmax(1).astype(np.uint8), logits
+class _Variant:
+    """One runtime's predictions over the test split, compared with PyTorch's as they come."""
 
+    def __init__(self, segmenter: Segmenter, num_classes: int, ignore_index: int) -> None:
+        self.segmenter = segmenter
+        self.meter = SegmentationMeter(num_classes, ignore_index)
+        self.differ, self.labelled, self.worst, self.logit_gap = 0, 0, 0.0, 0.0
 
-def _miou(masks: np.ndarray, truth: np.ndarray, num_classes: int, ignore_index: int) -> float:
-    meter = SegmentationMeter(num_classes, ignore_index)
-    meter.update(torch.from_numpy(masks), torch.from_numpy(np.array(truth)))
-    return float(meter.compute()["miou"])
+    def add(self, image: np.ndarray, truth: np.ndarray, reference: tuple[np.ndarray, np.ndarray] | None) -> tuple:
+        logits = self.segmenter.logits(rescale(as_rgb(image), self.segmenter.scale))
+        mask = self.segmenter.to_mask(logits, *image.shape[:2])
+        self.meter.update(torch.from_numpy(mask[None]), torch.from_numpy(truth[None]))
+        if reference is not None:
+            labelled = truth != self.meter.ignore_index
+            differ = int(((mask != reference[0]) & labelled).sum())
+            self.differ, self.labelled = self.differ + differ, self.labelled + int(labelled.sum())
+            self.worst = max(self.worst, differ / max(int(labelled.sum()), 1))
+            self.logit_gap = max(self.logit_gap, float(np.abs(logits - reference[1]).max()))
+        return mask, logits
 
-
-def _agreement(
-    masks: np.ndarray, logits: np.ndarray, ref_masks: np.ndarray, ref_logits: np.ndarray, labelled: np.ndarray
-) -> dict:
-    """How far a variant's masks are from PyTorch's, over labelled pixels (padding left out)."""
-    differ = (masks != ref_masks) & labelled
-    per_image = differ.sum((1, 2)) / np.maximum(labelled.sum((1, 2)), 1)
-    return {
-        "mean_disagreement": float(differ.sum() / max(int(labelled.sum()), 1)),
-        "max_image_disagreement": float(per_image.max()),
-        "max_logit_difference": float(np.abs(logits - ref_logits).max()),
-    }
+    def agreement(self) -> dict:
+        """How far the masks are from PyTorch's, over labelled pixels (ignore left out)."""
+        return {
+            "mean_disagreement": self.differ / max(self.labelled, 1),
+            "max_image_disagreement": self.worst,
+            "max_logit_difference": self.logit_gap,
+        }
 
 
 @torch.inference_mode()
@@ -223,42 +185,43 @@ def export_model(
     model: SegmentationNet,
     metadata: dict,
     out_dir: Path,
-    test_images: np.ndarray,
-    test_masks: np.ndarray,
+    test: Iterable[tuple[np.ndarray, np.ndarray]],
     calibration: np.ndarray,
     max_int8_miou_loss: float,
 ) -> dict:
     """Export, quantize and verify `model`; returns the report written to ``export.json``.
 
     Args:
-        metadata: at least class_names, image_size and ignore_index (stored in each file).
-        test_images, test_masks: the frozen test split, (N, S, S, 3) uint8 and (N, S, S).
-        calibration: training images (M, S, S, 3) uint8 for the int8 activation ranges.
+        metadata: at least class_names, scale, tile and ignore_index (stored in each file).
+        test: the frozen test split, (image (H, W, 3), mask (H, W)) uint8 at original sizes;
+            every runtime predicts it through the one inference path.
+        calibration: (M, th, tw, 3) uint8 tiles of training images for the int8 ranges.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    names, ignore, size = metadata["class_names"], metadata["ignore_index"], metadata["image_size"]
+    names, ignore = metadata["class_names"], metadata["ignore_index"]
+    scale, tile = float(metadata["scale"]), tuple(metadata["tile"])
     files = {"fp32": out_dir / FP32_FILE, "int8": out_dir / INT8_FILE}
-    export_onnx(model, files["fp32"], size)
+    export_onnx(model, files["fp32"], tile)
     quantize_int8(files["fp32"], files["int8"], calibration)
-
-    images = np.asarray(test_images)
-    labelled = np.asarray(test_masks) != ignore
-    ref_masks, ref_logits = _predict(torch_runner(model), images)
-    report: dict = {
-        "model": {
-            key: metadata.get(key) for key in ("name", "version", "arch", "encoder", "image_size", "class_names")
-        },
-        "test_images": len(images),
-        "miou": {"torch": _miou(ref_masks, test_masks, len(names), ignore)},
-        "bytes": {},
-        "agreement": {},
-    }
+    variants = {"torch": _Variant(Segmenter(torch_runner(model), scale, tile), len(names), ignore)}
     for variant, path in files.items():
-        runner = session(path)
-        masks, logits = _predict(onnx_runner(runner, "logits"), images)
-        report["miou"][variant] = _miou(masks, test_masks, len(names), ignore)
-        report["agreement"][variant] = _agreement(masks, logits, ref_masks, ref_logits, labelled)
+        variants[variant] = _Variant(Segmenter(onnx_runner(session(path)), scale, tile), len(names), ignore)
+    count = 0
+    for image, truth in test:
+        reference = variants["torch"].add(image, truth, None)
+        for variant in files:
+            variants[variant].add(image, truth, reference)
+        count += 1
+    report: dict = {
+        "model": {key: metadata.get(key) for key in ("name", "version", "arch", "encoder", "scale", "tile")}
+        | {"class_names": names},
+        "test_images": count,
+        "resolution": "original",
+        "miou": {variant: float(v.meter.compute()["miou"]) for variant, v in variants.items()},
+        "bytes": {},
+        "agreement": {variant: variants[variant].agreement() for variant in files},
+    }
     loss = report["miou"]["torch"] - report["miou"]["int8"]
     report["int8_miou_loss"] = loss
     report["default"] = "int8" if loss <= max_int8_miou_loss else "fp32"
@@ -278,13 +241,6 @@ def export_model(
         report["default"],
     )
     return report
-
-
-def calibration_images(preprocess_dir: Path, count: int, seed: int) -> np.ndarray:
-    """`count` training images (seeded choice), (count, S, S, 3) uint8: the int8 calibration."""
-    train = np.load(Path(preprocess_dir) / "train_images.npy", mmap_mode="r")
-    picked = np.sort(np.random.default_rng(seed).choice(len(train), min(count, len(train)), replace=False))
-    return np.asarray(train[picked])
 
 
 def export_version(params: Params, preprocess_dir: Path, ref: str | None = None) -> dict:
@@ -310,14 +266,14 @@ def export_version(params: Params, preprocess_dir: Path, ref: str | None = None)
             "arch": meta["arch"],
             "encoder": meta["encoder"],
             "class_names": names,
-            "image_size": meta["image_size"],
+            "scale": meta["scale"],
+            "tile": meta["tile"],
             "ignore_index": info.get("ignore_index", params.classes.ignore_index),
             "palette": info.get("palette") or palette(len(names), params.classes.palette).tolist(),
         }
         out = Path(tmp) / "onnx"
-        report = export_model(
-            model, metadata, out, split.images, split.masks, calibration, params.serve.max_int8_miou_loss
-        )
+        test = ((image, truth) for _, image, truth in split)
+        report = export_model(model, metadata, out, test, calibration, params.serve.max_int8_miou_loss)
         report["test_split_sha256"] = split.sha256
         report["bytes"]["checkpoint"] = checkpoint.stat().st_size
         (out / REPORT_FILE).write_text(json.dumps(report, indent=1))

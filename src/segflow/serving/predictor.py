@@ -35,7 +35,9 @@ class ModelInfo:
     class_names: list[str]
     #: RGB per class.
     palette: list[list[int]]
-    image_size: int
+    #: Working scale and input tile [height, width] (see segflow.inference.segment).
+    scale: float
+    tile: list[int]
     #: Size of the served weights file.
     bytes: int
     #: test_miou of the served model (None when unknown) and what else the registry knows.
@@ -64,7 +66,7 @@ class Predictor:
                 self._waited.seconds = time.perf_counter() - start
                 return run(batch)
 
-        self._segmenter = Segmenter(locked, info.image_size)
+        self._segmenter = Segmenter(locked, info.scale, tuple(info.tile))
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         return self.predict_timed(image)[0]
@@ -85,7 +87,7 @@ def onnx_predictor(path: Path, info: dict, threads: int = 0) -> Predictor:
 
     runner = session(path, threads)
     meta = read_metadata(runner)
-    missing = [key for key in ("class_names", "image_size") if key not in meta]
+    missing = [key for key in ("class_names", "scale", "tile") if key not in meta]
     if missing:
         raise ValueError(f"{path}: no segflow metadata {missing}: export it with `segflow export`")
     metrics = {"test_miou": meta.get("test_miou"), **info.pop("metrics", {})}
@@ -96,7 +98,8 @@ def onnx_predictor(path: Path, info: dict, threads: int = 0) -> Predictor:
         runtime=f"onnx-{meta.get('variant', 'fp32')}",
         class_names=meta["class_names"],
         palette=meta.get("palette") or _default_palette(len(meta["class_names"])),
-        image_size=int(meta["image_size"]),
+        scale=float(meta["scale"]),
+        tile=[int(v) for v in meta["tile"]],
         bytes=Path(path).stat().st_size,
         metrics=metrics,
         **info,
@@ -118,7 +121,8 @@ def torch_predictor(checkpoint: Path, info: dict) -> Predictor:
         runtime="torch",
         class_names=names,
         palette=palette,
-        image_size=int(meta["image_size"]),
+        scale=float(meta["scale"]),
+        tile=[int(v) for v in meta["tile"]],
         bytes=Path(checkpoint).stat().st_size,
         metrics=info.pop("metrics", {}),
         **info,

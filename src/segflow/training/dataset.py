@@ -1,7 +1,10 @@
-"""Training data: the preprocessed arrays as a torch Dataset, with augmentation.
+"""Training data: random crops of the images stored at the working scale, augmented.
 
-Arrays are memory-mapped (see `segflow.data.preprocess`), so an epoch reads pixels that are
-already decoded and resized; albumentations applies the augmentation set in params.
+Images are memory-mapped one at a time (see `segflow.prepared`), so RAM stays bounded
+whatever the dataset size. Each epoch takes `crops_per_image` crops of every training
+image; a share of them (``train.class_crops``) is centred on a pixel of a class drawn with
+weight inverse to its training pixel share, so rare classes appear in batches. Every
+random choice comes from (seed, epoch, item) alone, so a resumed epoch replays exactly.
 """
 
 from __future__ import annotations
@@ -15,23 +18,17 @@ import torch
 from torch.utils.data import Dataset
 
 from segflow.config import AugmentParams
+from segflow.prepared import Entry, entries, read_scaled
 
-__all__ = ["load_split", "build_augmentation", "SegmentationDataset"]
-
-
-def load_split(preprocess_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images (N, S, S, 3) uint8, masks (N, S, S) uint8) of one split, memory-mapped."""
-    images = np.load(preprocess_dir / f"{split}_images.npy", mmap_mode="r")
-    masks = np.load(preprocess_dir / f"{split}_masks.npy", mmap_mode="r")
-    return images, masks
+__all__ = ["build_augmentation", "crop_origin", "CropDataset", "class_pixel_counts"]
 
 
-def build_augmentation(params: AugmentParams, size: int, ignore_index: int, seed: int) -> A.Compose:
-    """The training augmentation; padding it introduces is labelled `ignore_index`."""
+def build_augmentation(params: AugmentParams, crop: tuple[int, int], ignore_index: int, seed: int) -> A.Compose:
+    """The training augmentation of a crop; padding it introduces is labelled `ignore_index`."""
     return A.Compose(
         [
             A.HorizontalFlip(p=params.hflip),
-            A.RandomResizedCrop(size=(size, size), scale=(0.5, 1.0), p=params.crop),
+            A.RandomResizedCrop(size=crop, scale=(0.5, 1.0), p=params.crop),
             A.Affine(
                 translate_percent=(-params.shift, params.shift),
                 scale=(1.0 - params.scale, 1.0 + params.scale),
@@ -47,21 +44,81 @@ def build_augmentation(params: AugmentParams, size: int, ignore_index: int, seed
     )
 
 
-class SegmentationDataset(Dataset):
-    """Items: image (3, S, S) float32 RGB 0..255 and mask (S, S) int64."""
+def class_pixel_counts(folder: Path, split: str, num_classes: int) -> np.ndarray:
+    """Pixels of each class over a split's masks at the working scale (ignore left out)."""
+    counts = np.zeros(num_classes, np.int64)
+    for entry in entries(folder, split):
+        counts += np.bincount(np.asarray(read_scaled(folder, entry)[1]).ravel(), minlength=256)[:num_classes]
+    return counts
 
-    def __init__(self, images: np.ndarray, masks: np.ndarray, transform: A.Compose | None = None) -> None:
-        self.images = images
-        self.masks = masks
-        self.transform = transform
+
+def crop_origin(
+    mask: np.ndarray, crop: tuple[int, int], rng: np.random.Generator, class_weights: np.ndarray | None
+) -> tuple[int, int]:
+    """Top-left (y, x) of a crop of `mask` (h, w): uniform, or centred on a pixel of a class
+    drawn by `class_weights` among those present (None: uniform)."""
+    height, width = mask.shape
+    max_y, max_x = max(0, height - crop[0]), max(0, width - crop[1])
+    if class_weights is not None:
+        present = [c for c in np.unique(mask) if c < len(class_weights)]
+        if present:
+            weights = class_weights[present] / class_weights[present].sum()
+            target = rng.choice(present, p=weights)
+            ys, xs = np.nonzero(mask == target)
+            pick = rng.integers(len(ys))
+            y, x = int(ys[pick]) - crop[0] // 2, int(xs[pick]) - crop[1] // 2
+            return int(np.clip(y, 0, max_y)), int(np.clip(x, 0, max_x))
+    return int(rng.integers(max_y + 1)), int(rng.integers(max_x + 1))
+
+
+class CropDataset(Dataset):
+    """Items: image (3, ch, cw) float32 RGB 0..255 and mask (ch, cw) int64, random crops.
+
+    Images smaller than the crop are padded (image 0, mask `ignore_index`).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        split: str,
+        crop: tuple[int, int],
+        crops_per_image: int,
+        ignore_index: int,
+        seed: int,
+        transform: A.Compose | None = None,
+        class_crops: float = 0.0,
+        class_weights: np.ndarray | None = None,
+    ) -> None:
+        self.folder, self.entries = Path(folder), entries(folder, split)
+        self.crop, self.crops_per_image = (int(crop[0]), int(crop[1])), crops_per_image
+        self.ignore_index, self.seed, self.epoch = ignore_index, seed, 0
+        self.transform, self.class_crops, self.class_weights = transform, class_crops, class_weights
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.entries) * self.crops_per_image
+
+    def _padded(self, entry: Entry) -> tuple[np.ndarray, np.ndarray]:
+        image, mask = read_scaled(self.folder, entry)
+        height, width = max(mask.shape[0], self.crop[0]), max(mask.shape[1], self.crop[1])
+        if (height, width) == mask.shape:
+            return image, mask
+        padded_image = np.zeros((height, width, 3), np.uint8)
+        padded_mask = np.full((height, width), self.ignore_index, np.uint8)
+        padded_image[: image.shape[0], : image.shape[1]] = image
+        padded_mask[: mask.shape[0], : mask.shape[1]] = mask
+        return padded_image, padded_mask
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image, mask = self._padded(self.entries[index // self.crops_per_image])
+        aware = self.class_weights is not None and rng.random() < self.class_crops
+        y, x = crop_origin(mask, self.crop, rng, self.class_weights if aware else None)
         # Copies: the arrays are read-only memory maps, and torch wants writable memory.
-        image = np.array(self.images[index])
-        mask = np.array(self.masks[index])
+        image = np.array(image[y : y + self.crop[0], x : x + self.crop[1]])
+        mask = np.array(mask[y : y + self.crop[0], x : x + self.crop[1]])
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]

@@ -138,11 +138,14 @@ def model_from_params(params: Params) -> SegmentationNet:
     return model
 
 
-def checkpoint_fields(params: Params) -> dict[str, object]:
-    """What `segflow.inference.network.save_checkpoint` needs beside the weights, from params."""
+def checkpoint_fields(params: Params, plan: dict) -> dict[str, object]:
+    """What `segflow.inference.network.save_checkpoint` needs beside the weights: the network
+    from params, the working scale and inference tile from the preprocess stage's plan."""
     return {
         "arch": params.model.arch,
         "encoder": params.model.encoder,
         "class_names": list(params.classes.names),
-        "image_size": params.preprocess.image_size,
+        "scale": plan["scale"],
+        "tile": plan["tile"],
+        "flip": params.model.tta_flip,
     }

@@ -28,16 +28,17 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from segflow.config import Params
-from segflow.inference.network import SegmentationNet, load_checkpoint, save_checkpoint
-from segflow.metrics import SegmentationMeter
+from segflow.inference.network import load_checkpoint, save_checkpoint
 from segflow.outputs import atomic_dir, file_sha256
+from segflow.prepared import PLAN, SPLIT_INDEX, entries, read_plan
 from segflow.registry import tracking
 from segflow.registry.register import register_model
-from segflow.training.dataset import SegmentationDataset, build_augmentation, load_split
+from segflow.training.dataset import CropDataset, build_augmentation, class_pixel_counts
 from segflow.training.losses import build_loss, class_weights
 from segflow.training.model import checkpoint_fields, model_from_params
+from segflow.training.validate import validate
 
-__all__ = ["HISTORY_FIELDS", "select_device", "evaluate_loader", "train"]
+__all__ = ["HISTORY_FIELDS", "select_device", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -58,28 +59,6 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@torch.no_grad()
-def evaluate_loader(
-    model: SegmentationNet,
-    loader: DataLoader,
-    loss_fn: torch.nn.Module,
-    num_classes: int,
-    ignore_index: int,
-    device: torch.device,
-) -> tuple[float, SegmentationMeter]:
-    """Mean loss and the accumulated metrics of `model` over `loader`."""
-    model.eval()
-    meter = SegmentationMeter(num_classes, ignore_index)
-    total, count = 0.0, 0
-    for images, masks in loader:
-        images, masks = images.to(device), masks.to(device)
-        logits = model(images).float()
-        total += loss_fn(logits, masks).item() * len(images)
-        count += len(images)
-        meter.update(logits.argmax(1), masks)
-    return total / max(count, 1), meter
-
-
 class _Trainer:
     """One training run: model, optimiser, schedule and the loop over epochs."""
 
@@ -87,19 +66,34 @@ class _Trainer:
         self.params = params
         self.device = select_device(params.train.device)
         names, ignore = params.classes.names, params.classes.ignore_index
-        size = params.preprocess.image_size
-        train_images, train_masks = load_split(preprocess_dir, "train")
-        self.augment = build_augmentation(params.augment, size, ignore, params.seed)
-        self.train_set = SegmentationDataset(train_images, train_masks, transform=self.augment)
-        self.val_set = SegmentationDataset(*load_split(preprocess_dir, "val"))
+        self.plan = read_plan(preprocess_dir)
+        crop = tuple(self.plan["crop"])
+        counts = class_pixel_counts(preprocess_dir, "train", len(names))
+        # Crops centred on a class are drawn with weight inverse to its pixel share.
+        rarity = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
+        self.augment = build_augmentation(params.augment, crop, ignore, params.seed)
+        self.train_set = CropDataset(
+            preprocess_dir,
+            "train",
+            crop,
+            self.plan["crops_per_image"],
+            ignore,
+            params.seed,
+            transform=self.augment,
+            class_crops=params.train.class_crops,
+            class_weights=rarity,
+        )
         self.generator = torch.Generator()
-        loader_args = {"batch_size": params.train.batch_size, "num_workers": params.train.num_workers}
-        self.train_loader = DataLoader(self.train_set, shuffle=True, generator=self.generator, **loader_args)
-        self.val_loader = DataLoader(self.val_set, **loader_args)
+        self.train_loader = DataLoader(
+            self.train_set,
+            batch_size=params.train.batch_size,
+            num_workers=params.train.num_workers,
+            shuffle=True,
+            generator=self.generator,
+        )
 
         _seed(params.seed)  # initial weights
         self.model = model_from_params(params).to(self.device)
-        counts = np.bincount(np.asarray(train_masks).ravel(), minlength=256)[: len(names)]
         self.class_weights = class_weights(counts, params.train.class_weights)
         self.loss_fn = build_loss(params.train.loss, ignore, self.class_weights).to(self.device)
         self.optimizer = torch.optim.Adam(
@@ -137,6 +131,7 @@ class _Trainer:
         _seed(epoch_seed)
         self.generator.manual_seed(epoch_seed)
         self.augment.set_random_seed(epoch_seed)
+        self.train_set.set_epoch(epoch)
         self.model.train()
         total, count, start = 0.0, 0, time.perf_counter()
         epochs = self.params.train.epochs
@@ -211,7 +206,9 @@ def train(
     """
     torch.use_deterministic_algorithms(True, warn_only=True)
     trainer = _Trainer(params, preprocess_dir)
-    split_hash = file_sha256(*sorted(preprocess_dir.glob("*.npy")))
+    # The split and the plan name every stored file; their content follows from them and
+    # the fetched data (DVC's hashes), so hashing the two small files identifies the data.
+    split_hash = file_sha256(preprocess_dir / SPLIT_INDEX, preprocess_dir / PLAN)
     key = _resume_key(params, split_hash)
     resumed = _load_resume(resume_file, key, params.train.resume)
     names, ignore = params.classes.names, params.classes.ignore_index
@@ -226,11 +223,13 @@ def train(
     tags = {**tracking.code_version(root), "data_md5": tracking.data_version(root), "split_sha256": split_hash}
     run_args = {"run_id": resumed["run_id"]} if resumed else {"experiment_id": experiment}
     log.info(
-        "training on %s (%d threads): %d train / %d val images, class weights %s",
+        "training on %s (%d threads): %d crops of %s per epoch from %d images, %d val images, class weights %s",
         trainer.device,
         torch.get_num_threads(),
         len(trainer.train_set),
-        len(trainer.val_set),
+        trainer.plan["crop"],
+        len(trainer.train_set.entries),
+        len(entries(preprocess_dir, "val")),
         None if trainer.class_weights is None else [round(w, 2) for w in trainer.class_weights],
     )
     with atomic_dir(out_dir) as staging, mlflow.start_run(**run_args) as run:
@@ -239,13 +238,23 @@ def train(
             mlflow.set_tags(tags)
             if report_dir is not None and report_dir.is_dir():
                 mlflow.log_artifacts(str(report_dir), artifact_path="dataset")
-            if (preprocess_dir / "duplicates.json").is_file():
-                mlflow.log_artifact(str(preprocess_dir / "duplicates.json"), artifact_path="dataset")
+            for name in ("duplicates.json", PLAN):
+                if (preprocess_dir / name).is_file():
+                    mlflow.log_artifact(str(preprocess_dir / name), artifact_path="dataset")
+            plan = trainer.plan
+            mlflow.log_params(
+                {
+                    "plan.scale": plan["scale"],
+                    "plan.crop": plan["crop"],
+                    "plan.tile": plan["tile"],
+                    "plan.crops_per_image": plan["crops_per_image"],
+                }
+            )
         for epoch in range(state["epoch"] + 1, params.train.epochs + 1):
             start = time.perf_counter()
             train_loss, rate = trainer.train_epoch(epoch)
-            val_loss, meter = evaluate_loader(
-                trainer.model, trainer.val_loader, trainer.loss_fn, len(names), ignore, trainer.device
+            val_loss, meter = validate(
+                trainer.model, preprocess_dir, tuple(trainer.plan["tile"]), trainer.loss_fn, len(names), ignore
             )
             scores = meter.compute()
             row = {
@@ -294,7 +303,7 @@ def train(
         save_checkpoint(
             trainer.model.cpu(),
             staging / "model.pt",
-            **checkpoint_fields(params),
+            **checkpoint_fields(params, trainer.plan),
             epoch=state["best_epoch"],
             val_miou=state["best_miou"],
         )
@@ -305,7 +314,7 @@ def train(
         mlflow.log_artifact(str(staging / "history.csv"))
         best, meta = load_checkpoint(staging / "model.pt")
         mlflow.log_metrics({"best_val_miou": state["best_miou"], "best_epoch": meta["epoch"]})
-        version = register_model(best, params, tags, record_dir=out_dir.parent / "promotions")
+        version = register_model(best, params, tags, meta, record_dir=out_dir.parent / "promotions")
         summary = {
             "run_id": run.info.run_id,
             "experiment_id": run.info.experiment_id,

@@ -11,14 +11,19 @@ cityscapes  a Cityscapes folder (gtFine/ + leftImg8bit/) `segflow.data.readers.c
 cvat        a CVAT for images 1.1 XML export             `segflow.data.readers.cvat`
 masks       colour masks: CVAT's Segmentation mask 1.1   `segflow.data.readers.masks`
             (labelmap.txt, JPEGImages/, SegmentationClass/)
+mask_images a folder of masks (class-index, palette or      `segflow.data.readers.mask_images`
+            colour PNGs) paired with images by name
+label_studio a Label Studio JSON export (a list of tasks)  `segflow.data.readers.label_studio`
 =========== ============================================ =================================
 
 ``"auto"`` tells them apart: a ``.csv`` is VIA; an ``.xml`` whose root element is
 ``<annotations>`` is CVAT; ``labelmap.txt``, or a folder holding ``SegmentationClass/``,
-is a mask-image dataset; a ``.json`` is parsed once and
+is a CVAT mask dataset; a folder holding images and no .json/.xml/.csv/.txt (or files
+ending in ``fetch.mask_suffix``) is a folder of masks; a ``.json`` is parsed once and
 recognised by its keys (COCO: ``images`` + ``annotations`` + ``categories``; LabelMe:
 ``shapes`` + ``imagePath``; Cityscapes: ``imgHeight`` + ``objects``; VIA: image
-records with ``filename`` and ``regions``, or ``_via_img_metadata``); a folder holding
+records with ``filename`` and ``regions``, or ``_via_img_metadata``; Label Studio: a
+list of tasks with ``data`` and ``annotations``); a folder holding
 ``gtFine/`` is Cityscapes, and a folder of ``.json`` files is LabelMe.
 
 To add a format, write its module, add it to `_FILE_READERS` or `_FOLDER_READERS`, and
@@ -37,7 +42,9 @@ from segflow.data.readers.cityscapes import parse_cityscapes, read_cityscapes
 from segflow.data.readers.coco import CROWD_CHOICES, parse_coco
 from segflow.data.readers.common import load_json
 from segflow.data.readers.cvat import is_cvat_xml, read_cvat
+from segflow.data.readers.label_studio import is_label_studio_export, parse_label_studio
 from segflow.data.readers.labelme import parse_labelme, read_labelme
+from segflow.data.readers.mask_images import MaskRules, is_mask_images, read_mask_images
 from segflow.data.readers.masks import is_mask_layout, read_masks
 from segflow.data.readers.via import parse_via_json, read_via_csv
 from segflow.data.records import ImageAnnotation
@@ -72,9 +79,11 @@ def _json_format(path: Path, data: Any) -> str:
             isinstance(entry, dict) and "filename" in entry and "regions" in entry for entry in data.values()
         ):
             return "via_json"
+    if is_label_studio_export(data):
+        return "label_studio"
     raise AnnotationError(
-        f"{path}: cannot tell which tool wrote this JSON (it is not COCO, LabelMe, Cityscapes "
-        f"or VIA by its keys); set fetch.format to one of {list(FORMATS[1:])}",
+        f"{path}: cannot tell which tool wrote this JSON (it is not COCO, LabelMe, Cityscapes, "
+        f"VIA or a Label Studio JSON export by its keys); set fetch.format to one of {list(FORMATS[1:])}",
         reason="unreadable file",
     )
 
@@ -86,10 +95,12 @@ def detect_format(path: Path, data: Any = None) -> str:
             return "cityscapes"
         if is_mask_layout(path):
             return "masks"
+        if is_mask_images(path):
+            return "mask_images"
         if next(path.rglob("*.json"), None) is not None:
             return "labelme"
         raise AnnotationError(
-            f"{path}: a folder with neither gtFine/ (Cityscapes) nor .json files (LabelMe); "
+            f"{path}: a folder with neither gtFine/ (Cityscapes), .json files (LabelMe) nor only images (masks); "
             "point fetch.annotations at an annotation file or such a folder"
         )
     if is_mask_layout(path):
@@ -120,18 +131,21 @@ def read_detected(
     *,
     crowd: str = "class",
     images: Path | None = None,
+    masks: MaskRules | None = None,
 ) -> tuple[str, list[ImageAnnotation]]:
     """`read_annotation_file`, also returning the format it read (detected for "auto").
 
-    `images` (``fetch.images``; None = the annotation file's folder) is where CVAT's
-    image names are looked up (its reader resolves bare names to files in sub-folders),
-    and the mask-image layout's folder.
+    `images` (``fetch.images``; None = the annotation file's folder) is where CVAT's and
+    Label Studio's image names are looked up (their readers resolve bare names to files in
+    sub-folders), and the mask-image layout's folder. `masks`: how a folder of masks is read.
     """
     if fmt not in FORMATS:
         raise AnnotationError(f"unknown annotation format {fmt!r}; choose from {list(FORMATS)}")
     drops = drops or Drops()
     if fmt == "masks" or (fmt == "auto" and is_mask_layout(path)):
         return "masks", read_masks(path, label_key, drops, images=images)
+    if fmt == "mask_images" or (fmt == "auto" and is_mask_images(path, masks)):
+        return "mask_images", read_mask_images(path, drops, images=images, rules=masks)
     if path.is_dir():
         fmt = detect_format(path) if fmt == "auto" else fmt
         if fmt not in _FOLDER_READERS:
@@ -150,6 +164,8 @@ def read_detected(
     if fmt != "auto" or path.suffix.lower() == ".json":
         data = load_json(path, "your annotation tool")
     fmt = detect_format(path, data) if fmt == "auto" else fmt
+    if fmt == "label_studio":
+        return fmt, parse_label_studio(path, data, drops, images=images)
     return fmt, _FILE_READERS[fmt](path, data, label_key, drops, crowd)
 
 

@@ -16,8 +16,8 @@ CVAT element    attributes read                          record
 ``tag``         (an image-level label, no pixels)        nothing
 ==============  =======================================  ==================================
 
-Paint order: regions are sorted by ``z_order`` (lowest first), keeping the file's order
-among equal ones, so a later region covers an earlier one as CVAT shows them.
+Paint order: regions are sorted by ``z_order`` (lowest first, file order among equal ones)
+and carry it as `Region.z`, which outranks ``rasterize.order: area`` too.
 
 Image names resolve against the images folder (``fetch.images``; by default the XML's
 folder): a name that is not a file there is matched by its path's tail among the files
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -249,7 +250,7 @@ def _image(element: ET.Element, path: Path, files: ImageFiles, drops: Drops) -> 
         except AnnotationError as exc:
             drops.bad(exc)
     ordered.sort(key=lambda item: item[0])  # stable: file order among equal z_order
-    regions = tuple(region for _, group in ordered for region in group)
+    regions = tuple(replace(region, z=z) for z, group in ordered for region in group)
     return ImageAnnotation(filename=filename, regions=regions, origin=f"{path.name} image {name}")
 
 

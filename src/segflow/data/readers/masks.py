@@ -39,7 +39,7 @@ from segflow.data.readers.image_files import IMAGE_SUFFIXES
 from segflow.data.records import ImageAnnotation, Region
 from segflow.errors import AnnotationError
 
-__all__ = ["LABELMAP", "MASK_FOLDER", "is_mask_layout", "read_labelmap", "read_masks"]
+__all__ = ["LABELMAP", "MASK_FOLDER", "image_size", "is_mask_layout", "read_labelmap", "read_masks"]
 
 #: The file naming each label's colour, and the folders of the layout.
 LABELMAP = "labelmap.txt"
@@ -85,7 +85,7 @@ def read_labelmap(path: Path) -> dict[tuple[int, int, int], str]:
     return labels
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+def image_size(path: Path) -> tuple[int, int]:
     """(height, width) of the image upright (EXIF orientation applied), from its header."""
     with Image.open(path) as image:
         width, height = image.size
@@ -116,7 +116,7 @@ def _record(mask: Path, image: str, layout: Path, labels: dict, labelmap: Path) 
     both = f"{layout / name} (mask of {layout / image})"
     try:
         keys, colours = _colours(mask)
-        size = _image_size(layout / image)
+        size = image_size(layout / image)
     except (OSError, UnidentifiedImageError) as exc:
         raise AnnotationError(f"{both}: cannot read it ({exc}); replace the file", reason="unreadable image") from None
     if keys.shape != size:

@@ -52,7 +52,12 @@ def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
     # an editor shows; a quoted cell may span lines, so a record starts one line
     # after the previous record ended.
     end = 0
-    reader = csv.reader(io.StringIO(read_text(path, "VIA"), newline=""))
+    text = read_text(path, "VIA")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    # A cell may be as long as the file (a polygon of 100k points from an automatic tool
+    # passes csv's default limit of 128 KiB); the limit is global, so it is put back after.
+    # 2**31 - 1: the largest a C long holds everywhere.
+    default = csv.field_size_limit(max(csv.field_size_limit(), min(len(text) + 1, 2**31 - 1)))
     try:
         for row in reader:
             start, end = end + 1, reader.line_num
@@ -62,6 +67,8 @@ def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
         raise AnnotationError(
             f"{path} row {end + 1}: not valid CSV ({exc}); fix the row or export it again from VIA"
         ) from exc
+    finally:
+        csv.field_size_limit(default)
     return rows
 
 

@@ -1,0 +1,130 @@
+"""``classes.names: auto``: the classes fetch finds (segflow.data.found_classes), the file it
+writes, and how later stages read it (segflow.config.auto_classes)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO_ROOT, write_image
+
+from segflow.config import ClassesParams
+from segflow.config.auto_classes import with_classes_file
+from segflow.data.fetch import CLASSES_FILE, fetch
+from segflow.errors import ConfigError
+
+EXPORT = Path(__file__).parent / "data" / "label_studio"
+LS_FOUND = ["background", "ball", "car", "grass", "person", "road", "sign"]
+
+
+def auto(make_params, classes: dict | None = None, **fetch_settings):
+    return make_params(classes={"names": "auto", "palette": [], **(classes or {})}, fetch=fetch_settings)
+
+
+def found(folder: Path) -> list[str]:
+    return yaml.safe_load((folder / CLASSES_FILE).read_text())["classes"]["names"]
+
+
+def test_found_labels_background_first_then_sorted(via_dataset, make_params, tmp_path):
+    manifest = fetch(auto(make_params, source=str(via_dataset)), tmp_path / "fetch")
+    assert found(tmp_path / "fetch") == ["background", "car", "person", "sky"]
+    assert manifest["regions_per_class"] == {"background": 0, "car": 1, "person": 1, "sky": 1}
+    assert "found by fetch" in (tmp_path / "fetch" / CLASSES_FILE).read_text()
+
+
+def test_order_does_not_depend_on_the_annotations_order(make_params, tmp_path):
+    source = tmp_path / "ls"
+    shutil.copytree(EXPORT, source)
+    tasks = json.loads((source / "export.json").read_text())
+    (source / "export.json").write_text(json.dumps(tasks[::-1]))
+    fetch(auto(make_params, source=str(EXPORT), annotations="export.json"), tmp_path / "one")
+    fetch(auto(make_params, source=str(source), annotations="export.json"), tmp_path / "two")
+    assert found(tmp_path / "one") == found(tmp_path / "two") == LS_FOUND
+    classes = ClassesParams(names="auto")
+    assert (
+        classes.auto_names(["b", "a", "", "c", "a"])
+        == classes.auto_names(["c", "a", "b"])
+        == [
+            "background",
+            "a",
+            "b",
+            "c",
+        ]
+    )
+
+
+def test_label_map_default_label_and_ignore_shape_the_list(make_params, tmp_path):
+    classes = {"label_map": {"sign": "ignore", "road": "street", "ball": "car"}}
+    params = auto(make_params, classes, source=str(EXPORT), annotations="export.json", default_label="unnamed")
+    fetch(params, tmp_path / "fetch")
+    assert found(tmp_path / "fetch") == ["background", "car", "grass", "person", "street", "unnamed"]
+
+
+def test_cvat_declared_labels_count_even_when_unused(make_params, tmp_path):
+    source = tmp_path / "cvat"
+    write_image(source / "a.jpg")
+    meta = "".join(f"<label><name>{name}</name></label>" for name in ("zebra", "cat"))
+    xml = (
+        f"<annotations><version>1.1</version><meta><task><labels>{meta}</labels></task></meta>"
+        '<image id="0" name="a.jpg" width="40" height="30">'
+        '<box label="cat" xtl="1" ytl="1" xbr="9" ybr="9" z_order="0"/></image></annotations>'
+    )
+    (source / "annotations.xml").write_text(xml)
+    fetch(auto(make_params, source=str(source), annotations="annotations.xml"), tmp_path / "fetch")
+    assert found(tmp_path / "fetch") == ["background", "cat", "zebra"]
+
+
+def test_a_later_stage_reads_the_list_and_says_to_run_fetch_without_it(make_params, tmp_path):
+    params = auto(make_params, source=str(EXPORT), annotations="export.json")
+    missing = tmp_path / "artifacts" / "fetch" / CLASSES_FILE
+    with pytest.raises(ConfigError) as raised:
+        with_classes_file(params, missing)
+    assert str(missing) in str(raised.value) and "run the fetch stage first" in str(raised.value)
+    fetch(params, tmp_path / "artifacts" / "fetch")
+    resolved = with_classes_file(params, missing)
+    assert resolved.classes.names == LS_FOUND and resolved.unlabeled_value == 0
+
+
+def test_typed_names_must_match_the_snapshot(via_dataset, make_params, tmp_path):
+    params = make_params(fetch={"source": str(via_dataset)})
+    fetch(params, tmp_path / "fetch")
+    assert "as typed in params.yaml" in (tmp_path / "fetch" / CLASSES_FILE).read_text()
+    assert with_classes_file(params, tmp_path / "fetch" / CLASSES_FILE) is params
+    assert with_classes_file(params, tmp_path / "nowhere.yaml") is params  # typed: the file is optional
+    changed = make_params(fetch={"source": str(via_dataset)}, classes={"names": ["background", "sky"], "palette": []})
+    with pytest.raises(ConfigError, match="rerun the fetch stage"):
+        with_classes_file(changed, tmp_path / "fetch" / CLASSES_FILE)
+
+
+def test_nothing_found_or_a_palette_that_does_not_fit_is_an_error(make_params, tmp_path):
+    ignore_all = {"label_map": {"*": "ignore"}}
+    with pytest.raises(ConfigError, match="no class besides background"):
+        fetch(auto(make_params, ignore_all, source=str(EXPORT), annotations="export.json"), tmp_path / "a")
+    palette = {"palette": [[0, 0, 0], [1, 1, 1]]}
+    with pytest.raises(ConfigError, match="palette has 2 colours for 7 classes"):
+        fetch(auto(make_params, palette, source=str(EXPORT), annotations="export.json"), tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_names_is_a_list_or_auto():
+    assert ClassesParams(names="auto").names == "auto"
+    for bad in ("everything", ["background"]):
+        with pytest.raises(ValueError):
+            ClassesParams(names=bad)
+
+
+def test_stage_script_without_fetch_output_exits_with_the_fix(raw_params, tmp_path):
+    raw_params["classes"].update(names="auto", palette=[])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
+    missing = tmp_path / "fetch" / CLASSES_FILE
+    paths = ["--fetch", tmp_path / "fetch", "--out", tmp_path / "masks", "--report", tmp_path / "report"]
+    command = [sys.executable, REPO_ROOT / "pipeline" / "rasterize.py", "--params", tmp_path / "params.yaml", *paths]
+    done = subprocess.run([*map(str, command), "--classes", str(missing)], capture_output=True, text=True)
+    assert done.returncode == 1
+    output = " ".join((done.stdout + done.stderr).split())
+    assert "classes.names is auto" in output and "run the fetch stage first" in output
