@@ -3,8 +3,22 @@
 "photos": every real photo with area annotations in ../shared/datasets, as object vs
 background: 3 PASCAL VOC photos with labelme's own masks, birds and a bear (VIA polygons),
 strawberries and oranges (VIA rects). Five folds: each polygon-annotated photo is the
-test image once, the next one validates, the other five train (each repeated 4 times per
-epoch, so an epoch is a few optimiser steps). Test scores pool the five test images.
+test image once, the next one validates, the other five train. Test scores pool the five
+test images.
+
+Each fold is a preprocess folder in `segflow.prepared`'s layout, made as the preprocess
+stage makes one: the working resolution, crop and tile are planned from the fold's five
+training photos with params.yaml's ``preprocess`` settings (`segflow.data.plan`; ``image_size:
+auto`` or a fixed size), training and validation photos are stored resized to it, and the
+test photo at its original size. Every training photo gives at least `TRAIN_REPEAT` crops
+per epoch (more when the plan asks for more), so an epoch is a few optimiser steps (3 at
+batch 8). With ``image_size: auto`` the plan is about 630 px with 512 px crops, so an epoch
+costs about 16x what the old 128 px letterbox did (about a minute per fold on 2 cores, one
+thread); ``--params`` with a fixed ``image_size: 128`` is the cheap setting. The
+test photo is scored at its own resolution through the registered model's prediction path
+(`segflow.registry.scoring.score`), as the evaluate stage scores the test split; figures
+from before this layout (the photos letterboxed to 128 px and scored there) are not
+comparable with these.
 """
 
 from __future__ import annotations
@@ -19,16 +33,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
 from segflow.config import Params
+from segflow.data.images import read_rgb
+from segflow.data.plan import object_sizes, plan_scale
 from segflow.inference.network import load_checkpoint
-from segflow.inference.segment import letterbox
-from segflow.metrics import SegmentationMeter
-from segflow.training.dataset import load_split
-from segflow.training.evaluate import predict
-from segflow.training.losses import build_loss
+from segflow.inference.segment import rescale, working_factor
+from segflow.metrics import scores_from_confusion
+from segflow.prepared import PLAN, SPLIT_INDEX, Entry, scaled_paths, test_paths
+from segflow.registry.pyfunc import SegmentationModel
+from segflow.registry.scoring import load_test_split, score
 from segflow.training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,37 +92,83 @@ def via_mask(image_path: Path, height: int, width: int) -> np.ndarray:
     return mask
 
 
-def load_photo(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
-    image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+def load_photo(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(image (H, W, 3) RGB, mask (H, W)) uint8 at the photo's own size (EXIF ignored, as
+    the fetch stage reads images)."""
+    image = read_rgb(path)
     if path.parent.name == "JPEGImages":  # labelme's VOC masks: 0 background, 255 ignore
         mask = np.array(Image.open(path.parents[1] / "SegmentationClass" / f"{path.stem}.png"))
         mask = np.where(mask == 255, 255, (mask > 0).astype(np.uint8)).astype(np.uint8)
     else:
         mask = via_mask(path, *image.shape[:2])
-    return letterbox(image, size), letterbox(mask, size, fill=255, nearest=True)
+    return image, mask
 
 
-def write_split(out: Path, split: str, pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / f"{split}_images.npy", np.stack([image for image, _ in pairs]))
-    np.save(out / f"{split}_masks.npy", np.stack([mask for _, mask in pairs]))
+Pair = tuple[np.ndarray, np.ndarray]
 
 
-def photo_folds(tmp: Path, size: int) -> list[Path]:
+def plan_photos(params: Params, train_pairs: list[Pair]) -> dict:
+    """The preprocess stage's plan (`segflow.data.plan.plan_scale`) for these training
+    photos: their sizes and objects measured as `segflow.data.preprocess` measures masks."""
+    settings, names = params.preprocess, list(params.classes.names)
+    sizes, objects = [], {}
+    for _, mask in train_pairs:
+        sizes.append(mask.shape)
+        for value, found in object_sizes(mask, len(names), settings.min_object_px**2 / 2).items():
+            objects.setdefault(value, []).extend(s / max(mask.shape) for s in found)  # relative to the long side
+    unlabeled = [] if params.rasterize.unlabeled == "ignore" else [names.index(params.rasterize.unlabeled)]
+    size = settings.image_size
+    return plan_scale(
+        sizes,
+        objects,
+        names,
+        size if isinstance(size, (str, int)) else tuple(size),
+        settings.min_object_px,
+        settings.pixels_per_epoch,
+        settings.max_crop,
+        background=unlabeled,
+    )
+
+
+def write_prepared(folder: Path, plan: dict, splits: dict[str, list[Pair]]) -> Path:
+    """A preprocess output folder (`segflow.prepared`'s layout) from photos at their own
+    size: train and val resized to the plan's working long side, test kept as it is."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PLAN).write_text(json.dumps(plan, indent=1))
+    index: dict[str, list[dict]] = {}
+    for split, pairs in splits.items():
+        (folder / split).mkdir(exist_ok=True)
+        index[split] = []
+        for row, (image, mask) in enumerate(pairs):
+            entry = Entry(f"{split}{row}.png", *mask.shape, f"{split}/{row:05d}")
+            index[split].append(entry.__dict__)
+            if split == "test":
+                image_path, mask_path = test_paths(folder, entry)
+                cv2.imwrite(str(image_path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                cv2.imwrite(str(mask_path), mask)
+            else:
+                image_path, mask_path = scaled_paths(folder, entry)
+                factor = working_factor(*mask.shape, plan["long_side"])
+                np.save(image_path, rescale(image, factor))
+                np.save(mask_path, rescale(mask, factor, nearest=True))
+    (folder / SPLIT_INDEX).write_text(json.dumps(index, indent=1))
+    return folder
+
+
+def photo_folds(tmp: Path, params: Params) -> list[Path]:
     """Preprocessed folders, one per fold (see the module docstring)."""
     if not SHARED.is_dir():
         raise SystemExit(f"{SHARED} is absent: the photos benchmark needs ../shared/datasets")
-    polygons = [load_photo(path, size) for _, path in POLYGON_PHOTOS]
-    rects = [load_photo(path, size) for _, path in RECT_PHOTOS]
+    polygons = [load_photo(path) for _, path in POLYGON_PHOTOS]
+    rects = [load_photo(path) for _, path in RECT_PHOTOS]
     folds = []
     for test in range(len(polygons)):
         val = (test + 1) % len(polygons)
         train_pairs = [pair for i, pair in enumerate(polygons) if i not in (test, val)] + rects
-        folder = tmp / f"fold{test}"
-        write_split(folder, "train", train_pairs * TRAIN_REPEAT)
-        write_split(folder, "val", [polygons[val]])
-        write_split(folder, "test", [polygons[test]])
-        folds.append(folder)
+        plan = plan_photos(params, train_pairs)
+        plan["crops_per_image"] = max(plan["crops_per_image"], TRAIN_REPEAT)
+        splits = {"train": train_pairs, "val": [polygons[val]], "test": [polygons[test]]}
+        folds.append(write_prepared(tmp / f"fold{test}", plan, splits))
     return folds
 
 
@@ -119,24 +180,23 @@ def epochs_to_90(history: Path) -> int:
 
 
 def run_variant(base: dict, overrides: dict, folders: list[Path], tmp: Path, name: str) -> dict:
-    """Train on every folder; pool the test predictions of all folds."""
+    """Train on every folder; pool the test scores (confusion matrices) of all folds."""
     params = Params.model_validate(merge(base, overrides))
-    meter = SegmentationMeter(len(params.classes.names), params.classes.ignore_index)
-    loss_fn = build_loss(params.train.loss, params.classes.ignore_index)
+    names, ignore = list(params.classes.names), params.classes.ignore_index
+    confusion = np.zeros((len(names), len(names)), np.int64)
     seconds, to_90, best_epochs, epochs_run = 0.0, [], [], []
     for i, folder in enumerate(folders):
         out = tmp / f"{name}-{i}".replace(" ", "_").replace(",", "")
         start = time.perf_counter()
         summary = train(params, folder, out, tmp, tmp / "resume.pt")
         seconds += time.perf_counter() - start
-        model, _ = load_checkpoint(out / "model.pt")
-        images, masks = load_split(folder, "test")
-        predictions, _ = predict(model, images, masks, loss_fn, 8, torch.device("cpu"))
-        meter.update(torch.from_numpy(predictions), torch.from_numpy(np.asarray(masks)))
+        net, meta = load_checkpoint(out / "model.pt")
+        model = SegmentationModel().attach(net, meta["long_side"], meta["tile"], flip=meta["flip"])
+        confusion += np.array(score(model, load_test_split(folder), names, ignore, seed=params.seed).confusion)
         to_90.append(epochs_to_90(out / "history.csv"))
         best_epochs.append(summary["best_epoch"])
         epochs_run.append(summary["epochs_run"])
-    scores = meter.compute()
+    scores = scores_from_confusion(confusion)
     return {
         "variant": name,
         "loss": params.train.loss,
@@ -159,7 +219,7 @@ def run_variants(base: dict, variants: dict[str, dict], dataset: str, data: Path
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/bench.db"
         if dataset == "photos":
             base = merge(base, {"classes": PHOTO_CLASSES})
-            folders = photo_folds(tmp, base["preprocess"]["image_size"])
+            folders = photo_folds(tmp, Params.model_validate(base))
         else:
             folders = [data]
         for name, overrides in variants.items():

@@ -10,6 +10,11 @@ and Dice, and the first epoch whose val mIoU reaches 90 % of the run's best (his
     python bench/pretrained.py --dataset sizes    # parameters, file size, CPU latency
 
 "photos": the 7 real photos, 5 folds, described in bench/photos.py.
+
+"sizes" times one forward pass of one input (batch 1). There is no single input size any
+more (each image is resized to the planned working resolution and run in tiles): the
+input is --size if given, else a fixed ``preprocess.image_size``, else the inference tile
+of the plan in --data (what the network sees per pass when serving that data).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import yaml
 
 from segflow.config import OFFLINE_ENCODER
 from segflow.inference.network import build_model
+from segflow.prepared import PLAN, read_plan
 
 sys.path.insert(0, str(Path(__file__).parent))
 from photos import REPO, run_variants  # noqa: E402
@@ -42,10 +48,24 @@ VARIANTS = {
 }
 
 
-def sizes(num_classes: int, image_size: int) -> list[dict]:
+def input_size(size: int | None, image_size: object, data: Path) -> tuple[int, int]:
+    """(height, width) of the timed input: `size`, a fixed image_size, or the plan's tile."""
+    if size:
+        return size, size
+    if isinstance(image_size, int):
+        return image_size, image_size
+    if isinstance(image_size, list):
+        return int(image_size[0]), int(image_size[1])
+    if not (data / PLAN).is_file():
+        raise SystemExit(f"preprocess.image_size is {image_size!r} and {data / PLAN} is absent: pass --size")
+    height, width = read_plan(data)["tile"]
+    return height, width
+
+
+def sizes(num_classes: int, size: tuple[int, int]) -> list[dict]:
     """Parameters, checkpoint bytes and CPU latency (batch 1) of each encoder's U-Net."""
     rows = []
-    x = torch.full((1, 3, image_size, image_size), 128.0)
+    x = torch.full((1, 3, *size), 128.0)
     for encoder in ("resnet18", "resnet34", OFFLINE_ENCODER):
         model = build_model("Unet", encoder, num_classes).eval()
         buffer = io.BytesIO()
@@ -60,6 +80,7 @@ def sizes(num_classes: int, image_size: int) -> list[dict]:
         rows.append(
             {
                 "encoder": encoder,
+                "input": list(size),
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "encoder_parameters": sum(p.numel() for p in model.net.encoder.parameters()),
                 "bytes": buffer.getbuffer().nbytes,
@@ -75,6 +96,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument("--data", type=Path, default=REPO / "artifacts/preprocess", help="for --dataset sample")
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--size", type=int, help="--dataset sizes: square input side (default: see above)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     # One thread: on the shared 2-core machine, two threads per process thrash.
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
@@ -88,8 +110,12 @@ def main() -> None:
         flush=True,
     )
     if args.dataset == "sizes":
-        rows = sizes(len(base["classes"]["names"]), base["preprocess"]["image_size"])
-        print("| encoder | U-Net parameters | of which encoder | checkpoint (MB) | CPU latency, 1 image (ms) |")
+        size = input_size(args.size, base["preprocess"]["image_size"], args.data)
+        rows = sizes(len(base["classes"]["names"]), size)
+        print(
+            "| encoder | U-Net parameters | of which encoder | checkpoint (MB) "
+            f"| CPU latency, 1 input of {size[0]}x{size[1]} (ms) |"
+        )
         print("|---|---|---|---|---|")
         for r in rows:
             print(

@@ -1,4 +1,4 @@
-"""Stage evaluate: test-split IoU per class, mIoU, Dice, confusion matrix, overlays."""
+"""Stage evaluate: the test split at its original size: IoU per class, mIoU, Dice (95% intervals), pictures."""
 
 from pathlib import Path
 
@@ -12,12 +12,18 @@ from segflow.training.evaluate import evaluate
 def main(params, args) -> None:
     metrics = evaluate(params, args.data, args.model, args.out, root=Path.cwd())
     test = metrics["test"]
-    table = Table(title=f"test ({test['images']} images): mIoU {test['miou']}, Dice {test['mdice']}")
+    interval = " - ".join(f"{v:.3f}" for v in test["miou_ci95"] if v is not None)
+    table = Table(
+        title=f"test, {test['images']} images at their own size: mIoU {test['miou']:.3f} "
+        f"(95% interval {interval}), Dice {test['mdice']:.3f}"
+    )
     table.add_column("class")
     table.add_column("IoU", justify="right")
+    table.add_column("95% interval", justify="right")
     table.add_column("Dice", justify="right")
     for name in test["iou"]:
-        table.add_row(name, str(test["iou"][name]), str(test["dice"][name]))
+        interval = [v for v in test["iou_ci95"].get(name) or [] if v is not None]
+        table.add_row(name, str(test["iou"][name]), " - ".join(f"{v:.3f}" for v in interval), str(test["dice"][name]))
     rprint(table)
     rprint(f"majority-class baseline mIoU: {metrics['majority_class_miou']}")
 

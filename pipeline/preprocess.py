@@ -1,4 +1,4 @@
-"""Stage preprocess: split train/val/test, plan the working scale from the data, store images."""
+"""Stage preprocess: split train/val/test, plan the working resolution from the data, store images."""
 
 import json
 import logging
@@ -19,13 +19,14 @@ def main(params, args) -> None:
     table = Table(title=f"plan ({plan['mode']}, from {plan['images']} training images)")
     table.add_column("")
     table.add_column("value", justify="right")
-    table.add_row("median image (h x w)", "x".join(map(str, plan["median_size"])))
-    table.add_row("5th-percentile object across (px)", str(plan["object_p5_across"]))
-    table.add_row("working scale", str(plan["scale"]))
+    table.add_row("median image long side / aspect", f"{plan['median_long_side']} / {plan['median_aspect']}")
+    table.add_row("5th-percentile object across (% of long side)", str(plan["object_p5_across_pct"]))
+    table.add_row("working long side (px)", f"{plan['long_side']} (limited by {plan['limited_by']})")
+    table.add_row("scale of the median image", str(plan["median_scale"]))
     table.add_row("training crop", "x".join(map(str, plan["crop"])) + f" x {plan['crops_per_image']} per image")
     table.add_row("inference tile", "x".join(map(str, plan["tile"])))
     for name, measured in plan["classes"].items():
-        table.add_row(f"  {name}: objects, p5 / median across", json.dumps(list(measured.values())))
+        table.add_row(f"  {name}: objects, fragments, p5 / median across %", json.dumps(list(measured.values())))
     rprint(table)
 
 

@@ -109,13 +109,14 @@ def wide_console():
 
 def write_prepared(folder: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], size: int = 32) -> Path:
     """A preprocess output folder (`segflow.prepared`'s layout) from arrays per split:
-    images (N, H, W, 3) and masks (N, H, W), at scale 1 with `size` px crops and tiles."""
+    images (N, H, W, 3) and masks (N, H, W) of `size` px, stored as they are, with `size` px
+    crops and tiles."""
     import cv2
 
     from segflow.prepared import PLAN, SPLIT_INDEX, Entry, scaled_paths, test_paths
 
     folder.mkdir(parents=True, exist_ok=True)
-    plan = {"mode": "fixed", "scale": 1.0, "crop": [size, size], "tile": [size, size], "crops_per_image": 1}
+    plan = {"mode": "fixed", "long_side": size, "crop": [size, size], "tile": [size, size], "crops_per_image": 1}
     (folder / PLAN).write_text(json.dumps(plan))
     index = {}
     for split, (images, masks) in splits.items():
@@ -209,14 +210,14 @@ def register_version(registry_params, tmp_path):
         tags = {"git_commit": "c0ffee", "git_dirty": "false", "data_md5": f"md5-of-v{class_index}"}
         with mlflow.start_run(experiment_id=tracking.experiment_id(params.mlflow.experiment, tmp_path)):
             mlflow.set_tags(tags)
-            geometry = {"scale": 1.0, "tile": [32, 32]}
+            geometry = {"long_side": 32, "tile": [32, 32]}
             version = register_model(model.eval(), params, tags, geometry, record_dir=record_dir)
             if data_dir is not None:  # what the evaluate stage does next
                 from segflow.training.dataset import class_pixel_counts
 
                 split = load_test_split(data_dir)
                 names = list(params.classes.names)
-                model_view = SegmentationModel().attach(model, 1.0, (32, 32))
+                model_view = SegmentationModel().attach(model, 32, (32, 32))
                 scores = score(model_view, split, names, params.classes.ignore_index)
                 counts = (class_pixel_counts(data_dir, "train", len(names)), np.array(scores.confusion).sum(1))
                 record_test_scores(params, version, mlflow.active_run().info.run_id, scores, split.sha256, counts)
@@ -324,7 +325,7 @@ def colour_rule_onnx(tmp_path_factory) -> Path:
             "version": "7",
             "class_names": SERVE_CLASSES,
             "palette": SERVE_PALETTE,
-            "scale": 1.0,
+            "long_side": None,
             "tile": [SERVE_SIZE, SERVE_SIZE],
             "ignore_index": 255,
             "variant": "fp32",

@@ -45,7 +45,7 @@ def exported(net, split, tmp_path_factory):
         "name": "tiny",
         "version": "3",
         "class_names": CLASSES,
-        "scale": 1.0,
+        "long_side": None,
         "tile": [SIZE, SIZE],
         "ignore_index": 255,
         "palette": [[0, 0, 0], [0, 0, 255], [255, 0, 0]],
@@ -99,6 +99,6 @@ def test_served_onnx_gives_the_registered_pyfuncs_masks(net, exported):
     registered model agree."""
     image = np.random.default_rng(3).integers(0, 255, (90, 150, 3), dtype=np.uint8)
     served = onnx_predictor(exported[0] / FP32_FILE, {}).predict(image)
-    registered = SegmentationModel().attach(net, 1.0, (SIZE, SIZE)).predict_masks([image])[0]
+    registered = SegmentationModel().attach(net, None, (SIZE, SIZE)).predict_masks([image])[0]
     assert served.shape == (90, 150)
     assert (served == registered).mean() > 0.999

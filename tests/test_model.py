@@ -45,7 +45,7 @@ def test_checkpoint_round_trip(make_params, tmp_path):
     params = make_params()
     model = model_from_params(params)
     save_checkpoint(
-        model, tmp_path / "model.pt", **checkpoint_fields(params, {"scale": 1.0, "tile": [64, 64]}), epoch=3
+        model, tmp_path / "model.pt", **checkpoint_fields(params, {"long_side": 64, "tile": [64, 64]}), epoch=3
     )
     loaded, meta = load_checkpoint(tmp_path / "model.pt")
     assert meta["epoch"] == 3 and meta["class_names"] == params.classes.names

@@ -34,9 +34,9 @@ def test_stage_writes_arrays(via_dataset, make_params, tmp_path):
     counts = preprocess(params, tmp_path / "fetch", tmp_path / "masks", tmp_path / "pre")
     # the fixture's a.jpg and b.jpg are byte-identical: one group, so both train (1 group: no test)
     assert counts == {"train": 2, "val": 0, "test": 0}
-    # image_size 32 fixes crop and tile and fits the 40x30 median image: scale 0.8 -> 32x24
+    # image_size 32 fixes crop and tile and a long side of 32: the 40x30 images become 32x24
     plan = read_plan(tmp_path / "pre")
-    assert (plan["mode"], plan["scale"], plan["crop"], plan["tile"]) == ("fixed", 0.8, [32, 32], [32, 32])
+    assert (plan["mode"], plan["long_side"], plan["crop"], plan["tile"]) == ("fixed", 32, [32, 32], [32, 32])
     image, mask = read_scaled(tmp_path / "pre", entries(tmp_path / "pre", "train")[0])
     assert image.shape == (24, 32, 3) and mask.shape == (24, 32) and (np.asarray(mask) != 255).all()
     split = json.loads((tmp_path / "pre" / "split.json").read_text())

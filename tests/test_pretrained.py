@@ -175,7 +175,9 @@ def test_built_in_normalisation_matches_the_stem_statistics(offline_params):
 
 def test_checkpoint_keeps_the_offline_normalisation(offline_params, tmp_path):
     model = model_from_params(offline_params).eval()
-    save_checkpoint(model, tmp_path / "model.pt", **checkpoint_fields(offline_params, {"scale": 1.0, "tile": [64, 64]}))
+    save_checkpoint(
+        model, tmp_path / "model.pt", **checkpoint_fields(offline_params, {"long_side": 64, "tile": [64, 64]})
+    )
     loaded, meta = load_checkpoint(tmp_path / "model.pt")
     assert meta["encoder"] == OFFLINE_ENCODER and loaded.mean.flatten().tolist() == [127.5] * 3
     x = torch.rand(1, 3, 64, 64) * 255

@@ -65,7 +65,7 @@ def test_the_model_carries_classes_palette_inference_code_and_pinned_requirement
     meta = info.metadata
     assert meta["class_names"] == ["background", "sky", "thing"]
     assert len(meta["palette"]) == 3 and all(len(colour) == 3 for colour in meta["palette"])
-    assert meta["scale"] == 1.0 and meta["tile"] == [32, 32]
+    assert meta["long_side"] == 32 and meta["tile"] == [32, 32]
     # Scored once, by what the evaluate stage runs: the tags are the one record of it.
     tags = mlflow.MlflowClient().get_model_version("tiny", version).tags
     assert float(tags["test_miou"]) == pytest.approx(SPLIT_PIXELS["sky"] / LABELLED / 3, abs=1e-5)
@@ -136,10 +136,10 @@ class _Brightness(torch.nn.Module):
 
 
 def test_scale_tiles_and_resize_map_the_mask_back_onto_the_image():
-    # 65 x 131 at half scale: 33 x 66 px in 32 px tiles (padded), back to 65 x 131.
+    # 64 x 128 at long side 64: 32 x 64 px in 32 px tiles, back to 64 x 128.
     image = np.zeros((64, 128, 3), np.uint8)
     image[32:, 64:] = 255  # bright bottom-right quarter
-    mask = SegmentationModel().attach(_Brightness(), 0.5, (32, 32)).predict(None, image)
+    mask = SegmentationModel().attach(_Brightness(), 64, (32, 32)).predict(None, image)
     expected = np.zeros((64, 128), np.uint8)
     expected[32:, 64:] = 1
     np.testing.assert_array_equal(mask, expected)

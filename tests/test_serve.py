@@ -104,7 +104,7 @@ def test_png_mask_is_at_the_input_size_and_follows_the_model(client):
     assert response.headers["x-model-version"] == "7"
     mask = mask_of(response)
     assert mask.shape == (150, 230)
-    # At scale 1 in 64 px tiles, blended: a per-pixel rule comes back exactly.
+    # At its own size in 64 px tiles, blended: a per-pixel rule comes back exactly.
     assert agreement(mask, colour_rule_mask(image)) > 0.999
     palette = Image.open(io.BytesIO(response.content)).getpalette()[: 3 * len(SERVE_CLASSES)]
     assert palette == [c for colour in SERVE_PALETTE for c in colour]
@@ -147,12 +147,12 @@ def test_the_service_predicts_through_the_one_inference_path():
         seen.append(batch)
         return np.stack([batch[:, 0], batch[:, 2]], 1)  # red vs blue
 
-    info = ModelInfo("m", "1", None, "test", ["a", "b"], [[0, 0, 0], [1, 1, 1]], 0.5, [32, 32], 0)
+    info = ModelInfo("m", "1", None, "test", ["a", "b"], [[0, 0, 0], [1, 1, 1]], 35, [32, 32], 0)  # half of 70
     image = np.random.default_rng(0).integers(0, 255, (45, 70, 3), dtype=np.uint8)
     served = Predictor(run, info).predict(image)
     tiles = list(seen)
     seen.clear()
-    direct = Segmenter(run, 0.5, (32, 32)).predict_one(image)
+    direct = Segmenter(run, 35, (32, 32)).predict_one(image)
     assert served.shape == (45, 70)
     np.testing.assert_array_equal(served, direct)
     assert len(tiles) == len(seen) and all(np.array_equal(a, b) for a, b in zip(tiles, seen))
@@ -162,7 +162,7 @@ def test_model_health_and_metrics(client):
     model = client.get("/model").json()
     assert model["name"] == "colour-rule" and model["version"] == "7" and model["runtime"] == "onnx-fp32"
     assert model["class_names"] == SERVE_CLASSES and model["palette"] == SERVE_PALETTE
-    assert model["scale"] == 1.0 and model["tile"] == [SERVE_SIZE, SERVE_SIZE]
+    assert model["long_side"] is None and model["tile"] == [SERVE_SIZE, SERVE_SIZE]
     assert model["metrics"]["test_miou"] == 0.5
     assert client.get("/health").json()["status"] == "ok"
     client.post("/predict", content=encode(scene(40, 40)))

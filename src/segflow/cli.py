@@ -55,14 +55,19 @@ def _summary(args: argparse.Namespace) -> int:
         return 1
     metrics, run = json.loads(metrics_path.read_text()), json.loads(run_path.read_text())
     test = metrics["test"]
-    table = Table(title=f"test split, {test['images']} images")
+    table = Table(title=f"test split, {test['images']} images at their original size")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    table.add_column("95% interval (bootstrap over images)", justify="right")
     for key in ("miou", "mdice", "pixel_accuracy"):
-        table.add_row(key, f"{test[key]:.4f}")
-    table.add_row("majority-class mIoU (baseline)", f"{metrics['majority_class_miou']:.4f}")
+        interval = test.get(f"{key}_ci95") or []
+        table.add_row(key, f"{test[key]:.3f}", " - ".join(f"{v:.3f}" for v in interval if v is not None))
+    table.add_row("majority-class mIoU (baseline)", f"{metrics['majority_class_miou']:.3f}", "")
     for name, value in test["iou"].items():
-        table.add_row(f"IoU {name}", "n/a" if value is None else f"{value:.4f}")
+        interval = [v for v in (test.get("iou_ci95") or {}).get(name) or [] if v is not None]
+        table.add_row(
+            f"IoU {name}", "n/a" if value is None else f"{value:.3f}", " - ".join(f"{v:.3f}" for v in interval)
+        )
     rprint(table)
     aliases = ", ".join(f"@{alias}" for alias in _aliases(run["model_name"], run["model_version"]))
     rprint(

@@ -53,6 +53,11 @@ class ServeParams(Section):
     max_pixels: int = Field(50_000_000, ge=1)
     #: Smallest image side accepted: a 1x1 or 3x3 picture holds nothing to segment.
     min_side: int = Field(8, ge=1)
+    #: Requests decoding, segmenting and encoding at once; each holds at most the bound in
+    #: segflow.serving.app (1.15 GB for a 50 MP photo, 3 classes, at its own size), so this caps memory.
+    max_concurrent: int = Field(2, ge=1)
+    #: Seconds a request beyond max_concurrent waits for a turn before a 503 with Retry-After.
+    queue_seconds: float = Field(10.0, ge=0.0)
     #: Seconds between checks whether @champion moved (0 = only on POST /reload).
     poll_seconds: float = Field(30.0, ge=0.0)
     #: Names the Host header may carry (without port); `host` is allowed too, unless it is

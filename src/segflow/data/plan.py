@@ -1,28 +1,31 @@
-"""The working scale and training crop, planned from the data (``preprocess.image_size: auto``).
+"""The working resolution and training crop, planned from the data (``image_size: auto``).
 
-Rules, in order (the same data and params give the same plan on every machine: nothing
-is measured from the machine):
+The working resolution is a *long side* L: every image is resized so that its longer side
+is L pixels (`segflow.inference.segment.working_factor`), because photos of one dataset
+come at different resolutions of similar scenes (a 96 px thumbnail and a 12 MP photo of
+a head): objects keep their size relative to the image, not in pixels. Rules, in order
+(the same data and params give the same plan on every machine: nothing is measured from
+the machine):
 
 1. *Small objects keep enough pixels.* Each class's objects (connected regions of its
    pixels in the training masks) are measured "across" as area / longer bounding-box side,
-   the mean thickness, which is the width of a river and about 0.8x the diameter of a disc.
-   Fragments smaller than half a ``min_object_px`` square in area (the slivers of road
-   left between two cars, a stray pixel along a polygon's edge) are counted but not
-   measured: they would pin every plan to scale 1. The scale is the largest shrink that
-   keeps the 5th-percentile object at least ``min_object_px`` across, and never above 1:
-   photos are not enlarged.
-2. *Enough context.* The scaled median image keeps at least `MIN_SHORT_SIDE` pixels on its
-   short side (or its own size, if smaller).
-3. *An epoch fits the budget.* A training crop is a square of the scaled median image's
-   longer side (a multiple of 32, at most ``max_crop``), shrunk while one crop per training
-   image would exceed ``pixels_per_epoch``; when the budget allows several crops of that
-   size per image, an epoch takes them (``crops_per_image``), up to covering the image twice.
-4. *Inference tiles* are the scaled median image (multiple of 32, at least the crop, at most
-   `MAX_TILE`), so most photos run whole and larger ones in overlapping tiles.
+   the mean thickness (the width of a river; about 0.8x the diameter of a disc), relative
+   to their image's long side. Fragments under half a ``min_object_px`` square in area
+   (slivers of road between two cars, a stray edge pixel) are counted, not measured. L is
+   at least what keeps the 5th-percentile object ``min_object_px`` across.
+2. *Not shrunk more than the budget needs.* L is at least the side at which one epoch,
+   one crop covering each training image, costs ``pixels_per_epoch``, and at least
+   `MIN_LONG_SIDE` (context).
+3. *Never enlarged.* L is at most the median image's long side.
+4. *An epoch fits the budget.* The training crop is a square of side L (a multiple of 32,
+   at most ``max_crop``), shrunk while one crop per training image would exceed
+   ``pixels_per_epoch``; when the budget allows several crops per image, an epoch takes
+   them (``crops_per_image``), up to covering each image twice.
+5. *Inference tiles* are squares of side L (multiple of 32, at least the crop, at most
+   `MAX_TILE`), so most photos run whole and larger working sizes in overlapping tiles.
 
-A fixed ``image_size`` (a number or [height, width]) overrides rules 1-4: crop and tile are
-that size and the scale fits the median image into it (today's letterbox, for same-sized
-photos).
+A fixed ``image_size`` (a number or [height, width]) sets crop and tile to that size and L
+to its longer side: today's letterbox, without the padding.
 """
 
 from __future__ import annotations
@@ -33,13 +36,13 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 
-__all__ = ["MIN_SHORT_SIDE", "MAX_TILE", "MIN_CROP", "object_sizes", "plan_scale"]
+__all__ = ["MIN_LONG_SIDE", "MAX_TILE", "MIN_CROP", "object_sizes", "plan_scale"]
 
-#: Rule 2: the scaled median image's short side never drops below this (pixels).
-MIN_SHORT_SIDE = 96
-#: Rule 4: the largest inference tile side (pixels); memory per tile batch stays bounded.
+#: Rule 2: the working long side never drops below this (pixels), for context.
+MIN_LONG_SIDE = 128
+#: Rule 5: the largest inference tile side (pixels); memory per tile batch stays bounded.
 MAX_TILE = 1024
-#: Rule 3: the smallest training crop side (pixels).
+#: Rule 4: the smallest training crop side (pixels).
 MIN_CROP = 64
 
 
@@ -52,8 +55,8 @@ def _ceil32(value: float) -> int:
 
 
 def object_sizes(mask: np.ndarray, num_classes: int, min_area: float = 0.0) -> dict[int, list[float]]:
-    """Per class present in `mask` (H, W), the "across" size of each connected object of at
-    least `min_area` pixels (smaller ones: NaN, so they are counted but not measured)."""
+    """Per class present in `mask` (H, W), the "across" size in pixels of each connected
+    object of at least `min_area` pixels (smaller ones: NaN, counted but not measured)."""
     sizes: dict[int, list[float]] = {}
     for value in np.unique(mask):
         if value >= num_classes:
@@ -79,45 +82,65 @@ def plan_scale(
 
     Args:
         sizes: (height, width) of every training image, original pixels.
-        objects: per class index, the "across" sizes of its objects in the training masks.
-        background: class indices left out of rule 1 (the unlabeled class, e.g. background,
-            whose "objects" are the gaps between the others).
+        objects: per class index, its objects' "across" sizes relative to their image's
+            long side (NaN: a fragment).
+        background: class indices left out of rule 1 (the unlabeled class, whose
+            "objects" are the gaps between the others).
     """
-    heights, widths = np.array([h for h, _ in sizes]), np.array([w for _, w in sizes])
-    median_h, median_w = float(np.median(heights)), float(np.median(widths))
+    longs = np.array([max(h, w) for h, w in sizes], float)
+    aspect = float(np.median([min(h, w) / max(h, w) for h, w in sizes]))
+    long_med = float(np.median(longs))
     skip = set(background)
-    measured = {
-        class_names[c]: {
-            "objects": len(v),
-            "p5_across": round(float(np.percentile(v, 5)), 2),
-            "median_across": round(float(np.median(v)), 2),
+    measured = {}
+    for c, found in sorted(objects.items()):
+        sized = [s for s in found if not np.isnan(s)]
+        measured[class_names[c]] = {
+            "objects": len(sized),
+            "fragments": len(found) - len(sized),
+            "p5_across_pct": round(100 * float(np.percentile(sized, 5)), 3) if sized else None,
+            "median_across_pct": round(100 * float(np.median(sized)), 3) if sized else None,
         }
-        for c, v in sorted(objects.items())
-        if v
-    }
-    across = [s for c, v in objects.items() if c not in skip for s in v]
+    across = [s for c, found in objects.items() if c not in skip for s in found if not np.isnan(s)]
     p5 = float(np.percentile(across, 5)) if across else None
+    count = max(1, len(sizes))
     plan: dict = {
         "mode": "auto" if image_size == "auto" else "fixed",
         "images": len(sizes),
-        "median_size": [round(median_h), round(median_w)],
-        "object_p5_across": None if p5 is None else round(p5, 2),
+        "median_long_side": round(long_med),
+        "median_aspect": round(aspect, 3),
+        "object_p5_across_pct": None if p5 is None else round(100 * p5, 3),
         "classes": measured,
         "rules": {"min_object_px": min_object_px, "pixels_per_epoch": pixels_per_epoch, "max_crop": max_crop},
     }
     if image_size != "auto":
-        crop = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        scale = min(1.0, crop[0] / median_h, crop[1] / median_w)
-        return {**plan, "scale": round(scale, 4), "crop": list(crop), "tile": list(crop), "crops_per_image": 1}
-    scale = 1.0 if p5 is None else min(1.0, min_object_px / p5)
-    short = min(median_h, median_w)
-    scale = max(scale, min(1.0, MIN_SHORT_SIDE / short))
-    scaled_h, scaled_w = median_h * scale, median_w * scale
-    side = min(_ceil32(max(scaled_h, scaled_w)), _floor32(max_crop))
-    count = max(1, len(sizes))
+        crop = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
+        long_side = max(crop)
+        return {
+            **plan,
+            "long_side": long_side,
+            "median_scale": round(long_side / long_med, 4),
+            "crop": crop,
+            "tile": crop,
+            "crops_per_image": 1,
+            "limited_by": "image_size",
+        }
+    small = 0.0 if p5 is None else min_object_px / p5
+    budget = math.sqrt(pixels_per_epoch / (count * aspect))
+    wanted = max(small, budget, MIN_LONG_SIDE)
+    long_side = int(round(min(long_med, wanted)))
+    limited_by = "median image" if wanted >= long_med else "small objects" if small >= budget else "budget"
+    side = min(_ceil32(long_side), _floor32(max_crop))
     if count * side * side > pixels_per_epoch:
         side = max(MIN_CROP, _floor32(math.sqrt(pixels_per_epoch / count)))
-    cover = math.ceil(2 * scaled_h * scaled_w / (side * side))
+    cover = math.ceil(2 * long_side * long_side * aspect / (side * side))
     crops = int(max(1, min(cover, pixels_per_epoch // (count * side * side))))
-    tile = [min(MAX_TILE, max(side, _ceil32(scaled_h))), min(MAX_TILE, max(side, _ceil32(scaled_w)))]
-    return {**plan, "scale": round(scale, 4), "crop": [side, side], "tile": tile, "crops_per_image": crops}
+    tile = min(MAX_TILE, max(side, _ceil32(long_side)))
+    return {
+        **plan,
+        "long_side": long_side,
+        "median_scale": round(long_side / long_med, 4),
+        "crop": [side, side],
+        "tile": [tile, tile],
+        "crops_per_image": crops,
+        "limited_by": limited_by,
+    }

@@ -1,8 +1,8 @@
-"""The preprocess stage: split, plan the working scale from the data, store the images.
+"""The preprocess stage: split, plan the working resolution from the data, store the images.
 
 The output folder's layout is `segflow.prepared`'s: ``plan.json`` (`segflow.data.plan`:
-working scale, training crop, inference tile, and what they were measured from),
-``split.json``, the training and validation images and masks at the working scale, one
+working long side, training crop, inference tile, and what they were measured from),
+``split.json``, the training and validation images and masks at the working resolution, one
 ``.npy`` pair per image (memory-mapped by training, so RAM stays bounded whatever the
 dataset's size), and the test split at its original size. Also:
 
@@ -37,7 +37,7 @@ from segflow.data.plan import object_sizes, plan_scale
 from segflow.data.rasterize import mask_name
 from segflow.data.records import SPLITS, read_annotations
 from segflow.data.splits import assign_splits, cross_split_duplicates, split_indices
-from segflow.inference.segment import rescale
+from segflow.inference.segment import rescale, working_factor
 from segflow.outputs import atomic_dir
 from segflow.prepared import PLAN, SPLIT_INDEX, Entry, scaled_paths, test_paths
 
@@ -82,8 +82,9 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
                     cv2.imwrite(str(mask_path), mask)
                 else:
                     image_path, mask_path = scaled_paths(staging, entry)
-                    np.save(image_path, rescale(image, plan["scale"]))
-                    np.save(mask_path, rescale(mask, plan["scale"], nearest=True))
+                    factor = working_factor(*mask.shape, plan["long_side"])
+                    np.save(image_path, rescale(image, factor))
+                    np.save(mask_path, rescale(mask, factor, nearest=True))
         (staging / SPLIT_INDEX).write_text(json.dumps(index, indent=1))
         split_of = {images[i].filename: split for split in SPLITS for i in splits[split]}
         duplicates = cross_split_duplicates(manifest["files"], split_of)
@@ -103,7 +104,7 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
 
 
 def _plan(params: Params, train: list, masks_dir: Path) -> dict:
-    """Measure the training images and masks (one at a time) and plan the working scale."""
+    """Measure the training images and masks (one at a time) and plan the working resolution."""
     settings, names = params.preprocess, list(params.classes.names)
     sizes, objects = [], {}
     for record in tqdm(train, desc="measure train", unit="img"):
@@ -111,7 +112,7 @@ def _plan(params: Params, train: list, masks_dir: Path) -> dict:
         sizes.append(mask.shape)
         fragment = settings.min_object_px**2 / 2
         for value, found in object_sizes(mask, len(names), fragment).items():
-            objects.setdefault(value, []).extend(found)
+            objects.setdefault(value, []).extend(s / max(mask.shape) for s in found)  # relative to the long side
     unlabeled = [] if params.rasterize.unlabeled == "ignore" else [names.index(params.rasterize.unlabeled)]
     size = settings.image_size
     return plan_scale(

@@ -1,12 +1,20 @@
 """Images of any size in, class masks of the same size out: the one prediction path.
 
-An image is resized by the model's working scale (`scale`, planned by the preprocess stage
-from the data), cut into overlapping tiles of the network's input size (`tile`) when it is
-larger than one tile (else padded to a multiple of 32 and run whole), the tiles run in
-batches and their logits are blended with weights that fall linearly towards each tile's
-edge, so no seam shows where tiles meet. The blended logits are resized back to the
-image's own size (bilinear, then argmax; when that would take more than `UPSAMPLE_BYTES`,
-the argmax is taken at the working scale and the mask resized with nearest-neighbour).
+An image is resized to the model's working resolution (its longer side becomes `long_side`
+pixels, planned by the preprocess stage from the data; `working_factor`), cut into
+overlapping tiles of the network's input size (`tile`) when it is larger than one tile
+(else padded to a multiple of 32 and run whole), the tiles run in batches and their logits
+are blended with weights that fall linearly towards each tile's edge, so no seam shows
+where tiles meet. The blended logits are resized back to the image's own size (bilinear,
+one class at a time, keeping the running argmax; when that would take more than
+`UPSAMPLE_BYTES`, the argmax is taken at the working resolution and the mask resized with
+nearest-neighbour).
+
+Memory, for an image of N pixels resized by s (= long_side / its longer side) with C
+classes: the logits accumulator (4·C·s²·N bytes; the blending weights are separable, two
+1-D sums), a padded copy of the scaled image only when it is smaller than a tile, the
+uint8 mask (N) and, when resizing logits back, at most `UPSAMPLE_BYTES`. No int64 argmax
+or float64 copy of a full-size image.
 
 A *runner* is the network behind a function: (n, 3, h, w) float32 RGB 0..255 -> (n, C, h, w)
 logits, h and w multiples of 32. `torch_runner` and `onnx_runner` make one from a PyTorch
@@ -30,6 +38,7 @@ __all__ = [
     "Runner",
     "as_rgb",
     "scaled_size",
+    "working_factor",
     "rescale",
     "nchw",
     "batched",
@@ -44,9 +53,15 @@ __all__ = [
 BATCH_SIZE = 8
 #: Share of a tile that overlaps its neighbour (each side's blending ramp).
 OVERLAP = 0.25
-#: Largest float32 logits array resized to full resolution at once (bytes); beyond it the
-#: mask is resized instead (nearest-neighbour), so memory stays bounded for huge photos.
+#: Largest working memory of the bilinear resize of logits to full resolution (bytes): it
+#: takes `_UPSAMPLE_BYTES_PER_PIXEL` per output pixel; beyond it the mask is resized
+#: instead (nearest-neighbour), so memory stays bounded for huge photos.
 UPSAMPLE_BYTES = 256 * 2**20
+#: Per output pixel while resizing class by class: the running max and the class being
+#: resized (float32 each), the comparison and the mask (uint8 each).
+_UPSAMPLE_BYTES_PER_PIXEL = 10
+#: Pixels per band when taking the argmax of full-size logits (bounds its int64 temporary).
+_ARGMAX_BAND = 1 << 20
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -66,6 +81,13 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     """(height, width) of an image once resized by `scale` (at least 1 pixel each)."""
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def working_factor(height: int, width: int, long_side: int | None) -> float:
+    """The resize factor that brings an image's longer side to `long_side` (the model's
+    working resolution; None: the image's own). Photos of one dataset come at different
+    resolutions of similar scenes, so objects keep their size relative to the image."""
+    return 1.0 if long_side is None else long_side / max(height, width)
 
 
 def rescale(array: np.ndarray, scale: float, nearest: bool = False) -> np.ndarray:
@@ -99,16 +121,35 @@ def tile_origins(length: int, tile: int, overlap: float = OVERLAP) -> list[int]:
     return [*starts, length - tile]
 
 
+def _ramp(length: int, overlap: float = OVERLAP) -> np.ndarray:
+    """(length,) float32: 1 inside, falling linearly over `overlap` of it towards each end."""
+    span = max(1.0, overlap * length)
+    position = np.arange(length, dtype=np.float32) + 0.5
+    return np.clip(np.minimum(position, length - position) / span, 1e-3, 1.0)
+
+
 def blend_weights(height: int, width: int, overlap: float = OVERLAP) -> np.ndarray:
     """(height, width) float32 weights: 1 inside, falling linearly over `overlap` of the
     tile towards each edge (never to 0, so an image border covered once keeps its logits)."""
+    return np.outer(_ramp(height, overlap), _ramp(width, overlap)).astype(np.float32)
 
-    def ramp(length: int) -> np.ndarray:
-        span = max(1.0, overlap * length)
-        position = np.arange(length, dtype=np.float32) + 0.5
-        return np.clip(np.minimum(position, length - position) / span, 1e-3, 1.0)
 
-    return np.outer(ramp(height), ramp(width)).astype(np.float32)
+def _coverage(length: int, tile: int, origins: list[int], ramp: np.ndarray) -> np.ndarray:
+    """(length,) float32: the sum of `ramp` over the tiles starting at `origins`."""
+    total = np.zeros(length, np.float32)
+    for origin in origins:
+        total[origin : origin + tile] += ramp
+    return total
+
+
+def _argmax(logits: np.ndarray) -> np.ndarray:
+    """(C, h, w) -> (h, w) uint8 argmax over classes, in bands of rows (no full-size int64)."""
+    height, width = logits.shape[1:]
+    mask = np.empty((height, width), np.uint8)
+    rows = max(1, _ARGMAX_BAND // max(width, 1))
+    for top in range(0, height, rows):
+        mask[top : top + rows] = logits[:, top : top + rows].argmax(0)
+    return mask
 
 
 def _ceil32(value: int) -> int:
@@ -116,19 +157,20 @@ def _ceil32(value: int) -> int:
 
 
 class Segmenter:
-    """A runner at working scale `scale` with input tiles `tile` (height, width), applied to
-    images of any size. `flip` adds horizontal-flip test-time augmentation (2x the work)."""
+    """A runner at the working resolution `long_side` (each image resized so its longer side
+    is that many pixels; None: its own size) with input tiles `tile` (height, width), applied
+    to images of any size. `flip` adds horizontal-flip test-time augmentation (2x the work)."""
 
     def __init__(
         self,
         run: Runner,
-        scale: float,
+        long_side: int | None,
         tile: tuple[int, int],
         batch_size: int = BATCH_SIZE,
         flip: bool = False,
     ) -> None:
         self.run = run
-        self.scale = float(scale)
+        self.long_side = None if long_side is None else int(long_side)
         self.tile = (int(tile[0]), int(tile[1]))
         self.batch_size = batch_size
         self.flip = flip
@@ -149,11 +191,15 @@ class Segmenter:
         else:
             padded_h, padded_w = max(height, tile_h), max(width, tile_w)
             tile_h, tile_w = min(tile_h, padded_h), min(tile_w, padded_w)
-        padded = np.zeros((padded_h, padded_w, 3), np.uint8)
-        padded[:height, :width] = scaled
-        origins = [(y, x) for y in tile_origins(padded_h, tile_h) for x in tile_origins(padded_w, tile_w)]
-        weights = blend_weights(tile_h, tile_w) if len(origins) > 1 else np.ones((tile_h, tile_w), np.float32)
-        total, weight_sum = None, np.zeros((padded_h, padded_w), np.float32)
+        padded = scaled
+        if (padded_h, padded_w) != (height, width):  # smaller than a tile: pad (a small copy)
+            padded = np.zeros((padded_h, padded_w, 3), np.uint8)
+            padded[:height, :width] = scaled
+        ys, xs = tile_origins(padded_h, tile_h), tile_origins(padded_w, tile_w)
+        origins = [(y, x) for y in ys for x in xs]
+        ramp_y, ramp_x = (_ramp(tile_h), _ramp(tile_w)) if len(origins) > 1 else (np.ones(tile_h), np.ones(tile_w))
+        weights = np.outer(ramp_y, ramp_x).astype(np.float32)
+        total = None
         for start in range(0, len(origins), self.batch_size):
             chunk = origins[start : start + self.batch_size]
             batch = np.stack([padded[y : y + tile_h, x : x + tile_w] for y, x in chunk])
@@ -162,26 +208,38 @@ class Segmenter:
                 total = np.zeros((output.shape[1], padded_h, padded_w), np.float32)
             for (y, x), tile_logits in zip(chunk, output):
                 total[:, y : y + tile_h, x : x + tile_w] += tile_logits * weights
-                weight_sum[y : y + tile_h, x : x + tile_w] += weights
-        total /= weight_sum
+        # The weights are an outer product on a grid of origins, so their sum is one too:
+        # two 1-D arrays instead of a full-size one.
+        total /= _coverage(padded_h, tile_h, ys, ramp_y.astype(np.float32))[:, None]
+        total /= _coverage(padded_w, tile_w, xs, ramp_x.astype(np.float32))
         return total[:, :height, :width]
 
     def predict_one(self, image: np.ndarray) -> np.ndarray:
         """(H, W) uint8 class indices of one image (any of `as_rgb`'s layouts), at its size."""
         image = as_rgb(image)
-        return self.to_mask(self.logits(rescale(image, self.scale)), *image.shape[:2])
+        return self.to_mask(self.logits(self.scaled(image)), *image.shape[:2])
+
+    def scaled(self, image: np.ndarray) -> np.ndarray:
+        """`image` (H, W, 3) at the working resolution."""
+        return rescale(image, working_factor(*image.shape[:2], self.long_side))
 
     def to_mask(self, logits: np.ndarray, height: int, width: int) -> np.ndarray:
         """(height, width) uint8 class indices from (C, h, w) working-scale logits."""
         if logits.shape[1:] == (height, width):
-            return logits.argmax(0).astype(np.uint8)
-        if logits.shape[0] * height * width * 4 <= UPSAMPLE_BYTES:
+            return _argmax(logits)
+        if height * width * _UPSAMPLE_BYTES_PER_PIXEL <= UPSAMPLE_BYTES:
             # Bilinear logits, then argmax: smooth boundaries instead of working-scale blocks.
-            full = cv2.resize(logits.transpose(1, 2, 0), (width, height), interpolation=cv2.INTER_LINEAR)
-            full = full.reshape(height, width, -1)
-            return full.argmax(2).astype(np.uint8)
-        small = logits.argmax(0).astype(np.uint8)
-        return cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
+            # One class at a time against the running max: never C full-size arrays.
+            def up(index: int) -> np.ndarray:
+                return cv2.resize(logits[index], (width, height), interpolation=cv2.INTER_LINEAR)
+
+            best, mask = up(0), np.zeros((height, width), np.uint8)
+            for index in range(1, len(logits)):
+                current = up(index)
+                mask[current > best] = index  # strictly greater: ties keep the first class, as argmax
+                np.maximum(best, current, out=best)
+            return mask
+        return cv2.resize(_argmax(logits), (width, height), interpolation=cv2.INTER_NEAREST)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One (H, W) uint8 mask per image, each at its image's own size."""

@@ -61,7 +61,7 @@ def render_model_card(
 ) -> str:
     """Markdown for one registered version; `scores` None = not evaluated at registration."""
     names = list(params.classes.names)
-    geometry = f"scale {tags.get('scale', '?')}, tiles {tags.get('tile', '?')}"
+    geometry = f"long side {tags.get('long_side', '?')} px, tiles {tags.get('tile', '?')}"
     lines = [
         f"# {name} version {version}",
         "",

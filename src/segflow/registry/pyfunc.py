@@ -90,20 +90,20 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         path = Path(context.artifacts[CHECKPOINT])
         net, meta = load_checkpoint(path)
-        self.attach(net, meta["scale"], meta["tile"], path.stat().st_size, meta.get("flip", False))
+        self.attach(net, meta["long_side"], meta["tile"], path.stat().st_size, meta.get("flip", False))
 
     def attach(
         self,
         net: nn.Module,
-        scale: float,
+        long_side: int | None,
         tile: tuple[int, int] | list[int],
         checkpoint_bytes: int = 0,
         flip: bool = False,
     ) -> SegmentationModel:
-        """Use `net`: (N, 3, h, w) float RGB 0..255 -> (N, C, h, w) logits, at working scale
-        `scale` with input tiles `tile` (height, width)."""
+        """Use `net`: (N, 3, h, w) float RGB 0..255 -> (N, C, h, w) logits, each image resized
+        to the working `long_side` (None: its own), in input tiles `tile` (height, width)."""
         self.net = net.eval()
-        self.segmenter = Segmenter(torch_runner(self.net), scale, tuple(tile), flip=flip)
+        self.segmenter = Segmenter(torch_runner(self.net), long_side, tuple(tile), flip=flip)
         self.checkpoint_bytes = checkpoint_bytes
         return self
 

@@ -145,7 +145,7 @@ def register_model(
     Args:
         tags: the run's code and data versions (git_commit, data_md5, ...), copied to
             the model version.
-        geometry: ``scale`` (working scale), ``tile`` ([height, width] network input) and
+        geometry: ``long_side`` (working resolution), ``tile`` ([height, width] input) and
             ``flip`` (test-time flip), as the checkpoint holds them.
         record_dir: where the "first champion" decision JSON is written, if it is one.
     Returns:
@@ -155,7 +155,7 @@ def register_model(
     if run is None:
         raise RegistryError("register_model logs to the active run: call it inside mlflow.start_run()")
     name, names = params.mlflow.model_name, list(params.classes.names)
-    scale, tile, ignore = float(geometry["scale"]), list(geometry["tile"]), params.classes.ignore_index
+    long_side, tile, ignore = geometry["long_side"], list(geometry["tile"]), params.classes.ignore_index
     with tempfile.TemporaryDirectory(prefix="segflow-model-") as tmp:
         checkpoint = Path(tmp) / "model.pt"
         save_checkpoint(
@@ -164,7 +164,7 @@ def register_model(
             arch=params.model.arch,
             encoder=params.model.encoder,
             class_names=names,
-            scale=scale,
+            long_side=long_side,
             tile=tile,
             flip=bool(geometry.get("flip", False)),
         )
@@ -172,7 +172,7 @@ def register_model(
             "segflow_version": segflow.__version__,
             "class_names": names,
             "palette": palette(len(names), params.classes.palette).tolist(),
-            "scale": scale,
+            "long_side": long_side,
             "tile": tile,
             "ignore_index": ignore,
             "input": "RGB array (H, W, 3) or (N, H, W, 3), or DataFrame column 'image' of base64 PNG/JPEG",
@@ -196,7 +196,7 @@ def register_model(
         **tags,
         "arch": params.model.arch,
         "encoder": params.model.encoder,
-        "scale": str(scale),
+        "long_side": str(long_side),
         "tile": f"{tile[0]}x{tile[1]}",
         "model_card": f"runs:/{run.info.run_id}/{MODEL_CARD}",
     }

@@ -15,6 +15,16 @@ the service keeps serving. Decoding, the model and encoding run in worker thread
 event loop keeps accepting requests while a photo is being segmented. A client that hangs
 up mid-upload is counted as status 499 (client closed request), not as a server error.
 
+Memory: at most `serve.max_concurrent` requests decode, segment and encode at once (others
+wait `serve.queue_seconds`, then get 503 with Retry-After; `segflow.serving.gate`). For an
+image of N <= `serve.max_pixels` pixels, C classes and working scale s (the model's
+long_side / the image's longer side; 1 without one), each holds at most
+8·N + (3 + 4·C)·s²·N bytes, plus min(10·N, `UPSAMPLE_BYTES` = 256 MiB) when s != 1, plus the
+upload: decoding peaks at 7N (`segflow.serving.decode`), the full-size image (3N) is freed
+once a resized copy exists, the working image and its float32 logits take (3 + 4·C)·s²·N
+(s²·N <= long_side²), the uint8 mask N, the bilinear resize back is capped (`segflow.inference.segment`).
+Measured: a 16 MP 16-bit PNG with C = 3 at s = 1 peaks at about 16 bytes a pixel (bound 23).
+
 Guards, for a service reachable beyond this machine: every request's Host header must be
 in `serve.allowed_hosts` (or be `serve.host`), else 400, so a web page whose domain is
 re-pointed at this machine (DNS rebinding) cannot use it; and POST /reload needs
@@ -31,6 +41,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from time import perf_counter
 from typing import Literal
@@ -45,6 +56,7 @@ from starlette.requests import ClientDisconnect
 from segflow.config import ServeParams
 from segflow.errors import ConfigError
 from segflow.serving.decode import InputError, decode_image
+from segflow.serving.gate import Gate
 from segflow.serving.holder import ModelHolder
 from segflow.serving.metrics import Metrics
 from segflow.serving.regions import class_shares, mask_png, polygons
@@ -215,6 +227,7 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
     holder = ModelHolder(source if isinstance(source, ModelSource) else ModelSource(source, serve.runtime))
     limit = upload_limit(serve)
     require_token = _token_guard(serve)
+    gate = Gate(serve.max_concurrent, serve.queue_seconds)
     page = PAGE.read_text()
 
     def model_state() -> tuple[dict[str, str], int]:
@@ -298,26 +311,27 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
         info = predictor.info
         start = perf_counter()
         data = await _read_upload(request, limit)
-        image = await run_in_threadpool(decode_image, data, serve.max_pixels, serve.min_side)
-        result, model_seconds = await run_in_threadpool(predictor.predict_timed, image)
-        metrics.observe_inference(info.runtime, model_seconds)
-        headers = {"X-Model-Version": str(info.version), "X-Model-Runtime": info.runtime}
-        if format == "png":
-            return Response(
-                await run_in_threadpool(mask_png, result, info.palette), media_type="image/png", headers=headers
-            )
-        body = {
-            "model": {"name": info.name, "version": info.version, "runtime": info.runtime},
-            "width": int(image.shape[1]),
-            "height": int(image.shape[0]),
-            "classes": class_shares(result, info.class_names, info.palette),
-        }
-        if polygons_:
-            body["regions"] = await run_in_threadpool(polygons, result, info.class_names, simplify)
-        if mask:
-            png = await run_in_threadpool(mask_png, result, info.palette)
-            body["mask_png"] = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-        body["ms"] = {"model": round(1000 * model_seconds, 2), "total": round(1000 * (perf_counter() - start), 2)}
-        return JSONResponse(body, headers=headers)
+        async with gate.turn():  # decode to encode: the part whose memory the docstring bounds
+            load = partial(decode_image, data, serve.max_pixels, serve.min_side)
+            result, model_seconds = await run_in_threadpool(predictor.predict_from, load)
+            metrics.observe_inference(info.runtime, model_seconds)
+            headers = {"X-Model-Version": str(info.version), "X-Model-Runtime": info.runtime}
+            if format == "png":
+                return Response(
+                    await run_in_threadpool(mask_png, result, info.palette), media_type="image/png", headers=headers
+                )
+            body = {
+                "model": {"name": info.name, "version": info.version, "runtime": info.runtime},
+                "width": int(result.shape[1]),
+                "height": int(result.shape[0]),
+                "classes": class_shares(result, info.class_names, info.palette),
+            }
+            if polygons_:
+                body["regions"] = await run_in_threadpool(polygons, result, info.class_names, simplify)
+            if mask:
+                png = await run_in_threadpool(mask_png, result, info.palette)
+                body["mask_png"] = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+            body["ms"] = {"model": round(1000 * model_seconds, 2), "total": round(1000 * (perf_counter() - start), 2)}
+            return JSONResponse(body, headers=headers)
 
     return app

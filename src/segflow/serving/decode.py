@@ -12,6 +12,10 @@ Each refusal is an `InputError` carrying the HTTP status the service answers wit
 16-bit, grayscale, palette, CMYK and RGBA images are converted to 8-bit RGB (alpha
 dropped, as `segflow.registry.pyfunc` does), and the EXIF orientation is applied, so the mask lines
 up with the picture a browser shows.
+
+Memory: Pillow's decoded image (at most 4 bytes a pixel: RGB is stored as RGBX, 16-bit gray
+as 2) is converted into the (H, W, 3) result a band of rows at a time and then released, so
+decoding peaks at about 7 bytes per pixel; never a float copy of the whole image.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 __all__ = ["FORMATS", "InputError", "decode_image"]
 
@@ -33,6 +37,8 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 #: EOFError, struct.error, IndexError, ... A hostile file can reach any of them, and a file
 #: that cannot be decoded is the sender's problem, never a 500: so every Exception.
 _DECODE_ERRORS = (Exception,)
+#: Pixels converted at a time (a band of rows): 4 MP is at most 16 MB of temporaries.
+_BAND_PIXELS = 4_000_000
 
 
 class InputError(Exception):
@@ -43,15 +49,42 @@ class InputError(Exception):
         self.status = status
 
 
+def _orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
+    """`rgb` turned as EXIF `orientation` (1-8) says, as `ImageOps.exif_transpose` turns it."""
+    turned = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+        8: lambda a: np.rot90(a, 1),
+    }.get(orientation)
+    return rgb if turned is None else np.ascontiguousarray(turned(rgb))
+
+
 def _to_rgb(image: Image.Image) -> np.ndarray:
-    """Any Pillow image -> (H, W, 3) uint8 RGB."""
-    if image.mode in _SIXTEEN_BIT:
-        # 0..65535 -> 0..255 (65535 / 257 = 255), kept as gray in three channels.
-        gray = np.clip(np.rint(np.asarray(image, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
+    """A loaded Pillow image of any mode -> (H, W, 3) uint8 RGB, upright; closes `image`.
+
+    Converted a band of rows at a time into the result, so the only full-size arrays are
+    Pillow's (released here) and the result.
+    """
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    width, height = image.size
+    rgb = np.empty((height, width, 3), np.uint8)
+    rows = max(1, _BAND_PIXELS // width)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "palette images with transparency ...": alpha is dropped anyway
-        return np.asarray(image.convert("RGB"))
+        for top in range(0, height, rows):
+            band = image.crop((0, top, width, min(top + rows, height)))
+            if image.mode in _SIXTEEN_BIT:
+                # 0..65535 -> 0..255, rounded (x / 257 is never halfway), kept as gray in three channels.
+                gray = (np.asarray(band).astype(np.int64) + 128) // 257
+                rgb[top : top + rows] = np.clip(gray, 0, 255).astype(np.uint8)[:, :, None]
+            else:
+                rgb[top : top + rows] = np.asarray(band.convert("RGB"))
+    image.close()  # frees Pillow's copy now, not when the garbage collector gets to it
+    return _orient(rgb, orientation)
 
 
 def decode_image(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
@@ -94,7 +127,6 @@ def decode_image(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
             )
         try:
             image.load()  # a truncated file fails here ("image file is truncated")
-            image = ImageOps.exif_transpose(image)
             return _to_rgb(image)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise InputError(413, f"image refused as a decompression bomb ({exc})") from None

@@ -44,7 +44,7 @@ from segflow.colours import palette
 from segflow.config import Params
 from segflow.errors import SegflowError
 from segflow.inference.network import SegmentationNet, load_checkpoint
-from segflow.inference.segment import Segmenter, as_rgb, onnx_runner, rescale, torch_runner
+from segflow.inference.segment import Segmenter, as_rgb, onnx_runner, torch_runner
 from segflow.metrics import SegmentationMeter
 from segflow.registry import versions
 from segflow.registry.scoring import load_test_split
@@ -160,7 +160,7 @@ class _Variant:
         self.differ, self.labelled, self.worst, self.logit_gap = 0, 0, 0.0, 0.0
 
     def add(self, image: np.ndarray, truth: np.ndarray, reference: tuple[np.ndarray, np.ndarray] | None) -> tuple:
-        logits = self.segmenter.logits(rescale(as_rgb(image), self.segmenter.scale))
+        logits = self.segmenter.logits(self.segmenter.scaled(as_rgb(image)))
         mask = self.segmenter.to_mask(logits, *image.shape[:2])
         self.meter.update(torch.from_numpy(mask[None]), torch.from_numpy(truth[None]))
         if reference is not None:
@@ -192,7 +192,7 @@ def export_model(
     """Export, quantize and verify `model`; returns the report written to ``export.json``.
 
     Args:
-        metadata: at least class_names, scale, tile and ignore_index (stored in each file).
+        metadata: at least class_names, long_side, tile and ignore_index (stored in each file).
         test: the frozen test split, (image (H, W, 3), mask (H, W)) uint8 at original sizes;
             every runtime predicts it through the one inference path.
         calibration: (M, th, tw, 3) uint8 tiles of training images for the int8 ranges.
@@ -200,13 +200,13 @@ def export_model(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names, ignore = metadata["class_names"], metadata["ignore_index"]
-    scale, tile = float(metadata["scale"]), tuple(metadata["tile"])
+    long_side, tile = metadata["long_side"], tuple(metadata["tile"])
     files = {"fp32": out_dir / FP32_FILE, "int8": out_dir / INT8_FILE}
     export_onnx(model, files["fp32"], tile)
     quantize_int8(files["fp32"], files["int8"], calibration)
-    variants = {"torch": _Variant(Segmenter(torch_runner(model), scale, tile), len(names), ignore)}
+    variants = {"torch": _Variant(Segmenter(torch_runner(model), long_side, tile), len(names), ignore)}
     for variant, path in files.items():
-        variants[variant] = _Variant(Segmenter(onnx_runner(session(path)), scale, tile), len(names), ignore)
+        variants[variant] = _Variant(Segmenter(onnx_runner(session(path)), long_side, tile), len(names), ignore)
     count = 0
     for image, truth in test:
         reference = variants["torch"].add(image, truth, None)
@@ -214,7 +214,7 @@ def export_model(
             variants[variant].add(image, truth, reference)
         count += 1
     report: dict = {
-        "model": {key: metadata.get(key) for key in ("name", "version", "arch", "encoder", "scale", "tile")}
+        "model": {key: metadata.get(key) for key in ("name", "version", "arch", "encoder", "long_side", "tile")}
         | {"class_names": names},
         "test_images": count,
         "resolution": "original",
@@ -266,7 +266,7 @@ def export_version(params: Params, preprocess_dir: Path, ref: str | None = None)
             "arch": meta["arch"],
             "encoder": meta["encoder"],
             "class_names": names,
-            "scale": meta["scale"],
+            "long_side": meta["long_side"],
             "tile": meta["tile"],
             "ignore_index": info.get("ignore_index", params.classes.ignore_index),
             "palette": info.get("palette") or palette(len(names), params.classes.palette).tolist(),

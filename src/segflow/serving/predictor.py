@@ -5,20 +5,22 @@ registered model use) over an onnxruntime session or a PyTorch network.
 
 Inference runs one request at a time per model: onnxruntime and PyTorch already use every
 core for one image, so parallel runs would only fight over them; concurrent requests
-decode and encode in parallel and queue here.
+decode and encode in parallel and queue here. `predict_from` takes the decoding function,
+not the image, so the full-size image is freed as soon as its working-resolution copy exists.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from segflow.inference.segment import Runner, Segmenter, onnx_runner, torch_runner
+from segflow.inference.segment import Runner, Segmenter, as_rgb, onnx_runner, torch_runner
 
 __all__ = ["ModelInfo", "Predictor", "onnx_predictor", "torch_predictor"]
 
@@ -35,8 +37,9 @@ class ModelInfo:
     class_names: list[str]
     #: RGB per class.
     palette: list[list[int]]
-    #: Working scale and input tile [height, width] (see segflow.inference.segment).
-    scale: float
+    #: Working resolution (longer side in pixels; None: each image's own) and input tile
+    #: [height, width] (see segflow.inference.segment).
+    long_side: int | None
     tile: list[int]
     #: Size of the served weights file.
     bytes: int
@@ -66,17 +69,28 @@ class Predictor:
                 self._waited.seconds = time.perf_counter() - start
                 return run(batch)
 
-        self._segmenter = Segmenter(locked, info.scale, tuple(info.tile))
+        self._segmenter = Segmenter(locked, info.long_side, tuple(info.tile))
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         return self.predict_timed(image)[0]
 
     def predict_timed(self, image: np.ndarray) -> tuple[np.ndarray, float]:
-        """(mask, seconds of work): letterbox, network and resize back, not the wait for
+        """(mask, seconds of work): scale, network and resize back, not the wait for
         another request's turn at the network."""
+        return self.predict_from(lambda: image)
+
+    def predict_from(self, load: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
+        """`predict_timed` of the image `load()` returns, holding that full-size image only
+        until its working-resolution copy exists (when that is a resized copy)."""
+        image = as_rgb(load())
+        height, width = image.shape[:2]
         start = time.perf_counter()
         self._waited.seconds = 0.0
-        mask = self._segmenter.predict([image])[0]
+        scaled = self._segmenter.scaled(image)
+        del image
+        logits = self._segmenter.logits(scaled)
+        del scaled
+        mask = self._segmenter.to_mask(logits, height, width)
         return mask, time.perf_counter() - start - self._waited.seconds
 
 
@@ -87,7 +101,7 @@ def onnx_predictor(path: Path, info: dict, threads: int = 0) -> Predictor:
 
     runner = session(path, threads)
     meta = read_metadata(runner)
-    missing = [key for key in ("class_names", "scale", "tile") if key not in meta]
+    missing = [key for key in ("class_names", "long_side", "tile") if key not in meta]
     if missing:
         raise ValueError(f"{path}: no segflow metadata {missing}: export it with `segflow export`")
     metrics = {"test_miou": meta.get("test_miou"), **info.pop("metrics", {})}
@@ -98,7 +112,7 @@ def onnx_predictor(path: Path, info: dict, threads: int = 0) -> Predictor:
         runtime=f"onnx-{meta.get('variant', 'fp32')}",
         class_names=meta["class_names"],
         palette=meta.get("palette") or _default_palette(len(meta["class_names"])),
-        scale=float(meta["scale"]),
+        long_side=meta["long_side"],
         tile=[int(v) for v in meta["tile"]],
         bytes=Path(path).stat().st_size,
         metrics=metrics,
@@ -121,7 +135,7 @@ def torch_predictor(checkpoint: Path, info: dict) -> Predictor:
         runtime="torch",
         class_names=names,
         palette=palette,
-        scale=float(meta["scale"]),
+        long_side=meta["long_side"],
         tile=[int(v) for v in meta["tile"]],
         bytes=Path(checkpoint).stat().st_size,
         metrics=info.pop("metrics", {}),

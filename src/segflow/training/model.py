@@ -140,12 +140,12 @@ def model_from_params(params: Params) -> SegmentationNet:
 
 def checkpoint_fields(params: Params, plan: dict) -> dict[str, object]:
     """What `segflow.inference.network.save_checkpoint` needs beside the weights: the network
-    from params, the working scale and inference tile from the preprocess stage's plan."""
+    from params, the working long side and inference tile from the preprocess stage's plan."""
     return {
         "arch": params.model.arch,
         "encoder": params.model.encoder,
         "class_names": list(params.classes.names),
-        "scale": plan["scale"],
+        "long_side": plan["long_side"],
         "tile": plan["tile"],
         "flip": params.model.tta_flip,
     }

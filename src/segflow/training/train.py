@@ -244,7 +244,7 @@ def train(
             plan = trainer.plan
             mlflow.log_params(
                 {
-                    "plan.scale": plan["scale"],
+                    "plan.long_side": plan["long_side"],
                     "plan.crop": plan["crop"],
                     "plan.tile": plan["tile"],
                     "plan.crops_per_image": plan["crops_per_image"],

@@ -33,7 +33,7 @@ def validate(
     """Mean loss per image and the accumulated metrics of `model` over `split`."""
     model.eval()
     device = next(model.parameters()).device
-    segmenter = Segmenter(torch_runner(model), 1.0, tile)  # images are already at the working scale
+    segmenter = Segmenter(torch_runner(model), None, tile)  # images are already at the working resolution
     meter = SegmentationMeter(num_classes, ignore_index)
     total, items = 0.0, entries(folder, split)
     for entry in items:

@@ -1,0 +1,95 @@
+"""segflow.serving.gate: a burst of large legal photos gets 503 + Retry-After beyond
+serve.max_concurrent, never a 500, and the service's memory grows by at most the bound
+stated in segflow.serving.app per admitted request."""
+
+from __future__ import annotations
+
+import gc
+import io
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from conftest import SERVE_CLASSES, colour_rule_mask, live_server, scene
+from PIL import Image
+
+from segflow.config import ServeParams
+from segflow.serving import create_app
+
+#: Side of the test photos: 16 MP, a 16-bit RGB PNG of about 0.2 MB.
+SIDE = 4000
+#: Slack for what a request holds besides the stated bound: the upload, the response, the
+#: allocator's rounding and the HTTP machinery (measured: well under 50 MB).
+MARGIN = 100 * 2**20
+
+
+def stated_bound(pixels: int, classes: int, scale: float) -> int:
+    """Peak bytes of one request, as segflow.serving.app's docstring and the README state it
+    (at scale 1 nothing is resized back, so no UPSAMPLE_BYTES term)."""
+    return int(pixels * (8 + (3 + 4 * classes) * scale**2))
+
+
+def _status_bytes(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def reset_peak() -> int:
+    """Reset this process's peak RSS (VmHWM) to its current RSS, which it returns."""
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError as exc:
+        pytest.skip(f"cannot reset the peak RSS here ({exc}): needs Linux's /proc/self/clear_refs")
+    return _status_bytes("VmRSS")
+
+
+@pytest.fixture(scope="module")
+def big_photo() -> tuple[bytes, np.ndarray]:
+    """A 4000x4000 16-bit RGB PNG of the test scene, and the scene as 8-bit RGB."""
+    image = scene(SIDE, SIDE)
+    ok, data = cv2.imencode(".png", image[:, :, ::-1].astype(np.uint16) * 257)
+    assert ok
+    return data.tobytes(), image
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_a_burst_of_large_photos_is_queued_refused_and_bounded(colour_rule_onnx, big_photo, slots):
+    data, image = big_photo
+    serve = ServeParams(
+        max_upload_bytes=2_000_000, max_pixels=SIDE * SIDE, poll_seconds=0, max_concurrent=slots, queue_seconds=0.3
+    )
+    app = create_app(colour_rule_onnx, serve)
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=120) as http:
+        assert http.post("/predict", content=encode_small()).status_code == 200  # warm: sessions, pools
+        before = reset_peak()
+        with ThreadPoolExecutor(6) as pool:
+            responses = list(pool.map(lambda _: http.post("/predict", content=data), range(6)))
+        growth = _status_bytes("VmHWM") - before
+        after = http.post("/predict", content=encode_small())  # the service still answers
+        metrics = http.get("/metrics").text
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(200) >= slots and statuses.count(503) >= 1, statuses
+    for response in responses:
+        if response.status_code == 503:
+            assert int(response.headers["Retry-After"]) >= 1
+            assert "busy" in response.json()["detail"] and "serve.max_concurrent" in response.json()["detail"]
+        else:
+            mask = np.array(Image.open(io.BytesIO(response.content)))
+            assert (mask == colour_rule_mask(image)).mean() > 0.999
+    assert after.status_code == 200
+    refused = statuses.count(503)
+    assert f'segflow_requests_total{{method="POST",route="/predict",status="503"}} {refused:.1f}' in metrics
+    bound = slots * stated_bound(SIDE * SIDE, len(SERVE_CLASSES), 1.0) + MARGIN
+    print(f"slots={slots}: peak RSS growth {growth / 2**20:.0f} MiB, bound {bound / 2**20:.0f} MiB")
+    assert growth <= bound, f"peak RSS grew {growth / 2**20:.0f} MiB, over the stated {bound / 2**20:.0f} MiB"
+
+
+def encode_small() -> bytes:
+    return cv2.imencode(".png", scene(64, 96))[1].tobytes()
