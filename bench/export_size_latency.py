@@ -4,15 +4,21 @@ For each trained checkpoint (default: artifacts/train/model.pt, the encoder para
 names; add others with --checkpoint), side by side in one run:
 
   size     the PyTorch checkpoint, model.onnx and model.int8.onnx on disk (segflow.serving.export)
-  mIoU     of each on the frozen test split (artifacts/preprocess), and the int8 loss
-  latency  one 512x512 image (batch 1) through each runtime, the same inputs; the runs
+  mIoU     of each on the frozen test split (artifacts/preprocess), at each test image's
+           original size through the one prediction path (segflow.inference.segment), and
+           the int8 loss
+  latency  one 512x512 input (batch 1) through each network, the same inputs; the runs
            are interleaved round-robin so that the shared machine's noise hits every
-           runtime alike; medians, and ratios against PyTorch eager. Also at the input
-           size the service runs (the trained preprocess.image_size: every upload is
-           letterboxed to it)
+           runtime alike; medians, and ratios against PyTorch eager. Also at each
+           checkpoint's inference tile: there is no single served input size any more
+           (an upload is resized to the planned working resolution, then run whole when it
+           fits one tile, else in overlapping tiles, several to a batch), so the tile is
+           the largest image the service's network gets. These are network times, not a
+           whole request (bench/http_load.py measures that)
 
 --train ENCODER trains a missing encoder first, in a throwaway MLflow store (cached in
-artifacts/bench/checkpoints/ENCODER.pt), so the comparison is reproducible from scratch.
+artifacts/bench/checkpoints/ENCODER.pt, retrained when the data's plan changed), so the
+comparison is reproducible from scratch.
 
     python bench/export_size_latency.py --train tu-efficientnet_lite0 --out artifacts/bench/export.json
 """
@@ -34,6 +40,7 @@ import torch
 
 from segflow.config import Params, load_params
 from segflow.inference.network import load_checkpoint
+from segflow.prepared import read_plan
 from segflow.registry.scoring import load_test_split
 from segflow.serving.export import FP32_FILE, INT8_FILE, calibration_images, export_model, session
 
@@ -41,10 +48,16 @@ CACHE = Path("artifacts/bench/checkpoints")
 
 
 def train_checkpoint(params: Params, encoder: str, data: Path) -> Path:
-    """Train `encoder` with params.yaml's other settings; cached. Returns the checkpoint."""
+    """Train `encoder` with params.yaml's other settings; cached. Returns the checkpoint.
+
+    A cached checkpoint is retrained when its working resolution and tile are not those
+    of `data`'s plan (one from before the planned-resolution layout has neither)."""
     path = CACHE / f"{encoder}.pt"
     if path.is_file():
-        return path
+        meta = torch.load(path, map_location="cpu", weights_only=True)
+        plan = read_plan(data)
+        if (meta.get("long_side"), meta.get("tile")) == (plan["long_side"], plan["tile"]):
+            return path
     from segflow.training.train import train
 
     raw = params.model_dump(mode="json")
@@ -93,7 +106,7 @@ def main() -> None:
         type=int,
         nargs="+",
         default=[512],
-        help="latency input sides (default %(default)s, plus the served size)",
+        help="latency input sides (default %(default)s, plus each checkpoint's inference tile)",
     )
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument(
@@ -119,15 +132,15 @@ def main() -> None:
         out = work / meta["encoder"]
         metadata = {
             "class_names": meta["class_names"],
-            "image_size": meta["image_size"],
+            "long_side": meta["long_side"],
+            "tile": meta["tile"],
             "ignore_index": params.classes.ignore_index,
             "encoder": meta["encoder"],
             "arch": meta["arch"],
         }
         start = time.perf_counter()
-        report = export_model(
-            model, metadata, out, split.images, split.masks, calibration, params.serve.max_int8_miou_loss
-        )
+        test = ((image, mask) for _, image, mask in split)  # one image at a time, original size
+        report = export_model(model, metadata, out, test, calibration, params.serve.max_int8_miou_loss)
         export_seconds = time.perf_counter() - start
         name = f"{meta['arch']} {meta['encoder']}"
         fp32, int8 = session(out / FP32_FILE, args.threads), session(out / INT8_FILE, args.threads)
@@ -138,6 +151,8 @@ def main() -> None:
             {
                 "model": name,
                 "checkpoint": str(checkpoint),
+                "long_side": meta["long_side"],
+                "tile": meta["tile"],
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "bytes": {
                     "torch": Path(checkpoint).stat().st_size,
@@ -150,11 +165,12 @@ def main() -> None:
                 "export_seconds": export_seconds,
             }
         )
-    sizes = list(dict.fromkeys([*args.sizes, int(split.images.shape[1])]))
+    shapes = list(dict.fromkeys([*((side, side) for side in args.sizes), *(tuple(row["tile"]) for row in rows)]))
+    sizes = [f"{height}x{width}" for height, width in shapes]
     for row in rows:
         row["ms"], row["speedup_vs_eager"] = {}, {}
-    for size in sizes:
-        image = np.random.default_rng(0).uniform(0, 255, (1, 3, size, size)).astype(np.float32)
+    for size, shape in zip(sizes, shapes):
+        image = np.random.default_rng(0).uniform(0, 255, (1, 3, *shape)).astype(np.float32)
         with torch.inference_mode():
             medians = latency({f"{k[0]}|{k[1]}": v for k, v in runners.items()}, image, args.repeats)
         for row in rows:
@@ -168,7 +184,8 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "latency_sizes": sizes,
         "repeats": args.repeats,
-        "test_images": int(len(split.images)),
+        "test_images": len(split),
+        "test_resolution": "original",
         "rows": rows,
     }
     print("| model | weights | PyTorch .pt | ONNX fp32 | ONNX int8 | test mIoU PyTorch / fp32 / int8 | int8 loss |")
@@ -187,7 +204,7 @@ def main() -> None:
         for size in sizes:
             ms, x = row["ms"][size], row["speedup_vs_eager"][size]
             print(
-                f"| {row['model']} | {size}² | {ms['torch']:.1f} | {ms['fp32']:.1f} | {ms['int8']:.1f} | "
+                f"| {row['model']} | {size} | {ms['torch']:.1f} | {ms['fp32']:.1f} | {ms['int8']:.1f} | "
                 f"{x['fp32']:.2f}× | {x['int8']:.2f}× |"
             )
     if args.out:

@@ -5,8 +5,11 @@ port, then for each client count posts the same 512x512 JPEG to /predict (PNG ma
 from that many threads for --seconds, and reports p50/p95 latency, throughput, the 5xx
 count, and the ratio of the HTTP p50 to the bare model time: the same image through the
 same predictor in this process, before the server starts (and the server's own mean
-model time, from /metrics). Client threads share the 2 cores with the server: on a
-bigger machine the server would get more of them.
+model time, from /metrics). The model time is the whole prediction path: the image
+resized to the model's working resolution, run whole or in tiles, and the mask resized
+back to the posted size (segflow.inference.segment), so it depends on the trained plan.
+Client threads share the 2 cores with the server: on a bigger machine the server would
+get more of them.
 
     python bench/http_load.py --out artifacts/bench/http.json
 
@@ -51,14 +54,16 @@ def default_model(params_path: Path, data: Path, checkpoint: Path, out: Path) ->
         "name": params.mlflow.model_name,
         "version": version,
         "class_names": meta["class_names"],
-        "image_size": meta["image_size"],
+        "long_side": meta["long_side"],
+        "tile": meta["tile"],
         "ignore_index": params.classes.ignore_index,
         "encoder": meta["encoder"],
         "arch": meta["arch"],
         "palette": [list(c) for c in params.classes.palette] or None,
     }
     calibration = calibration_images(data, params.serve.calibration_images, params.seed)
-    report = export_model(model, metadata, out, split.images, split.masks, calibration, params.serve.max_int8_miou_loss)
+    test = ((image, mask) for _, image, mask in split)  # one image at a time, original size
+    report = export_model(model, metadata, out, test, calibration, params.serve.max_int8_miou_loss)
     return out / VARIANT_FILES[report["default"]]
 
 
@@ -186,7 +191,7 @@ def main() -> None:
     for run in runs:
         run["http_p50_over_bare_model"] = run["p50_ms"] / bare
     result = {
-        "model": {k: info[k] for k in ("name", "version", "runtime", "bytes", "image_size")},
+        "model": {k: info.get(k) for k in ("name", "version", "runtime", "bytes", "long_side", "tile")},
         "input": f"{args.size}x{args.size} JPEG, {len(body)} bytes",
         "bare_model_ms": bare,
         "server_mean_model_ms": served,

@@ -1,10 +1,14 @@
 """Benchmark: what segflow's input pipeline costs a training epoch.
 
 Side by side in one run, same model, batch size and optimiser:
-  loader  - a full training epoch through segflow's DataLoader (memory-mapped arrays,
-            albumentations augmentation from params.yaml);
+  loader  - a full training epoch through segflow's DataLoader, built as the train stage
+            builds it: `CropDataset` random crops (the plan's crop size and crops per
+            image, class-aware crops per train.class_crops) of the memory-mapped images
+            at the working resolution, albumentations augmentation from params.yaml;
   memory  - the same number of optimiser steps on batches already in memory as tensors.
 The loader's cost is 1 - memory_time / loader_time. Epochs alternate to share noise.
+The in-memory batches are one loader epoch's crops, kept; the loader reads, crops and
+augments every item again each epoch, which is the cost measured.
 
     python bench/loader_throughput.py [--repeats 3]
 """
@@ -17,11 +21,13 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from segflow.config import load_params
-from segflow.training.dataset import SegmentationDataset, build_augmentation, load_split
+from segflow.prepared import read_plan
+from segflow.training.dataset import CropDataset, build_augmentation, class_pixel_counts
 from segflow.training.losses import build_loss
 from segflow.training.model import model_from_params
 
@@ -39,9 +45,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     params = load_params(args.params)
-    size, ignore = params.preprocess.image_size, params.classes.ignore_index
-    dataset = SegmentationDataset(
-        *load_split(args.data, "train"), transform=build_augmentation(params.augment, size, ignore, params.seed)
+    plan, ignore = read_plan(args.data), params.classes.ignore_index
+    crop = tuple(plan["crop"])
+    # As segflow.training.train: crops centred on a class drawn with weight inverse to its pixel share.
+    counts = class_pixel_counts(args.data, "train", len(params.classes.names))
+    rarity = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
+    dataset = CropDataset(
+        args.data,
+        "train",
+        crop,
+        plan["crops_per_image"],
+        ignore,
+        params.seed,
+        transform=build_augmentation(params.augment, crop, ignore, params.seed),
+        class_crops=params.train.class_crops,
+        class_weights=rarity,
     )
     loader = DataLoader(dataset, batch_size=params.train.batch_size, shuffle=True, num_workers=params.train.num_workers)
     model = model_from_params(params).train()
@@ -62,10 +80,11 @@ def main() -> None:
     n = len(dataset)
     loader_s, memory_s = statistics.median(times["loader"]), statistics.median(times["memory"])
     print(
-        f"{os.cpu_count()} cores, {torch.get_num_threads()} threads, {n} images of {size}px, "
+        f"{os.cpu_count()} cores, {torch.get_num_threads()} threads, {n} crops of {crop[0]}x{crop[1]} px "
+        f"({plan['crops_per_image']} per image, working long side {plan['long_side']} px), "
         f"batch {params.train.batch_size}, workers {params.train.num_workers}, {args.repeats} epochs each"
     )
-    print("| pipeline | median epoch (s) | images/s |")
+    print("| pipeline | median epoch (s) | crops/s |")
     print("|---|---|---|")
     print(f"| segflow loader + augmentation | {loader_s:.2f} | {n / loader_s:.1f} |")
     print(f"| tensors already in memory | {memory_s:.2f} | {n / memory_s:.1f} |")

@@ -95,7 +95,7 @@ def run(raw: dict, folder: Path) -> dict:
     metrics = evaluate(params, folder / "pre", folder / "train", folder / "eval", folder)
     plan = read_plan(folder / "pre")
     return {
-        "plan": {k: plan[k] for k in ("scale", "crop", "tile", "crops_per_image")},
+        "plan": {k: plan[k] for k in ("long_side", "median_scale", "crop", "tile", "crops_per_image")},
         "test": metrics["test"],
         "preprocess_s": prep_s,
         "train_s": train_s,
@@ -138,7 +138,7 @@ def main() -> None:
         f"{base['train']['epochs']} epochs, seed {base['seed']}; test mIoU at original resolution"
     )
     print(
-        "| dataset | variant | scale / crop / tile | test images | test mIoU [95% CI] | weakest class IoU "
+        "| dataset | variant | long side (median scale) / crop / tile | test images | test mIoU [95% CI] | weakest class IoU "
         "| train (s) | train ratio |"
     )
     print("|---|---|---|---|---|---|---|---|")
@@ -148,7 +148,7 @@ def main() -> None:
         weakest = min((v, k) for k, v in test["iou"].items() if v is not None)
         low, high = test["miou_ci95"] or [None, None]
         print(
-            f"| {row['dataset']} | {row['variant']} | {plan['scale']} / {plan['crop'][0]} / "
+            f"| {row['dataset']} | {row['variant']} | {plan['long_side']} ({plan['median_scale']}) / {plan['crop'][0]} / "
             f"{'x'.join(map(str, plan['tile']))} | {test['images']} | {test['miou']:.3f} [{low:.3f}, {high:.3f}] "
             f"| {weakest[1]} {weakest[0]:.3f} | {row['train_s']:.0f} | {row['train_s'] / first['train_s']:.2f} |"
         )

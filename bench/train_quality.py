@@ -10,6 +10,9 @@ untouched.
 
 --dataset sample (default) uses artifacts/preprocess from `dvc repro`; --dataset photos
 the 7 real photos of ../shared/datasets in 5 folds (bench/photos.py), test scores pooled.
+Test scores are at each test image's original resolution. Every variant trains on the same
+preprocessed data, so on the same planned working resolution and crops: "first pipeline"
+changes the model and training params of issue 2, not its 128 px letterbox.
 """
 
 from __future__ import annotations
