@@ -138,7 +138,8 @@ def main() -> None:
         f"{base['train']['epochs']} epochs, seed {base['seed']}; test mIoU at original resolution"
     )
     print(
-        "| dataset | variant | long side (median scale) / crop / tile | test images | test mIoU [95% CI] | weakest class IoU "
+        "| dataset | variant | long side (median scale) / crop / tile | test images | test mIoU [95% CI] "
+        "| weakest class IoU "
         "| train (s) | train ratio |"
     )
     print("|---|---|---|---|---|---|---|---|")
@@ -148,7 +149,8 @@ def main() -> None:
         weakest = min((v, k) for k, v in test["iou"].items() if v is not None)
         low, high = test["miou_ci95"] or [None, None]
         print(
-            f"| {row['dataset']} | {row['variant']} | {plan['long_side']} ({plan['median_scale']}) / {plan['crop'][0]} / "
+            f"| {row['dataset']} | {row['variant']} | {plan['long_side']} ({plan['median_scale']}) "
+            f"/ {plan['crop'][0]} / "
             f"{'x'.join(map(str, plan['tile']))} | {test['images']} | {test['miou']:.3f} [{low:.3f}, {high:.3f}] "
             f"| {weakest[1]} {weakest[0]:.3f} | {row['train_s']:.0f} | {row['train_s'] / first['train_s']:.2f} |"
         )
