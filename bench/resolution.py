@@ -67,7 +67,13 @@ DATASETS = {
         },
     },
 }
-VARIANTS = {"letterbox 128": {"preprocess": {"image_size": 128}}, "planned": {"preprocess": {"image_size": "auto"}}}
+VARIANTS = {
+    "letterbox 128": {"preprocess": {"image_size": 128}},
+    "planned": {"preprocess": {"image_size": "auto"}},
+    # The plan with the letterbox's compute: 128 px crops, one per training image per epoch
+    # (pixels_per_epoch is set from the letterbox run's training image count).
+    "planned, letterbox budget": {"preprocess": {"image_size": "auto", "max_crop": 128}},
+}
 
 
 def merge(base: dict, overrides: dict) -> dict:
@@ -107,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=list(DATASETS))
     parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
@@ -121,9 +128,13 @@ def main() -> None:
             if not source.exists():
                 print(f"{dataset}: {source} is absent, skipped", flush=True)
                 continue
-            for variant, overrides in VARIANTS.items():
-                folder = Path(tmp) / dataset / variant.replace(" ", "-")
+            for variant in args.variants:
+                overrides = VARIANTS[variant]
+                folder = Path(tmp) / dataset / variant.replace(" ", "-").replace(",", "")
                 raw = merge(merge(base, DATASETS[dataset]), overrides)
+                if variant == "planned, letterbox budget":
+                    images = read_plan(Path(tmp) / dataset / "letterbox-128" / "pre")["images"]
+                    raw["preprocess"]["pixels_per_epoch"] = images * 128 * 128
                 raw["mlflow"] = {"experiment": f"{dataset}-{variant}", "model_name": f"{dataset}-{variant}"}
                 row = {"dataset": dataset, "variant": variant, **run(raw, folder)}
                 results.append(row)

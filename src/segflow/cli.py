@@ -7,6 +7,8 @@
     segflow rollback                              @champion back to the previous one
     segflow export [--version N]                  ONNX fp32 + int8 of @champion, verified, logged
     segflow serve [--model SPEC | --onnx FILE]    web page + JSON API on @champion
+    segflow predict SOURCE --out DIR [--export via]
+                                                  new photos -> masks, pre-annotations
 
 The registry commands read params.yaml (model name, promotion rule) and the frozen test
 split in artifacts/preprocess; decisions are written to artifacts/promotions/.
@@ -26,6 +28,7 @@ from rich import print as rprint
 from rich.table import Table
 
 from segflow.config.registry import Runtime
+from segflow.predict.command import add_predict_command
 
 __all__ = ["main"]
 
@@ -324,6 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, help="default: serve.port")
     serve.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default %(default)s)")
     serve.set_defaults(func=_serve)
+    add_predict_command(commands)
 
     args = parser.parse_args(argv)
     from segflow.errors import SegflowError

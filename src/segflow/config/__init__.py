@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError, model_validator
 
 from segflow.config.base import IGNORE, Section
 from segflow.config.data import AUTO, ClassesParams, FetchParams, PreprocessParams, RasterizeParams
+from segflow.config.predict import PredictParams
 from segflow.config.registry import MlflowParams, PromoteParams, ServeParams
 from segflow.config.training import (
     ENCODER_WEIGHT_CHOICES,
@@ -43,6 +44,7 @@ __all__ = [
     "MlflowParams",
     "PromoteParams",
     "ServeParams",
+    "PredictParams",
     "Params",
     "load_params",
 ]
@@ -62,6 +64,7 @@ class Params(Section):
     mlflow: MlflowParams = MlflowParams()
     promote: PromoteParams = PromoteParams()
     serve: ServeParams = ServeParams()
+    predict: PredictParams = PredictParams()
 
     @model_validator(mode="after")
     def _unlabeled_is_a_class(self) -> Params:

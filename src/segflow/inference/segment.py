@@ -45,6 +45,7 @@ __all__ = [
     "tile_origins",
     "blend_weights",
     "Segmenter",
+    "confidence",
     "torch_runner",
     "onnx_runner",
 ]
@@ -150,6 +151,20 @@ def _argmax(logits: np.ndarray) -> np.ndarray:
     for top in range(0, height, rows):
         mask[top : top + rows] = logits[:, top : top + rows].argmax(0)
     return mask
+
+
+def confidence(logits: np.ndarray) -> float:
+    """Mean over pixels of the largest softmax probability of (C, h, w) `logits`: 1 when
+    every pixel is certain, 1/C when the model cannot tell the classes apart. Computed in
+    bands of rows, so its temporaries stay small whatever the image size."""
+    height, width = logits.shape[1:]
+    total = 0.0
+    rows = max(1, _ARGMAX_BAND // max(width, 1))
+    for top in range(0, height, rows):
+        band = logits[:, top : top + rows].astype(np.float32)
+        band = np.exp(band - band.max(0, keepdims=True))  # the largest term is exp(0) = 1
+        total += float((1.0 / band.sum(0)).sum(dtype=np.float64))
+    return total / max(height * width, 1)
 
 
 def _ceil32(value: int) -> int:

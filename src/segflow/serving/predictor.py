@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segflow.inference.segment import Runner, Segmenter, as_rgb, onnx_runner, torch_runner
+from segflow.inference.segment import Runner, Segmenter, as_rgb, confidence, onnx_runner, torch_runner
 
 __all__ = ["ModelInfo", "Predictor", "onnx_predictor", "torch_predictor"]
 
@@ -92,6 +92,15 @@ class Predictor:
         del scaled
         mask = self._segmenter.to_mask(logits, height, width)
         return mask, time.perf_counter() - start - self._waited.seconds
+
+    def predict_scored(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """(mask, confidence): the mask `predict` gives, and the mean max-probability of its
+        working-resolution logits (`segflow.inference.segment.confidence`)."""
+        image = as_rgb(image)
+        height, width = image.shape[:2]
+        logits = self._segmenter.logits(self._segmenter.scaled(image))
+        del image
+        return self._segmenter.to_mask(logits, height, width), confidence(logits)
 
 
 def onnx_predictor(path: Path, info: dict, threads: int = 0) -> Predictor:

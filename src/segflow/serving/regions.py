@@ -39,19 +39,46 @@ def class_shares(mask: np.ndarray, class_names: list[str], palette: list[list[in
     ]
 
 
-def polygons(mask: np.ndarray, class_names: list[str], simplify: float = 1.0) -> list[dict]:
+def polygons(
+    mask: np.ndarray,
+    class_names: list[str],
+    simplify: float = 1.0,
+    min_area: int = 0,
+    background: int | None = None,
+) -> list[dict]:
     """Each class's regions of `mask` (H, W) as canonical polygon records, largest first.
+
+    Several parts of a class are several regions. A hole in a region (pixels of another
+    class it surrounds) is traced as a region of its own, smaller, so painting the regions
+    in order puts it back over the region that fills it.
 
     Args:
         simplify: Douglas-Peucker tolerance in pixels (`cv2.approxPolyDP`); 0 keeps every
             boundary vertex. Regions left with fewer than 3 vertices (a pixel, a line) are
             dropped: they have no area.
+        min_area: parts of fewer pixels are dropped; painted in order, their pixels take
+            the class of the region around them.
+        background: the class of unannotated pixels (``rasterize.unlabeled``), traced only
+            where it forms holes in other regions (parts not touching the image border);
+            None traces it like the others.
     """
     found: list[tuple[float, dict]] = []
+    height, width = mask.shape
     for index, name in enumerate(class_names):
         binary = (mask == index).astype(np.uint8)
         if not binary.any():
             continue
+        if min_area > 0 or index == background:
+            # 8-connected parts, as findContours traces them.
+            count, parts, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+            left, top, w, h, area = (stats[:, i] for i in range(5))
+            keep = area >= min_area
+            if index == background:
+                keep &= (left > 0) & (top > 0) & (left + w < width) & (top + h < height)
+            keep[0] = False  # label 0: the pixels of other classes
+            binary = keep[parts].astype(np.uint8)
+            if not binary.any():
+                continue
         contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         for contour in contours:
             if simplify > 0:

@@ -33,6 +33,7 @@ from segflow.registry.pyfunc import SegmentationModel
 from segflow.registry.register import record_test_scores
 from segflow.registry.scoring import Scores, load_test_split, score
 from segflow.training.dataset import class_pixel_counts
+from segflow.training.train import select_device
 from segflow.training.visualize import normalise_rows, save_confusion, save_grid
 
 __all__ = ["majority_baseline", "evaluate", "confusion_records"]
@@ -62,6 +63,7 @@ def evaluate(params: Params, preprocess_dir: Path, train_dir: Path, out_dir: Pat
     """Score the checkpoint on the test split at full resolution; returns the metrics written."""
     checkpoint = train_dir / "model.pt"
     net, meta = load_checkpoint(checkpoint)
+    net.to(select_device(params.train.device))
     run = json.loads((train_dir / "run.json").read_text())
     names, ignore = meta["class_names"], params.classes.ignore_index
     split = load_test_split(preprocess_dir)
