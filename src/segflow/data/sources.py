@@ -36,7 +36,7 @@ from segflow.config import FetchParams
 from segflow.errors import SourceError
 from segflow.outputs import file_sha256
 
-__all__ = ["ARCHIVE_SUFFIXES", "CITYSCAPES_SITE", "materialise", "download", "extract"]
+__all__ = ["ARCHIVE_SUFFIXES", "CITYSCAPES_SITE", "materialise", "download", "extract", "unpack"]
 
 #: File endings read as archives.
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
@@ -107,7 +107,7 @@ def download(url: str, sha256: str, folder: Path) -> Path:
     return final
 
 
-def _unpack(archive: Path, into: Path) -> None:
+def unpack(archive: Path, into: Path) -> None:
     """Extract `archive` into the folder `into`, refusing paths that leave it."""
     try:
         if archive.name.lower().endswith(".zip"):
@@ -137,7 +137,7 @@ def extract(archives: list[Path], folder: Path, key: str) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder))
         try:
             for archive in archives:
-                _unpack(archive, staging)
+                unpack(archive, staging)
             staging.rename(target)  # only a complete extraction gets the final name
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import glob
 import os
-import tarfile
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from segflow.data.readers.image_files import IMAGE_SUFFIXES
-from segflow.data.sources import ARCHIVE_SUFFIXES
+from segflow.data.sources import ARCHIVE_SUFFIXES, unpack
 from segflow.errors import SourceError
 
 __all__ = ["Photo", "open_source"]
@@ -51,15 +49,7 @@ def _folder(root: Path) -> list[Photo]:
 
 def _extract(archive: Path, into: Path) -> Path:
     """Extract `archive` into `into` (no path may leave it); returns the photos' root."""
-    try:
-        if archive.name.lower().endswith(".zip"):
-            with zipfile.ZipFile(archive) as bundle:
-                bundle.extractall(into)  # zipfile drops "..", absolute and drive parts
-        else:
-            with tarfile.open(archive) as bundle:
-                bundle.extractall(into, filter="data")  # no links or paths out of `into`
-    except (OSError, zipfile.BadZipFile, tarfile.TarError) as exc:
-        raise SourceError(f"{archive}: cannot extract the archive ({exc}); is it complete?") from exc
+    unpack(archive, into)
     entries = [entry for entry in into.iterdir() if entry.name != "__MACOSX"]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else into
 
