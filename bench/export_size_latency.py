@@ -42,7 +42,7 @@ from segflow.config import Params, load_params
 from segflow.inference.network import load_checkpoint
 from segflow.prepared import read_plan
 from segflow.registry.scoring import load_test_split
-from segflow.serving.export import FP32_FILE, INT8_FILE, calibration_images, export_model, session
+from segflow.serving.export import FP32_FILE, INT8_FILE, export_checkpoint, session
 
 CACHE = Path("artifacts/bench/checkpoints")
 
@@ -123,24 +123,14 @@ def main() -> None:
     checkpoints = args.checkpoint or [Path("artifacts/train/model.pt")]
     checkpoints += [train_checkpoint(params, encoder, args.data) for encoder in args.train]
     split = load_test_split(args.data)
-    calibration = calibration_images(args.data, params.serve.calibration_images, params.seed)
 
     rows, runners = [], {}
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
     for checkpoint in checkpoints:
         model, meta = load_checkpoint(checkpoint)
         out = work / meta["encoder"]
-        metadata = {
-            "class_names": meta["class_names"],
-            "long_side": meta["long_side"],
-            "tile": meta["tile"],
-            "ignore_index": params.classes.ignore_index,
-            "encoder": meta["encoder"],
-            "arch": meta["arch"],
-        }
         start = time.perf_counter()
-        test = ((image, mask) for _, image, mask in split)  # one image at a time, original size
-        report = export_model(model, metadata, out, test, calibration, params.serve.max_int8_miou_loss)
+        report = export_checkpoint(model, meta, params, args.data, out)
         export_seconds = time.perf_counter() - start
         name = f"{meta['arch']} {meta['encoder']}"
         fp32, int8 = session(out / FP32_FILE, args.threads), session(out / INT8_FILE, args.threads)

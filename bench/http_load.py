@@ -42,28 +42,13 @@ from segflow.serving.source import ModelSource
 def default_model(params_path: Path, data: Path, checkpoint: Path, out: Path) -> Path:
     """Export `checkpoint` into `out` and return the variant the export picks."""
     from segflow.inference.network import load_checkpoint
-    from segflow.registry.scoring import load_test_split
-    from segflow.serving.export import VARIANT_FILES, calibration_images, export_model
+    from segflow.serving.export import VARIANT_FILES, export_checkpoint
 
     params = load_params(params_path)
     model, meta = load_checkpoint(checkpoint)
-    split = load_test_split(data)
     run = Path("artifacts/train/run.json")  # the version the pipeline registered, for the page
     version = json.loads(run.read_text())["model_version"] if run.is_file() else None
-    metadata = {
-        "name": params.mlflow.model_name,
-        "version": version,
-        "class_names": meta["class_names"],
-        "long_side": meta["long_side"],
-        "tile": meta["tile"],
-        "ignore_index": params.classes.ignore_index,
-        "encoder": meta["encoder"],
-        "arch": meta["arch"],
-        "palette": [list(c) for c in params.classes.palette] or None,
-    }
-    calibration = calibration_images(data, params.serve.calibration_images, params.seed)
-    test = ((image, mask) for _, image, mask in split)  # one image at a time, original size
-    report = export_model(model, metadata, out, test, calibration, params.serve.max_int8_miou_loss)
+    report = export_checkpoint(model, meta, params, data, out, name=params.mlflow.model_name, version=version)
     return out / VARIANT_FILES[report["default"]]
 
 

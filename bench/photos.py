@@ -37,11 +37,10 @@ from PIL import Image
 
 from segflow.config import Params
 from segflow.data.images import read_rgb
-from segflow.data.plan import object_sizes, plan_scale
+from segflow.data.preprocess import plan_for, store
 from segflow.inference.network import load_checkpoint
-from segflow.inference.segment import rescale, working_factor
 from segflow.metrics import scores_from_confusion
-from segflow.prepared import PLAN, SPLIT_INDEX, Entry, scaled_paths, test_paths
+from segflow.prepared import PLAN, SPLIT_INDEX, Entry
 from segflow.registry.pyfunc import SegmentationModel
 from segflow.registry.scoring import load_test_split, score
 from segflow.training.train import train
@@ -108,31 +107,13 @@ Pair = tuple[np.ndarray, np.ndarray]
 
 
 def plan_photos(params: Params, train_pairs: list[Pair]) -> dict:
-    """The preprocess stage's plan (`segflow.data.plan.plan_scale`) for these training
-    photos: their sizes and objects measured as `segflow.data.preprocess` measures masks."""
-    settings, names = params.preprocess, list(params.classes.names)
-    sizes, objects = [], {}
-    for _, mask in train_pairs:
-        sizes.append(mask.shape)
-        for value, found in object_sizes(mask, len(names), settings.min_object_px**2 / 2).items():
-            objects.setdefault(value, []).extend(s / max(mask.shape) for s in found)  # relative to the long side
-    unlabeled = [] if params.rasterize.unlabeled == "ignore" else [names.index(params.rasterize.unlabeled)]
-    size = settings.image_size
-    return plan_scale(
-        sizes,
-        objects,
-        names,
-        size if isinstance(size, (str, int)) else tuple(size),
-        settings.min_object_px,
-        settings.pixels_per_epoch,
-        settings.max_crop,
-        background=unlabeled,
-    )
+    """The preprocess stage's plan for these training photos (`segflow.data.preprocess.plan_for`)."""
+    return plan_for(params, (mask for _, mask in train_pairs))
 
 
 def write_prepared(folder: Path, plan: dict, splits: dict[str, list[Pair]]) -> Path:
     """A preprocess output folder (`segflow.prepared`'s layout) from photos at their own
-    size: train and val resized to the plan's working long side, test kept as it is."""
+    size, stored as the preprocess stage stores them (`segflow.data.preprocess.store`)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / PLAN).write_text(json.dumps(plan, indent=1))
     index: dict[str, list[dict]] = {}
@@ -142,15 +123,7 @@ def write_prepared(folder: Path, plan: dict, splits: dict[str, list[Pair]]) -> P
         for row, (image, mask) in enumerate(pairs):
             entry = Entry(f"{split}{row}.png", *mask.shape, f"{split}/{row:05d}")
             index[split].append(entry.__dict__)
-            if split == "test":
-                image_path, mask_path = test_paths(folder, entry)
-                cv2.imwrite(str(image_path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-                cv2.imwrite(str(mask_path), mask)
-            else:
-                image_path, mask_path = scaled_paths(folder, entry)
-                factor = working_factor(*mask.shape, plan["long_side"])
-                np.save(image_path, rescale(image, factor))
-                np.save(mask_path, rescale(mask, factor, nearest=True))
+            store(folder, split, entry, image, mask, plan["long_side"])
     (folder / SPLIT_INDEX).write_text(json.dumps(index, indent=1))
     return folder
 

@@ -109,11 +109,10 @@ def wide_console():
 
 def write_prepared(folder: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], size: int = 32) -> Path:
     """A preprocess output folder (`segflow.prepared`'s layout) from arrays per split:
-    images (N, H, W, 3) and masks (N, H, W) of `size` px, stored as they are, with `size` px
-    crops and tiles."""
-    import cv2
-
-    from segflow.prepared import PLAN, SPLIT_INDEX, Entry, scaled_paths, test_paths
+    images (N, H, W, 3) and masks (N, H, W) of `size` px, stored as the preprocess stage
+    stores them, with `size` px crops and tiles."""
+    from segflow.data.preprocess import store
+    from segflow.prepared import PLAN, SPLIT_INDEX, Entry
 
     folder.mkdir(parents=True, exist_ok=True)
     plan = {"mode": "fixed", "long_side": size, "crop": [size, size], "tile": [size, size], "crops_per_image": 1}
@@ -125,14 +124,7 @@ def write_prepared(folder: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]
         for row, (image, mask) in enumerate(zip(images, masks)):
             entry = Entry(f"{split}{row}.png", *mask.shape, f"{split}/{row:05d}")
             index[split].append(entry.__dict__)
-            if split == "test":
-                image_path, mask_path = test_paths(folder, entry)
-                cv2.imwrite(str(image_path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-                cv2.imwrite(str(mask_path), mask)
-            else:
-                image_path, mask_path = scaled_paths(folder, entry)
-                np.save(image_path, image)
-                np.save(mask_path, mask)
+            store(folder, split, entry, image, mask, size)
     (folder / SPLIT_INDEX).write_text(json.dumps(index))
     return folder
 

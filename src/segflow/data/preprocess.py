@@ -23,6 +23,7 @@ every epoch. The plan is printed as a table by the stage script.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -41,7 +42,15 @@ from segflow.inference.segment import rescale, working_factor
 from segflow.outputs import atomic_dir
 from segflow.prepared import PLAN, SPLIT_INDEX, Entry, scaled_paths, test_paths
 
-__all__ = ["SPLITS", "split_indices", "assign_splits", "cross_split_duplicates", "preprocess"]  # splits re-exported
+__all__ = [
+    "SPLITS",
+    "split_indices",
+    "assign_splits",
+    "store",
+    "plan_for",
+    "cross_split_duplicates",
+    "preprocess",
+]  # splits re-exported
 
 
 def _identical(files: list[dict], split_of: dict[str, str]) -> list[tuple[dict, list[str]]]:
@@ -63,7 +72,8 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
     splits = assign_splits(
         images, settings.val_fraction, settings.test_fraction, params.seed, mode=settings.split, hashes=hashes
     )
-    plan = _plan(params, [images[i] for i in splits["train"]], masks_dir)
+    train = tqdm([images[i] for i in splits["train"]], desc="measure train", unit="img")
+    plan = plan_for(params, (cv2.imread(str(masks_dir / mask_name(r.filename)), cv2.IMREAD_UNCHANGED) for r in train))
     index: dict[str, list[dict]] = {}
     with atomic_dir(out_dir) as staging:
         (staging / PLAN).write_text(json.dumps(plan, indent=1))
@@ -76,15 +86,7 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
                 mask = cv2.imread(str(masks_dir / mask_name(record.filename)), cv2.IMREAD_UNCHANGED)
                 entry = Entry(record.filename, *mask.shape, f"{split}/{row:05d}")
                 index[split].append(asdict(entry))
-                if split == "test":  # kept at its own size: scores are taken there
-                    image_path, mask_path = test_paths(staging, entry)
-                    cv2.imwrite(str(image_path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-                    cv2.imwrite(str(mask_path), mask)
-                else:
-                    image_path, mask_path = scaled_paths(staging, entry)
-                    factor = working_factor(*mask.shape, plan["long_side"])
-                    np.save(image_path, rescale(image, factor))
-                    np.save(mask_path, rescale(mask, factor, nearest=True))
+                store(staging, split, entry, image, mask, plan["long_side"])
         (staging / SPLIT_INDEX).write_text(json.dumps(index, indent=1))
         split_of = {images[i].filename: split for split in SPLITS for i in splits[split]}
         duplicates = cross_split_duplicates(manifest["files"], split_of)
@@ -103,14 +105,27 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
     return {split: len(splits[split]) for split in SPLITS}
 
 
-def _plan(params: Params, train: list, masks_dir: Path) -> dict:
-    """Measure the training images and masks (one at a time) and plan the working resolution."""
+def store(folder: Path, split: str, entry: Entry, image: np.ndarray, mask: np.ndarray, long_side: int) -> None:
+    """Write one image and mask in `segflow.prepared`'s layout: train and val resized to the
+    working `long_side`, test kept at its own size (scores are taken there)."""
+    if split == "test":
+        image_path, mask_path = test_paths(folder, entry)
+        cv2.imwrite(str(image_path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(mask_path), mask)
+    else:
+        image_path, mask_path = scaled_paths(folder, entry)
+        factor = working_factor(*mask.shape, long_side)
+        np.save(image_path, rescale(image, factor))
+        np.save(mask_path, rescale(mask, factor, nearest=True))
+
+
+def plan_for(params: Params, masks: Iterable[np.ndarray]) -> dict:
+    """Measure the training masks (one at a time) and plan the working resolution."""
     settings, names = params.preprocess, list(params.classes.names)
     sizes, objects = [], {}
-    for record in tqdm(train, desc="measure train", unit="img"):
-        mask = cv2.imread(str(masks_dir / mask_name(record.filename)), cv2.IMREAD_UNCHANGED)
+    fragment = settings.min_object_px**2 / 2
+    for mask in masks:
         sizes.append(mask.shape)
-        fragment = settings.min_object_px**2 / 2
         for value, found in object_sizes(mask, len(names), fragment).items():
             objects.setdefault(value, []).extend(s / max(mask.shape) for s in found)  # relative to the long side
     unlabeled = [] if params.rasterize.unlabeled == "ignore" else [names.index(params.rasterize.unlabeled)]

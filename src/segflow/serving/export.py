@@ -62,6 +62,7 @@ __all__ = [
     "write_metadata",
     "session",
     "export_model",
+    "export_checkpoint",
     "calibration_images",
     "export_version",
 ]
@@ -243,6 +244,31 @@ def export_model(
     return report
 
 
+def export_checkpoint(
+    model: SegmentationNet, meta: dict, params: Params, preprocess_dir: Path, out_dir: Path, **extra: object
+) -> dict:
+    """`export_model` for a loaded checkpoint (`meta` from `load_checkpoint`), verified on the
+    preprocess folder's frozen test split and calibrated on its training images; `extra`
+    (name, version, palette, ignore_index) overrides the file metadata taken from params."""
+    names = meta["class_names"]
+    metadata = {
+        "arch": meta["arch"],
+        "encoder": meta["encoder"],
+        "class_names": names,
+        "long_side": meta["long_side"],
+        "tile": meta["tile"],
+        "ignore_index": params.classes.ignore_index,
+        "palette": palette(len(names), params.classes.palette).tolist(),
+        **{key: value for key, value in extra.items() if value is not None},
+    }
+    split = load_test_split(preprocess_dir)
+    calibration = calibration_images(preprocess_dir, params.serve.calibration_images, params.seed)
+    test = ((image, truth) for _, image, truth in split)  # one image at a time, original size
+    report = export_model(model, metadata, out_dir, test, calibration, params.serve.max_int8_miou_loss)
+    report["test_split_sha256"] = split.sha256
+    return report
+
+
 def export_version(params: Params, preprocess_dir: Path, ref: str | None = None) -> dict:
     """Export a registered version (`ref`: number or alias, default ``champion``) and log it.
 
@@ -254,27 +280,21 @@ def export_version(params: Params, preprocess_dir: Path, ref: str | None = None)
     version = versions.resolve(client, params.mlflow.model_name, ref)
     if not version.run_id:
         raise SegflowError(f"version {version.version} of {version.name!r} has no run to log the ONNX files to")
-    split = load_test_split(preprocess_dir)
-    calibration = calibration_images(preprocess_dir, params.serve.calibration_images, params.seed)
     with tempfile.TemporaryDirectory(prefix="segflow-export-") as tmp:
         checkpoint, info = versions.download_checkpoint(version, Path(tmp) / "model")
         model, meta = load_checkpoint(checkpoint)
-        names = meta["class_names"]
-        metadata = {
-            "name": version.name,
-            "version": str(version.version),
-            "arch": meta["arch"],
-            "encoder": meta["encoder"],
-            "class_names": names,
-            "long_side": meta["long_side"],
-            "tile": meta["tile"],
-            "ignore_index": info.get("ignore_index", params.classes.ignore_index),
-            "palette": info.get("palette") or palette(len(names), params.classes.palette).tolist(),
-        }
         out = Path(tmp) / "onnx"
-        test = ((image, truth) for _, image, truth in split)
-        report = export_model(model, metadata, out, test, calibration, params.serve.max_int8_miou_loss)
-        report["test_split_sha256"] = split.sha256
+        report = export_checkpoint(
+            model,
+            meta,
+            params,
+            preprocess_dir,
+            out,
+            name=version.name,
+            version=str(version.version),
+            ignore_index=info.get("ignore_index"),
+            palette=info.get("palette") or None,
+        )
         report["bytes"]["checkpoint"] = checkpoint.stat().st_size
         (out / REPORT_FILE).write_text(json.dumps(report, indent=1))
         folder = f"onnx/v{version.version}"
