@@ -1,9 +1,9 @@
 """Segmentation metrics accumulated over a whole split.
 
-Counts (true/false positives, false negatives per class) are summed over every image
-before any ratio is taken, so large and small images weigh by their pixels, not as
-equal votes. smp's `get_stats` produces the counts and its `iou_score`/`f1_score` the
-ratios; pixels labelled with the ignore index are left out.
+A confusion matrix is summed over every image before any ratio is taken, so large and
+small images weigh by their pixels, not as equal votes; per-class true/false positives and
+false negatives are read off it and smp's `iou_score`/`f1_score` give the ratios. Pixels
+labelled with the ignore index are left out.
 """
 
 from __future__ import annotations
@@ -21,26 +21,13 @@ class SegmentationMeter:
     def __init__(self, num_classes: int, ignore_index: int) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.tp = torch.zeros(num_classes, dtype=torch.long)
-        self.fp = torch.zeros(num_classes, dtype=torch.long)
-        self.fn = torch.zeros(num_classes, dtype=torch.long)
-        self.tn = torch.zeros(num_classes, dtype=torch.long)
         self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch: prediction and target (N, H, W) class indices."""
         prediction, target = prediction.cpu().long(), target.cpu().long()
-        tp, fp, fn, tn = smp.metrics.get_stats(
-            prediction,
-            target,
-            mode="multiclass",
-            num_classes=self.num_classes,
-            ignore_index=self.ignore_index,
-        )
-        self.tp += tp.sum(0)
-        self.fp += fp.sum(0)
-        self.fn += fn.sum(0)
-        self.tn += tn.sum(0)
+        # The confusion matrix alone: the per-class counts the scores need follow from it
+        # (`scores_from_confusion`), so smp.metrics.get_stats would count every pixel twice.
         valid = target != self.ignore_index
         pairs = target[valid] * self.num_classes + prediction[valid]
         self.confusion += np.bincount(pairs.numpy(), minlength=self.num_classes**2).reshape(
