@@ -45,8 +45,9 @@ elif step == "preprocess":
     preprocess(params, folder / "fetch", folder / "masks", folder / "pre")
 else:
     import torch
-    from segflow.training.train import _Trainer
-    trainer = _Trainer(params, folder / "pre")
+    from segflow.training.distributed import ONE_PROCESS
+    from segflow.training.trainer import Trainer
+    trainer = Trainer(params, folder / "pre", ONE_PROCESS)
     trainer.model.train()
     for i, (images, masks) in enumerate(trainer.train_loader):
         if i == steps:

@@ -1,14 +1,27 @@
-"""Stage train: fit the U-Net, log the run to MLflow, register a `candidate` version."""
+"""Stage train: fit the U-Net, log the run to MLflow, register a `candidate` version.
+
+With train.processes > 1 it starts itself again under torchrun, one process per device."""
 
 import logging
+import os
 from pathlib import Path
 
 from segflow.stage import run_stage
+from segflow.training.distributed import World, check_batch, launch, resolve_processes
 from segflow.training.train import train
 
 
 def main(params, args) -> None:
+    processes = resolve_processes(params.train.processes, params.train.device)
+    if processes > 1 and "WORLD_SIZE" not in os.environ:
+        # This script again, once per process, under torchrun (which sets WORLD_SIZE);
+        # started by torchrun on several machines, it trains in place.
+        check_batch(params.train.batch_size, World(size=processes))
+        launch(processes)
+        return
     summary = train(params, args.data, args.out, root=Path.cwd(), resume_file=args.resume, report_dir=args.report)
+    if not summary:  # not rank 0
+        return
     logging.getLogger("segflow").info(
         "registered %s version %s (alias candidate), best val mIoU %.4f at epoch %d",
         summary["model_name"],

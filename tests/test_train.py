@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import write_prepared
 
-from segflow.training import train as train_module
+from segflow.training import trainer as trainer_module
 from segflow.training.train import train
 
 
@@ -62,20 +62,20 @@ def test_interrupted_run_resumes_to_the_same_result_in_the_same_mlflow_run(
 ):
     reference = train(tiny_params, tiny_split, tmp_path / "ref", tmp_path, tmp_path / "resume-ref.pt")
 
-    real_epoch = train_module._Trainer.train_epoch
+    real_epoch = trainer_module.Trainer.train_epoch
 
     def interrupted(self, epoch):
         if epoch == 3:
             raise KeyboardInterrupt  # as Ctrl-C during the last epoch
         return real_epoch(self, epoch)
 
-    monkeypatch.setattr(train_module._Trainer, "train_epoch", interrupted)
+    monkeypatch.setattr(trainer_module.Trainer, "train_epoch", interrupted)
     resume = tmp_path / "resume.pt"
     with pytest.raises(KeyboardInterrupt):
         train(tiny_params, tiny_split, tmp_path / "out", tmp_path, resume)
     assert resume.is_file() and not (tmp_path / "out").exists()
 
-    monkeypatch.setattr(train_module._Trainer, "train_epoch", real_epoch)
+    monkeypatch.setattr(trainer_module.Trainer, "train_epoch", real_epoch)
     resumed = train(tiny_params, tiny_split, tmp_path / "out", tmp_path, resume)
     assert not resume.exists()
     assert history(tmp_path / "out") == history(tmp_path / "ref")
@@ -90,17 +90,17 @@ def test_interrupted_run_resumes_to_the_same_result_in_the_same_mlflow_run(
 
 
 def test_changed_params_do_not_resume_a_stale_file(tiny_split, tiny_params, make_params, tmp_path, monkeypatch):
-    real_epoch = train_module._Trainer.train_epoch
+    real_epoch = trainer_module.Trainer.train_epoch
 
     def stop_at_two(self, epoch):
         if epoch == 2:
             raise KeyboardInterrupt
         return real_epoch(self, epoch)
 
-    monkeypatch.setattr(train_module._Trainer, "train_epoch", stop_at_two)
+    monkeypatch.setattr(trainer_module.Trainer, "train_epoch", stop_at_two)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_params, tiny_split, tmp_path / "out", tmp_path, tmp_path / "resume.pt")
-    monkeypatch.setattr(train_module._Trainer, "train_epoch", real_epoch)
+    monkeypatch.setattr(trainer_module.Trainer, "train_epoch", real_epoch)
     changed = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"lr": 0.02})})
     summary = train(changed, tiny_split, tmp_path / "out", tmp_path, tmp_path / "resume.pt")
     assert summary["epochs_run"] == 3

@@ -103,12 +103,22 @@ class TrainParams(Section):
     grad_clip: float = Field(1.0, ge=0.0)
     #: auto = CUDA when present, else CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: Training processes on this machine (PyTorch DDP under torchrun: NCCL on GPUs, gloo on
+    #: CPU); batch_size is the global batch. auto = one per GPU, one on a CPU-only machine.
+    processes: int | Literal["auto"] = "auto"
     #: Mixed precision on CUDA (ignored on CPU, where it is slower).
     amp: bool = True
     #: DataLoader worker processes; 0 loads in the main process.
     num_workers: int = Field(0, ge=0)
     #: Continue an interrupted run from its last finished epoch.
     resume: bool = True
+
+    @field_validator("processes")
+    @classmethod
+    def _some_processes(cls, value: int | str) -> int | str:
+        if value != "auto" and value < 1:
+            raise ValueError(f"processes must be auto or at least 1, not {value}")
+        return value
 
     @field_validator("loss")
     @classmethod

@@ -4,11 +4,13 @@ Images are memory-mapped one at a time (see `segflow.prepared`), so RAM stays bo
 whatever the dataset size. Each epoch takes `crops_per_image` crops of every training
 image; a share of them (``train.class_crops``) is centred on a pixel of a class drawn with
 weight inverse to its training pixel share, so rare classes appear in batches. Every
-random choice comes from (seed, epoch, item) alone, so a resumed epoch replays exactly.
+random choice, the augmentation's included, comes from (seed, epoch, item) alone, so a
+resumed epoch replays exactly and an item is the same whichever process or worker loads it.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import albumentations as A
@@ -113,6 +115,7 @@ class CropDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
+        augment_seed = int(rng.integers(2**31))
         image, mask = self._padded(self.entries[index // self.crops_per_image])
         aware = self.class_weights is not None and rng.random() < self.class_crops
         y, x = crop_origin(mask, self.crop, rng, self.class_weights if aware else None)
@@ -120,6 +123,9 @@ class CropDataset(Dataset):
         image = np.array(image[y : y + self.crop[0], x : x + self.crop[1]])
         mask = np.array(mask[y : y + self.crop[0], x : x + self.crop[1]])
         if self.transform is not None:
+            # One generator shared by every transform: Compose.set_random_seed would seed each
+            # transform alike, so the flip, the affine and the colour draws would coincide.
+            self.transform.set_random_state(np.random.default_rng(augment_seed), random.Random(augment_seed))
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         image_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()

@@ -33,7 +33,7 @@ from segflow.registry.pyfunc import SegmentationModel
 from segflow.registry.register import record_test_scores
 from segflow.registry.scoring import Scores, load_test_split, score
 from segflow.training.dataset import class_pixel_counts
-from segflow.training.train import select_device
+from segflow.training.trainer import select_device
 from segflow.training.visualize import normalise_rows, save_confusion, save_grid
 
 __all__ = ["majority_baseline", "evaluate", "confusion_records"]

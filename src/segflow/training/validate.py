@@ -2,7 +2,9 @@
 
 Each validation image (stored at the working scale) runs through
 `segflow.inference.segment.Segmenter.logits`, tiles and blending included, as it will when
-served; loss and scores are taken at the working scale against its mask.
+served; loss and scores are taken at the working scale against its mask. Under DDP each
+process takes every size-th image and the sums (loss, confusion matrix) are added up over
+the processes, so every process reads the same scores.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from segflow.inference.network import SegmentationNet
 from segflow.inference.segment import Segmenter, torch_runner
 from segflow.metrics import SegmentationMeter
 from segflow.prepared import entries, read_scaled
+from segflow.training.distributed import ONE_PROCESS, World, all_sum
 
 __all__ = ["validate"]
 
@@ -29,17 +32,21 @@ def validate(
     num_classes: int,
     ignore_index: int,
     split: str = "val",
+    world: World = ONE_PROCESS,
 ) -> tuple[float, SegmentationMeter]:
-    """Mean loss per image and the accumulated metrics of `model` over `split`."""
+    """Mean loss per image and the accumulated metrics of `model` over `split`, summed
+    over all training processes of `world`."""
     model.eval()
     device = next(model.parameters()).device
     segmenter = Segmenter(torch_runner(model), None, tile)  # images are already at the working resolution
     meter = SegmentationMeter(num_classes, ignore_index)
     total, items = 0.0, entries(folder, split)
-    for entry in items:
+    for entry in items[world.rank :: world.size]:
         image, mask = read_scaled(folder, entry)
         logits = torch.from_numpy(segmenter.logits(np.asarray(image)))[None].to(device)
         target = torch.from_numpy(np.array(mask)).long()[None].to(device)
         total += loss_fn(logits, target).item()
         meter.update(logits.argmax(1), target)
-    return total / max(len(items), 1), meter
+    sums = all_sum([total, *meter.confusion.ravel()], world, device)
+    meter.confusion = sums[1:].round().astype(np.int64).reshape(meter.confusion.shape)
+    return float(sums[0]) / max(len(items), 1), meter

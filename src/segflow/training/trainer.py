@@ -1,0 +1,143 @@
+"""One training process's model, optimiser, schedule and data, and its pass over an epoch.
+
+Every epoch's randomness is seeded from (seed, epoch) alone (the crops and their
+augmentation from (seed, epoch, item)), so a resumed epoch replays exactly.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from segflow.config import Params
+from segflow.prepared import read_plan
+from segflow.training.dataset import CropDataset, build_augmentation, class_pixel_counts
+from segflow.training.distributed import ONE_PROCESS, World, all_sum, check_batch, sync_buffers
+from segflow.training.losses import build_loss, class_weights
+from segflow.training.model import model_from_params
+
+__all__ = ["select_device", "Trainer"]
+
+
+def select_device(choice: str, world: World = ONE_PROCESS) -> torch.device:
+    """CUDA (this process's GPU) when asked for or when `auto` finds one; CPU otherwise."""
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", world.local_rank)
+    return torch.device("cpu")
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """One training run: model, optimiser, schedule and the loop over epochs."""
+
+    def __init__(self, params: Params, preprocess_dir: Path, world: World) -> None:
+        self.params, self.world = params, world
+        self.device = select_device(params.train.device, world)
+        names, ignore = params.classes.names, params.classes.ignore_index
+        self.plan = read_plan(preprocess_dir)
+        crop = tuple(self.plan["crop"])
+        counts = class_pixel_counts(preprocess_dir, "train", len(names))
+        # Crops centred on a class are drawn with weight inverse to its pixel share.
+        rarity = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
+        self.augment = build_augmentation(params.augment, crop, ignore, params.seed)
+        self.train_set = CropDataset(
+            preprocess_dir,
+            "train",
+            crop,
+            self.plan["crops_per_image"],
+            ignore,
+            params.seed,
+            transform=self.augment,
+            class_crops=params.train.class_crops,
+            class_weights=rarity,
+        )
+        # The same sampler on one process or many: (seed, epoch) orders the crops, and
+        # process r takes every world.size-th of them, so the global batches are the same.
+        self.sampler = DistributedSampler(self.train_set, world.size, world.rank, shuffle=True, seed=params.seed)
+        self.train_loader = DataLoader(
+            self.train_set,
+            batch_size=check_batch(params.train.batch_size, world),
+            num_workers=params.train.num_workers,
+            sampler=self.sampler,
+        )
+
+        _seed(params.seed)  # initial weights
+        self.model = model_from_params(params).to(self.device)
+        # DDP averages the gradients of the processes; BatchNorm buffers follow rank 0.
+        self.net = DistributedDataParallel(self.model) if world.distributed else self.model
+        self.class_weights = class_weights(counts, params.train.class_weights)
+        self.loss_fn = build_loss(params.train.loss, ignore, self.class_weights).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=params.train.lr, weight_decay=params.train.weight_decay
+        )
+        steps = params.train.epochs * max(len(self.train_loader), 1)
+        if params.train.scheduler == "onecycle":
+            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, params.train.lr, total_steps=steps)
+        elif params.train.scheduler == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, steps)
+        else:
+            self.scheduler = None
+        self.amp = params.train.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        """One pass over the training split; returns (mean loss, images per second)."""
+        # Seeding from (seed, epoch) alone makes a resumed epoch replay exactly.
+        epoch_seed = self.params.seed * 100_003 + epoch
+        _seed(epoch_seed)
+        self.sampler.set_epoch(epoch)
+        self.train_set.set_epoch(epoch)
+        self.model.train()
+        total, count, start = 0.0, 0, time.perf_counter()
+        epochs = self.params.train.epochs
+        bar = tqdm(
+            self.train_loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, disable=not self.world.main
+        )
+        for images, masks in bar:
+            images, masks = images.to(self.device, non_blocking=True), masks.to(self.device, non_blocking=True)
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                logits = self.net(images)
+            loss = self.loss_fn(logits.float(), masks)
+            self.scaler.scale(loss).backward()
+            if self.params.train.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.params.train.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.scheduler:
+                self.scheduler.step()
+            total += loss.item() * len(images)
+            count += len(images)
+            rate = count / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{total / count:.3f}", img_s=f"{rate:.1f}")
+        sync_buffers(self.model, self.world)
+        total, count = (float(v) for v in all_sum([total, count], self.world, self.device))
+        return total / max(count, 1), count / (time.perf_counter() - start)

@@ -1,0 +1,156 @@
+"""Data-parallel training: the train stage under torchrun with two CPU processes over gloo.
+
+The stage script is run as `dvc repro` runs it (`python pipeline/train.py ...`); with
+train.processes 2 it starts torchrun itself. Real processes, a real process group.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+import torch
+import yaml
+from conftest import REPO_ROOT, _merge, write_prepared
+
+from segflow.training.train import train
+
+pytestmark = pytest.mark.slow
+
+#: How far a 2-process run may be from a 1-process run of the same global batch. The
+#: batches hold the same crops in the same order, but BatchNorm normalises each process's
+#: 4 crops by their own statistics (not the global 8's; SyncBatchNorm is GPU-only) and the
+#: Dice term is taken per process, so the runs are close, not equal: the first epoch's
+#: training loss within 10%, and the end (val mIoU of the kept model) within 0.05.
+FIRST_LOSS_RELATIVE, FINAL_MIOU = 0.10, 0.05
+
+
+@pytest.fixture
+def split(tmp_path):
+    """64 px images of two classes (class 1 below a random line, drawn bright), 4 crops each."""
+    rng = np.random.default_rng(0)
+    splits = {}
+    for name, n in (("train", 8), ("val", 3), ("test", 2)):
+        masks = np.zeros((n, 64, 64), np.uint8)
+        images = rng.integers(0, 60, (n, 64, 64, 3), dtype=np.uint8)
+        for i in range(n):
+            top = rng.integers(8, 56)
+            masks[i, top:] = 1
+            images[i, top:] += 150
+        splits[name] = (images, masks)
+    folder = write_prepared(tmp_path / "pre", splits, size=64)
+    plan = json.loads((folder / "plan.json").read_text())
+    plan.update(crop=[32, 32], crops_per_image=4)
+    (folder / "plan.json").write_text(json.dumps(plan))
+    return folder
+
+
+@pytest.fixture
+def overrides(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return {
+        "classes": {"names": ["background", "thing"], "palette": []},
+        "preprocess": {"image_size": 64},
+        "model": {"encoder": "resnet18", "encoder_weights": None},
+        "train": {"epochs": 6, "batch_size": 8, "lr": 0.003},
+        "mlflow": {"experiment": "ddp", "model_name": "ddp"},
+    }
+
+
+def stage_command(tmp_path, raw, processes, out, resume):
+    params = tmp_path / f"params-{processes}.yaml"
+    params.write_text(yaml.safe_dump(_merge(raw, {"train": {"processes": processes}})))
+    return [
+        sys.executable,
+        str(REPO_ROOT / "pipeline" / "train.py"),
+        "--params",
+        str(params),
+        "--data",
+        str(tmp_path / "pre"),
+        "--out",
+        str(out),
+        "--resume",
+        str(resume),
+        "--report",
+        str(tmp_path / "no-report"),
+        "--classes",
+        str(tmp_path / "no-classes.yaml"),
+    ]
+
+
+def history(out):
+    with (out / "history.csv").open() as stream:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(stream)]
+
+
+def test_two_processes_train_like_one_and_resume_after_a_killed_rank(split, overrides, raw_params, tmp_path):
+    raw = _merge(raw_params, overrides)
+    from segflow.config import Params
+
+    one = train(Params.model_validate(raw), split, tmp_path / "one", tmp_path, tmp_path / "resume-one.pt")
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        stage_command(tmp_path, raw, 2, tmp_path / "two", tmp_path / "resume-two.pt"),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert two["processes"] == 2
+    # Both ranks ended with the same weights (the run also refuses to finish otherwise).
+    assert len(two["rank_weights_sha256"]) == 2 and len(set(two["rank_weights_sha256"])) == 1
+    assert int(two["model_version"]) == int(one["model_version"]) + 1  # rank 0 alone registered
+    first_one, first_two = history(tmp_path / "one")[0], history(tmp_path / "two")[0]
+    assert abs(first_two["train_loss"] / first_one["train_loss"] - 1) <= FIRST_LOSS_RELATIVE, (first_one, first_two)
+    assert abs(two["best_val_miou"] - one["best_val_miou"]) <= FINAL_MIOU, (one, two)
+
+    # Kill rank 1 in its second epoch; torchrun stops rank 0 too. The rerun resumes.
+    resume = tmp_path / "resume-killed.pt"
+    command = stage_command(tmp_path, raw, 2, tmp_path / "killed", resume)
+    launcher = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not resume.is_file():
+        assert launcher.poll() is None and time.monotonic() < deadline, "no epoch finished"
+        time.sleep(0.05)
+    rank1 = [p for p in psutil.Process(launcher.pid).children(recursive=True) if p.environ().get("RANK") == "1"]
+    rank1[0].send_signal(signal.SIGKILL)
+    output = launcher.communicate(timeout=120)[0].decode()
+    assert launcher.returncode != 0, output[-2000:]
+    assert resume.is_file() and not (tmp_path / "killed").exists()
+    finished = torch.load(resume, weights_only=True)["progress"]["epoch"]
+    assert 1 <= finished < 6
+
+    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resuming after epoch {finished}" in rerun.stdout + rerun.stderr
+    assert not resume.exists()
+    assert [
+        {k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in history(tmp_path / "killed")
+    ] == [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in history(tmp_path / "two")]
+
+
+def test_a_global_batch_that_does_not_divide_among_the_processes_is_refused(split, overrides, raw_params, tmp_path):
+    raw = _merge(raw_params, _merge(overrides, {"train": {"batch_size": 5}}))
+    done = subprocess.run(
+        stage_command(tmp_path, raw, 2, tmp_path / "out", tmp_path / "resume.pt"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode != 0
+    assert "train.batch_size 5 is the global batch" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / "out").exists()
