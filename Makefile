@@ -9,7 +9,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install run lint test test-fast sample browser
+.PHONY: install run lint test test-fast sample browser postgres
 
 install: $(VENV)/.installed
 
@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,team]'
 	touch $@
 
 run: install
@@ -27,7 +27,7 @@ run: install
 	$(BIN)/segflow summary
 
 # What CI runs (.ci/run): lint, then every test, slow ones included.
-test: install browser lint
+test: install browser postgres lint
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
 
 # The inner loop: lint and the tests not marked slow (the end-to-end runs, the model in a
@@ -50,3 +50,11 @@ sample: install
 browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| echo "could not install Debian's chromium: tests/test_page.py will be skipped"
+
+# Debian's PostgreSQL server binaries, for the team tracking server's tests (tests/test_team.py
+# starts its own throwaway cluster; nothing is configured system-wide); skipped where they
+# are already installed. Needs root, like browser; where the install fails those tests say
+# they are skipped, and why.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) \
+		|| echo "could not install Debian's postgresql: tests/test_team.py will be skipped"

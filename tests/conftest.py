@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -353,3 +358,99 @@ def live_server(app) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+# --- End to end: the repository in a fresh git repo, shrunk, for `dvc repro` ---
+
+
+def run_checked(args: list[str], cwd: Path, env: dict) -> str:
+    """Run a command; its output, or an AssertionError that shows it."""
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout + result.stderr
+
+
+def shrunk_clone(target: Path) -> dict[str, str]:
+    """The repository's files (committed or not, minus ignored ones) in a fresh git repo at
+    `target`, params.yaml shrunk to 64 px images, one epoch and 2 examples, committed.
+    Returns the environment to run commands there: this venv first on PATH, no MLFLOW_*
+    variables (runs go to the copy's own mlflow.db unless the caller sets one)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        source = REPO_ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    run_checked(["git", "init", "-q", "-b", "main"], target, env)
+    params = yaml.safe_load((target / "params.yaml").read_text())
+    params["preprocess"]["image_size"] = 64
+    params["train"]["epochs"] = 1
+    params["evaluate"]["examples"] = 2
+    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_checked(["git", "add", "-A"], target, env)
+    run_checked(["git", "commit", "-qm", "tiny"], target, env)
+    return env
+
+
+# --- Team set-up (README "Team setup"): PostgreSQL, an S3 server, a tracking server on both ---
+
+#: The team bucket: MLflow's artifacts under mlflow/, the DVC remote under dvc/.
+TEAM_BUCKET = "segflow-team"
+
+
+@dataclass(frozen=True)
+class TeamServers:
+    url: str  #: the tracking server: all a client needs (MLFLOW_TRACKING_URI)
+    postgres: str  #: its backend store
+    s3: str  #: the S3 endpoint holding TEAM_BUCKET
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 with an empty database (tests/servers.py)."""
+    import pwd
+
+    from servers import POSTGRES_GLOB, postgres, postgres_bin
+
+    if postgres_bin() is None:
+        pytest.skip(f"PostgreSQL server binaries not found in {POSTGRES_GLOB} (`make postgres` installs them)")
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root without a `postgres` user to run PostgreSQL as (`make postgres` creates it)")
+    with postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> Iterator[str]:
+    """moto's standalone S3 server on 127.0.0.1, with TEAM_BUCKET created."""
+    from servers import moto_server, s3_client
+
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
+        s3_client(endpoint).create_bucket(Bucket=TEAM_BUCKET)
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def team_servers(postgres_url, s3_endpoint, tmp_path_factory) -> Iterator[TeamServers]:
+    """`mlflow server` as the README's team set-up runs it: PostgreSQL backend store,
+    artifacts proxied to s3://TEAM_BUCKET/mlflow. Only the server gets S3 credentials."""
+    from servers import S3_CREDENTIALS, mlflow_server
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "MLFLOW_REGISTRY", "AWS_"))}
+    env.update(S3_CREDENTIALS, MLFLOW_S3_ENDPOINT_URL=s3_endpoint)
+    log = tmp_path_factory.mktemp("team-mlflow") / "server.log"
+    with mlflow_server(postgres_url, f"s3://{TEAM_BUCKET}/mlflow", log, env) as url:
+        yield TeamServers(url, postgres_url, s3_endpoint)

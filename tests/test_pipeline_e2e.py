@@ -4,55 +4,23 @@ one epoch, then the outputs, the MLflow run and the registered version are check
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT
+from conftest import run_checked as _run
+from conftest import shrunk_clone
 
 pytestmark = pytest.mark.slow
 
 
-def _run(args: list[str], cwd: Path, env: dict) -> str:
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result.stdout + result.stderr
-
-
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> tuple[Path, dict]:
-    """The repository's files (committed or not, minus ignored ones) in a fresh git repo."""
+    """The repository's files in a fresh git repo, params shrunk (conftest.shrunk_clone)."""
     target = tmp_path_factory.mktemp("clone")
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        source = REPO_ROOT / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    _run(["git", "init", "-q", "-b", "main"], target, env)
-    params = yaml.safe_load((target / "params.yaml").read_text())
-    params["preprocess"]["image_size"] = 64
-    params["train"]["epochs"] = 1
-    params["evaluate"]["examples"] = 2
-    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["git", "add", "-A"], target, env)
-    _run(["git", "commit", "-qm", "tiny"], target, env)
-    return target, env
+    return target, shrunk_clone(target)
 
 
 @pytest.fixture(scope="module")

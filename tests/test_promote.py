@@ -12,7 +12,7 @@ import mlflow
 import pytest
 import yaml
 from conftest import REPO_ROOT, SPLIT_PIXELS
-from test_registry import _free_port, start_server, stop_server, wait_for
+from servers import mlflow_server
 
 from segflow.cli import main
 from segflow.config import PromoteParams
@@ -208,28 +208,10 @@ def test_train_register_promote_rollback_against_a_tracking_server(
 ):
     from segflow.training.train import train
 
-    port = _free_port()
-    log = tmp_path / "server.log"
-    server = start_server(
-        [
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-        ],
-        log,
-    )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/health", server, log)
+    backend, artifacts = f"sqlite:///{tmp_path / 'server.db'}", str(tmp_path / "server-artifacts")
+    with mlflow_server(backend, artifacts, tmp_path / "server.log") as url:
         for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-            monkeypatch.setenv(variable, f"http://127.0.0.1:{port}")
+            monkeypatch.setenv(variable, url)
         data, records = frozen_split / "preprocess", tmp_path / "records"
         summary = train(registry_params, data, tmp_path / "train", tmp_path, tmp_path / "resume.pt")
         trained = summary["model_version"]
@@ -252,5 +234,3 @@ def test_train_register_promote_rollback_against_a_tracking_server(
         assert "# tiny version" in mlflow.artifacts.load_text(tags["model_card"])
         assert list((tmp_path / "server-artifacts").rglob("model_card.md"))
         assert len(list(records.glob("*.json"))) == 5
-    finally:
-        stop_server(server)

@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import SPLIT_PIXELS
+from servers import free_port, start_server, stop_server, wait_for
 
 from segflow.cli import main
 from segflow.registry.champion import HISTORY_TAG
@@ -167,61 +162,16 @@ def test_models_command_lists_versions_with_aliases(
     assert "0.0111" in out and "c0ffee" in out and "first champion" in out
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _post(url: str, payload: dict) -> dict:
     request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 
 
-def wait_for(url: str, process: subprocess.Popen, log: Path, seconds: float = 300) -> None:
-    """Poll `url` until it answers 200; fail with the server's log if it dies or times out."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(1)
-    pytest.fail(f"{url} did not answer in {seconds}s:\n{log.read_text()[-3000:]}")
-
-
-def start_server(args: list[str], log: Path) -> subprocess.Popen:
-    """`python -m mlflow ARGS` in a process group of its own (stopped by stop_server)."""
-    with log.open("w") as stream:
-        return subprocess.Popen(
-            [sys.executable, "-m", "mlflow", *args],
-            stdout=stream,
-            stderr=subprocess.STDOUT,
-            env=os.environ.copy(),
-            start_new_session=True,
-        )
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    """Stop the server and the workers it started (its own process group, nothing else)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_a_request_with_a_mask(register_version, tmp_path):
     register_version(1)  # the first version: @champion, predicts sky everywhere
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     server = start_server(
         [

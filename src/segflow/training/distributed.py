@@ -34,6 +34,7 @@ __all__ = [
     "launch",
     "process_group",
     "all_sum",
+    "from_rank0",
     "sync_buffers",
     "weights_digest",
     "check_same_weights",
@@ -129,6 +130,15 @@ def all_sum(values: np.ndarray | Sequence[float], world: World, device: torch.de
     tensor = torch.from_numpy(array.copy()).to(device)
     dist.all_reduce(tensor)
     return tensor.cpu().numpy().astype(array.dtype)
+
+
+def from_rank0(value: object, world: World) -> object:
+    """Rank 0's `value` in every process (pickled; for small objects such as the resume state)."""
+    if not world.distributed:
+        return value
+    box = [value if world.main else None]
+    dist.broadcast_object_list(box, 0)
+    return box[0]
 
 
 def sync_buffers(model: torch.nn.Module, world: World) -> None:

@@ -35,6 +35,7 @@ from segflow.training.distributed import (
     World,
     check_same_weights,
     current_world,
+    from_rank0,
     process_group,
 )
 from segflow.training.model import checkpoint_fields
@@ -116,7 +117,8 @@ def _train(
     # the fetched data (DVC's hashes), so hashing the two small files identifies the data.
     split_hash = file_sha256(preprocess_dir / SPLIT_INDEX, preprocess_dir / PLAN)
     key = resume_key(params, split_hash)
-    resumed = load_resume(resume_file, key, params.train.resume)
+    # Rank 0's resume file, sent to the others: on several machines only its own disk has it.
+    resumed = from_rank0(load_resume(resume_file, key, params.train.resume) if world.main else None, world)
     names, ignore = params.classes.names, params.classes.ignore_index
     state = {"epoch": 0, "best_miou": -1.0, "best_epoch": 0, "best_model": None, "history": [], "bad_epochs": 0}
     if resumed:
