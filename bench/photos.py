@@ -158,6 +158,7 @@ def run_variant(base: dict, overrides: dict, folders: list[Path], tmp: Path, nam
     names, ignore = list(params.classes.names), params.classes.ignore_index
     confusion = np.zeros((len(names), len(names)), np.int64)
     seconds, to_90, best_epochs, epochs_run = 0.0, [], [], []
+    predict_ms, test_images, parameters = 0.0, 0, 0
     for i, folder in enumerate(folders):
         out = tmp / f"{name}-{i}".replace(" ", "_").replace(",", "")
         start = time.perf_counter()
@@ -165,7 +166,10 @@ def run_variant(base: dict, overrides: dict, folders: list[Path], tmp: Path, nam
         seconds += time.perf_counter() - start
         net, meta = load_checkpoint(out / "model.pt")
         model = SegmentationModel().attach(net, meta["long_side"], meta["tile"], flip=meta["flip"])
-        confusion += np.array(score(model, load_test_split(folder), names, ignore, seed=params.seed).confusion)
+        fold = score(model, load_test_split(folder), names, ignore, seed=params.seed)
+        confusion += np.array(fold.confusion)
+        predict_ms += fold.ms_per_image * fold.images  # CPU: load_checkpoint maps to the CPU
+        test_images, parameters = test_images + fold.images, fold.parameters
         to_90.append(epochs_to_90(out / "history.csv"))
         best_epochs.append(summary["best_epoch"])
         epochs_run.append(summary["epochs_run"])
@@ -180,6 +184,8 @@ def run_variant(base: dict, overrides: dict, folders: list[Path], tmp: Path, nam
         "epochs_to_90": to_90,
         "best_epoch": best_epochs,
         "seconds": seconds,
+        "parameters": parameters,
+        "ms_per_image": predict_ms / max(test_images, 1),
     }
 
 

@@ -12,7 +12,15 @@ import torch
 
 from segflow.inference.network import build_model
 from segflow.registry.pyfunc import SegmentationModel
-from segflow.serving.export import FP32_FILE, INT8_FILE, REPORT_FILE, export_model, read_metadata, session
+from segflow.serving.export import (
+    FP32_FILE,
+    INT8_FILE,
+    REPORT_FILE,
+    export_model,
+    export_onnx,
+    read_metadata,
+    session,
+)
 from segflow.serving.predictor import onnx_predictor
 
 CLASSES = ["background", "sky", "thing"]
@@ -102,3 +110,10 @@ def test_served_onnx_gives_the_registered_pyfuncs_masks(net, exported):
     registered = SegmentationModel().attach(net, None, (SIZE, SIZE)).predict_masks([image])[0]
     assert served.shape == (90, 150)
     assert (served == registered).mean() > 0.999
+
+
+def test_export_leaves_the_network_in_eval_mode(net, tmp_path):
+    """The TorchScript exporter restores the exported module's mode afterwards: the network
+    must not come back in training mode (BatchNorm on batch statistics)."""
+    export_onnx(net, tmp_path / "model.onnx", (SIZE, SIZE), dynamo=False)
+    assert not any(module.training for module in net.modules())

@@ -41,6 +41,17 @@ class ModelParams(Section):
     #: Test-time augmentation: also predict the mirrored image and average (2x the work).
     #: Travels with the model, so evaluation, the registered model and the service agree.
     tta_flip: bool = False
+    #: Graph reasoning: none, or glore = a GloRe unit (segflow.inference.graph) on the deepest
+    #: encoder feature, pixels pooled into graph nodes that exchange information image-wide.
+    #: New units start as the identity, so pretrained encoder weights keep their meaning.
+    graph: Literal["none", "glore"] = "none"
+    #: Nodes per unit (N): regions the image is summarised into; a tenth of the 320 channels
+    #: of EfficientNet-Lite0's deepest feature.
+    graph_nodes: int = Field(32, ge=1, le=1024)
+    #: Channels of a node's state (C'), a fifth of those 320: the unit adds 57 k weights
+    graph_channels: int = Field(64, ge=1, le=2048)
+    #: Also a unit after each decoder stage (Unet, MAnet and Linknet only).
+    graph_decoder: bool = False
 
     @field_validator("encoder_weights", mode="before")
     @classmethod
@@ -64,6 +75,12 @@ class ModelParams(Section):
                 f"model.encoder: {OFFLINE_ENCODER} (got {self.encoder!r}), or give a file with "
                 f"{self.encoder} weights"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _decoder_units_need_a_graph(self) -> ModelParams:
+        if self.graph_decoder and self.graph == "none":
+            raise ValueError("graph_decoder: true adds GloRe units: set model.graph: glore, or graph_decoder: false")
         return self
 
 

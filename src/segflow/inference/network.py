@@ -3,12 +3,13 @@
 The network takes raw RGB pixels, float32 in 0..255, so a served model needs no side
 file describing how to normalise: the mean and std its encoder weights expect live in
 its buffers. A checkpoint holds the weights and what is needed to rebuild the network
-(architecture, encoder, class names, input size); where the weights come from before
-training (ImageNet, a file) is `segflow.training.model`'s business.
+(architecture, encoder, graph units, class names, input size); where the weights come from
+before training (ImageNet, a file) is `segflow.training.model`'s business.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from segflow.errors import ConfigError
+from segflow.inference.graph import GraphOptions, add_glore
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -32,7 +34,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SegmentationNet(nn.Module):
-    """smp model + normalisation.
+    """smp model + normalisation, plus GloRe units if `graph` asks for them
+    (`segflow.inference.graph`; None = the plain smp network, state-dict keys as ever).
 
     forward(x): x (N, 3, H, W) float32 RGB in 0..255, H and W multiples of 32
     -> logits (N, num_classes, H, W).
@@ -46,12 +49,17 @@ class SegmentationNet(nn.Module):
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         download_imagenet: bool = False,
+        graph: GraphOptions | None = None,
     ) -> None:
         super().__init__()
         # Nothing is downloaded unless asked for (model.encoder_weights: imagenet).
         # smp wants True for a timm encoder's default pretrained tag, a name otherwise.
         weights = (True if encoder.startswith("tu-") else "imagenet") if download_imagenet else None
         self.net = smp.create_model(arch, encoder_name=encoder, encoder_weights=weights, classes=num_classes)
+        # After smp's own initialisation (and download): a unit starts as the identity.
+        self.graph = graph if graph is not None and graph.kind != "none" else None
+        if self.graph is not None:
+            add_glore(self.net, self.graph, arch)
         # Buffers, so they travel in the state dict: a loaded checkpoint keeps its statistics.
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
@@ -79,10 +87,11 @@ def build_model(
     num_classes: int,
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
+    graph: GraphOptions | None = None,
 ) -> SegmentationNet:
     """Create the network (random weights), with errors that list the valid choices."""
     check_names(arch, encoder)
-    return SegmentationNet(arch, encoder, num_classes, mean, std)
+    return SegmentationNet(arch, encoder, num_classes, mean, std, graph=graph)
 
 
 def save_checkpoint(
@@ -97,7 +106,11 @@ def save_checkpoint(
     flip: bool = False,
     **extra: object,
 ) -> None:
-    """Save weights with what is needed to rebuild the network (`extra`: epoch, scores...)."""
+    """Save weights with what is needed to rebuild the network (`extra`: epoch, scores...).
+
+    The graph units are read from `model` itself (``graph``: None or the `GraphOptions`
+    as a dict), so a checkpoint cannot describe a network other than the one it holds.
+    """
     torch.save(
         {
             "state_dict": model.state_dict(),
@@ -107,6 +120,7 @@ def save_checkpoint(
             "long_side": None if long_side is None else int(long_side),
             "tile": [int(tile[0]), int(tile[1])],
             "flip": bool(flip),
+            "graph": None if model.graph is None else asdict(model.graph),
             **extra,
         },
         path,
@@ -114,8 +128,17 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: Path) -> tuple[SegmentationNet, dict]:
-    """Rebuild the network saved by `save_checkpoint`; returns (model in eval mode, metadata)."""
+    """Rebuild the network saved by `save_checkpoint`; returns (model in eval mode, metadata).
+
+    A checkpoint from before graph units (no ``graph``) is a plain network.
+    """
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(checkpoint["arch"], checkpoint["encoder"], len(checkpoint["class_names"]))
+    graph = checkpoint.setdefault("graph", None)
+    model = build_model(
+        checkpoint["arch"],
+        checkpoint["encoder"],
+        len(checkpoint["class_names"]),
+        graph=None if graph is None else GraphOptions(**graph),
+    )
     model.load_state_dict(checkpoint.pop("state_dict"))
     return model.eval(), checkpoint

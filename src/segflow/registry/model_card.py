@@ -11,6 +11,7 @@ import math
 from datetime import UTC, datetime
 
 from segflow.config import Params
+from segflow.inference.graph import GraphOptions, describe
 from segflow.registry.scoring import Scores
 
 __all__ = ["WORST_CLASSES", "render_model_card"]
@@ -65,7 +66,8 @@ def render_model_card(
     lines = [
         f"# {name} version {version}",
         "",
-        f"{params.model.arch} (encoder {params.model.encoder}) segmenting {len(names)} classes; "
+        f"{params.model.arch} (encoder {params.model.encoder}, "
+        f"{describe(GraphOptions.from_params(params.model))}) segmenting {len(names)} classes; "
         f"input at {geometry} (overlapping, blended), mask returned at the image's own size. "
         f'Load: `mlflow.pyfunc.load_model("models:/{name}/{version}").predict(rgb_array)`.',
         "",

@@ -111,10 +111,13 @@ def export_onnx(model: SegmentationNet, path: Path, tile: tuple[int, int], dynam
             "mask": {0: "batch", 1: "height", 2: "width"},
         }
         shapes = {"dynamic_axes": axes}
+    # eval() on the wrapper too: a new module is in training mode, which the TorchScript
+    # exporter restores afterwards, on `model` as well.
+    wrapped = _WithMask(model.eval().cpu()).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporters' notes on their own internals
         torch.onnx.export(
-            _WithMask(model.eval().cpu()),
+            wrapped,
             (example,),
             str(path),
             dynamo=dynamo,
@@ -254,6 +257,7 @@ def export_checkpoint(
     metadata = {
         "arch": meta["arch"],
         "encoder": meta["encoder"],
+        "graph": meta.get("graph"),  # GloRe units (segflow.inference.graph), None = plain
         "class_names": names,
         "long_side": meta["long_side"],
         "tile": meta["tile"],

@@ -19,6 +19,7 @@ import torch
 
 from segflow.config import OFFLINE_ENCODER, Params
 from segflow.errors import ConfigError
+from segflow.inference.graph import GraphOptions
 from segflow.inference.network import IMAGENET_MEAN, IMAGENET_STD, SegmentationNet, build_model, check_names
 from segflow.training.pretrained import OFFLINE_MEAN, OFFLINE_STD, fit_state, load_offline_state
 
@@ -44,7 +45,7 @@ def pretrained_stats(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...]
     return IMAGENET_MEAN, IMAGENET_STD
 
 
-def _download_imagenet(arch: str, encoder: str, num_classes: int) -> SegmentationNet:
+def _download_imagenet(arch: str, encoder: str, num_classes: int, graph: GraphOptions | None = None) -> SegmentationNet:
     """`build_model` with smp/timm's ImageNet download; no network is a ConfigError."""
     check_names(arch, encoder)
     if encoder.startswith("tu-"):
@@ -58,7 +59,7 @@ def _download_imagenet(arch: str, encoder: str, num_classes: int) -> Segmentatio
         )
     mean, std = pretrained_stats(encoder)
     try:
-        return SegmentationNet(arch, encoder, num_classes, mean, std, download_imagenet=True)
+        return SegmentationNet(arch, encoder, num_classes, mean, std, download_imagenet=True, graph=graph)
     except OSError as exc:  # no network, DNS failure, or the hub's "not in the local cache"
         raise ConfigError(
             f"model.encoder_weights: imagenet: cannot download the {encoder} weights "
@@ -121,26 +122,28 @@ def model_from_params(params: Params) -> SegmentationNet:
     """`build_model` with the architecture and classes from params, plus encoder weights.
 
     The model's mean/std are those its encoder weights expect (ImageNet's for random init).
+    GloRe units (`model.graph`) leave the encoder as it is, so its weights load the same way.
     """
     arch, encoder, weights = params.model.arch, params.model.encoder, params.model.encoder_weights
-    num_classes = len(params.classes.names)
+    num_classes, graph = len(params.classes.names), GraphOptions.from_params(params.model)
     if weights == "imagenet":
-        return _download_imagenet(arch, encoder, num_classes)
+        return _download_imagenet(arch, encoder, num_classes, graph)
     if weights == "imagenet-offline":
         # ModelParams has checked that the encoder is OFFLINE_ENCODER.
-        model = build_model(arch, encoder, num_classes, OFFLINE_MEAN, OFFLINE_STD)
+        model = build_model(arch, encoder, num_classes, OFFLINE_MEAN, OFFLINE_STD, graph)
         load_offline_weights(model)
         return model
     if weights is None:
-        return build_model(arch, encoder, num_classes)
-    model = build_model(arch, encoder, num_classes, *pretrained_stats(encoder))
+        return build_model(arch, encoder, num_classes, graph=graph)
+    model = build_model(arch, encoder, num_classes, *pretrained_stats(encoder), graph=graph)
     load_encoder_weights(model, weights)
     return model
 
 
 def checkpoint_fields(params: Params, plan: dict) -> dict[str, object]:
     """What `segflow.inference.network.save_checkpoint` needs beside the weights: the network
-    from params, the working long side and inference tile from the preprocess stage's plan."""
+    from params, the working long side and inference tile from the preprocess stage's plan.
+    (The GloRe units it reads from the model: the network says what it is.)"""
     return {
         "arch": params.model.arch,
         "encoder": params.model.encoder,
