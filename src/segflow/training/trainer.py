@@ -23,7 +23,7 @@ from segflow.training.distributed import ONE_PROCESS, World, all_sum, check_batc
 from segflow.training.losses import build_loss, class_weights
 from segflow.training.model import model_from_params
 
-__all__ = ["select_device", "Trainer"]
+__all__ = ["select_device", "autocast_dtype", "Trainer"]
 
 
 def select_device(choice: str, world: World = ONE_PROCESS) -> torch.device:
@@ -31,6 +31,18 @@ def select_device(choice: str, world: World = ONE_PROCESS) -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         return torch.device("cuda", world.local_rank)
     return torch.device("cpu")
+
+
+def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
+    """The mixed-precision type of `train.amp` on `device`: float16 on CUDA, bfloat16 on a
+    CPU that computes it natively (AVX512-BF16 or AMX; emulated it is slower), else None."""
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+        return torch.bfloat16
+    return None
 
 
 def _seed(seed: int) -> None:
@@ -89,8 +101,10 @@ class Trainer:
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, steps)
         else:
             self.scheduler = None
-        self.amp = params.train.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.amp_dtype = autocast_dtype(params.train.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if params.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
 
     def state(self) -> dict:
         return {
@@ -123,7 +137,9 @@ class Trainer:
         for images, masks in bar:
             images, masks = images.to(self.device, non_blocking=True), masks.to(self.device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            if self.params.train.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 logits = self.net(images)
             loss = self.loss_fn(logits.float(), masks)
             self.scaler.scale(loss).backward()
