@@ -2,8 +2,9 @@
 
 Part 1 runs the real train stage (`pipeline/train.py`, torchrun for N > 1) on the sample's
 preprocessed data (`dvc repro preprocess` first) with the project's params, `--epochs`
-epochs, 1 process and then N, side by side, and reads images/s from each history.csv
-(the last epoch; the first warms up). Runs are tracked in a throwaway MLflow store.
+epochs: 1 process in fp32 NCHW, with channels_last, with mixed precision too, and N
+processes, one after the other, and reads images/s from each history.csv (the last
+epoch; the first warms up). Runs are tracked in a throwaway MLflow store.
 
 Part 2 times forward+backward steps of the same network on one process: fp32 vs
 channels_last memory format, and bf16 autocast on the CPU (fp16 autocast on CUDA).
@@ -29,13 +30,22 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def stage_rate(processes: int, epochs: int, work: Path) -> tuple[float, float]:
+#: Stage runs, side by side: train params over params.yaml's.
+STAGE_VARIANTS = {
+    "1 process, fp32, NCHW": {"processes": 1, "amp": False, "channels_last": False},
+    "1 process, fp32, channels_last": {"processes": 1, "amp": False, "channels_last": True},
+    "1 process, amp, channels_last": {"processes": 1, "amp": True, "channels_last": True},
+    "N processes, amp, channels_last": {"amp": True, "channels_last": True},
+}
+
+
+def stage_rate(train: dict, epochs: int, work: Path, name: str) -> tuple[float, float]:
     """(images/s of the last epoch, seconds of the last epoch) of the train stage."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["train"].update(epochs=epochs, processes=processes)
-    params = work / f"params-{processes}.yaml"
+    raw["train"].update(epochs=epochs, **train)
+    params = work / f"params-{name}.yaml"
     params.write_text(yaml.safe_dump(raw))
-    out = work / f"out-{processes}"
+    out = work / f"out-{name}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
     command = [
         sys.executable,
@@ -47,7 +57,7 @@ def stage_rate(processes: int, epochs: int, work: Path) -> tuple[float, float]:
         "--out",
         str(out),
         "--resume",
-        str(work / f"resume-{processes}.pt"),
+        str(work / f"resume-{name}.pt"),
         "--report",
         str(ROOT / "artifacts" / "report"),
         "--classes",
@@ -107,12 +117,24 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        rates = {n: stage_rate(n, args.epochs, work) for n in (1, args.processes)}
-    one = rates[1][0]
-    print("\n| processes | images/s | epoch s | speed-up | scaling efficiency |")
-    print("|---|---|---|---|---|")
-    for n, (rate, seconds) in rates.items():
-        print(f"| {n} | {rate:.2f} | {seconds:.1f} | {rate / one:.2f}x | {rate / one / n:.0%} |")
+        rates = {}
+        for index, (name, train) in enumerate(STAGE_VARIANTS.items()):
+            train = {"processes": args.processes, **train}
+            rates[name.replace("N processes", f"{train['processes']} processes")] = (
+                train["processes"],
+                *stage_rate(train, args.epochs, work, str(index)),
+            )
+    rows = list(rates.values())
+    one = rows[0][1]
+    print("\n| train stage | images/s | epoch s | vs the first |")
+    print("|---|---|---|---|")
+    for name, (_, rate, seconds) in rates.items():
+        print(f"| {name} | {rate:.2f} | {seconds:.1f} | {rate / one:.2f}x |")
+    (_, single, _), (processes, many, _) = rows[-2], rows[-1]
+    print(
+        f"\n{processes} processes vs 1 with the same settings: {many / single:.2f}x, scaling efficiency "
+        f"{many / single / processes:.0%}"
+    )
 
     plan = yaml.safe_load((ROOT / "artifacts" / "plan.json").read_text())
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())

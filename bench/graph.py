@@ -59,6 +59,7 @@ def prepare(raw: dict, folder: Path) -> Params:
 def run(params: Params, folder: Path, name: str) -> dict:
     """Train and evaluate `params` on the prepared `folder`; scores, weights and times."""
     out = folder / name
+    out.mkdir(parents=True)
     start = time.perf_counter()
     train(params, folder / "pre", out / "train", out, out / "resume.pt")
     train_s = time.perf_counter() - start
@@ -88,7 +89,13 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, help="override train.epochs")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--table", type=Path, help="only print the table of an earlier --out file")
     args = parser.parse_args()
+    if args.table:
+        rows = json.loads(args.table.read_text())
+        datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+        table(rows, datasets, list(dict.fromkeys(r["variant"] for r in rows)), sorted({r["seed"] for r in rows}))
+        return
     base = yaml.safe_load((REPO / "params.yaml").read_text())
     if args.epochs:
         base["train"]["epochs"] = args.epochs
@@ -110,16 +117,25 @@ def main() -> None:
                     row.update(run(params, folder, f"{variant.replace(' ', '')}-{seed}"))
                     rows.append(row)
                     print(json.dumps(row), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=1))
+    table(rows, args.datasets, args.variants, args.seeds)
+
+
+def table(rows: list[dict], datasets: list[str], variants: list[str], seeds: list[int]) -> None:
+    """The markdown table of `rows`: per dataset and variant, mean ± sd over the seeds."""
     print(
-        f"\n| dataset (test images) | variant | test mIoU (mean ± sd over seeds {args.seeds}) | per seed "
+        f"\n| dataset (test images) | variant | test mIoU (mean ± sd over seeds {seeds}) | per seed "
         "| weakest class IoU | weights | train s | CPU ms / test image |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for dataset in args.datasets:
-        # The weakest class: the lowest mean test IoU of the first variant's runs.
-        first = [r for r in rows if (r["dataset"], r["variant"]) == (dataset, args.variants[0])]
-        weakest = min(first[0]["iou"], key=lambda name: statistics.mean(r["iou"][name] for r in first))
-        for variant in args.variants:
+    for dataset in datasets:
+        # The weakest class: the lowest mean test IoU of the first variant's runs (classes
+        # absent from the test split have no IoU).
+        first = [r for r in rows if (r["dataset"], r["variant"]) == (dataset, variants[0])]
+        scored = [name for name in first[0]["iou"] if all(r["iou"][name] is not None for r in first)]
+        weakest = min(scored, key=lambda name: statistics.mean(r["iou"][name] for r in first))
+        for variant in variants:
             runs = [r for r in rows if (r["dataset"], r["variant"]) == (dataset, variant)]
             per_seed = ", ".join(f"{r['miou']:.3f}" for r in runs)
             print(
@@ -128,8 +144,6 @@ def main() -> None:
                 f"| {weakest}: {spread([r['iou'][weakest] for r in runs])} | {runs[0]['weights']:,} "
                 f"| {spread([r['train_s'] for r in runs])} | {spread([r['ms_per_image'] for r in runs])} |"
             )
-    if args.out:
-        args.out.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -112,6 +112,11 @@ def test_repro_promote_serve_push_and_pull_against_the_team_servers(team_servers
     aliases = query(team_servers.postgres, "SELECT alias, version FROM registered_model_aliases ORDER BY alias")
     assert aliases == [("candidate", 2), ("champion", 2)]
     assert any("/promotions/" in key for key in bucket_keys(team_servers.s3, "mlflow/"))
+    # The ONNX export of @champion, verified on the test split, lands in the bucket too.
+    run_checked(["segflow", "export"], root, env)
+    assert client.get_model_version(MODEL, "2").tags["onnx.fp32"].startswith("runs:/")
+    onnx_keys = [key for key in bucket_keys(team_servers.s3, "mlflow/") if "/onnx/v2/" in key]
+    assert any(key.endswith(".onnx") for key in onnx_keys), onnx_keys
 
     # Served from the registry on the server; after a rollback, /reload serves version 1.
     log = tmp_path / "serve.log"

@@ -34,15 +34,10 @@ def select_device(choice: str, world: World = ONE_PROCESS) -> torch.device:
 
 
 def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
-    """The mixed-precision type of `train.amp` on `device`: float16 on CUDA, bfloat16 on a
-    CPU that computes it natively (AVX512-BF16 or AMX; emulated it is slower), else None."""
-    if not amp:
-        return None
-    if device.type == "cuda":
-        return torch.float16
-    if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
-        return torch.bfloat16
-    return None
+    """The mixed-precision type of `train.amp` on `device`: float16 on CUDA, None on the CPU
+    (bfloat16 autocast was slower than float32 with channels_last on an AVX512-BF16 CPU:
+    docs/benchmarks.md)."""
+    return torch.float16 if amp and device.type == "cuda" else None
 
 
 def _seed(seed: int) -> None:
