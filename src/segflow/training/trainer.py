@@ -82,6 +82,8 @@ class Trainer:
 
         _seed(params.seed)  # initial weights
         self.model = model_from_params(params).to(self.device)
+        if params.train.channels_last:  # before DDP, whose gradient buckets follow the layout
+            self.model.to(memory_format=torch.channels_last)
         # DDP averages the gradients of the processes; BatchNorm buffers follow rank 0.
         self.net = DistributedDataParallel(self.model) if world.distributed else self.model
         self.class_weights = class_weights(counts, params.train.class_weights)
@@ -98,8 +100,6 @@ class Trainer:
             self.scheduler = None
         self.amp_dtype = autocast_dtype(params.train.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        if params.train.channels_last:
-            self.model.to(memory_format=torch.channels_last)
 
     def state(self) -> dict:
         return {
