@@ -53,7 +53,7 @@ def test_postgres_and_the_s3_server_answer(postgres_url, s3_endpoint):
 
 @pytest.mark.slow
 def test_metrics_go_to_postgres_and_artifacts_to_the_bucket(team_servers, tmp_path):
-    client = mlflow.MlflowClient(tracking_uri=team_servers.url)
+    client = mlflow.MlflowClient(tracking_uri=team_servers.url, registry_uri=team_servers.url)
     experiment = client.create_experiment("round-trip")
     # The server proxies artifacts: a client needs no S3 credentials or endpoint.
     assert client.get_experiment(experiment).artifact_location.startswith("mlflow-artifacts:/")
@@ -89,7 +89,7 @@ def test_repro_promote_serve_push_and_pull_against_the_team_servers(team_servers
     # The first version: trained by the pipeline, registered on the server, @champion.
     run_checked(["dvc", "repro"], root, env)
     first = json.loads((root / "artifacts/train/run.json").read_text())
-    client = mlflow.MlflowClient(tracking_uri=team_servers.url)
+    client = mlflow.MlflowClient(tracking_uri=team_servers.url, registry_uri=team_servers.url)
     assert client.get_model_version(MODEL, "1").run_id == first["run_id"]
     assert client.get_run(first["run_id"]).data.params["preprocess.image_size"] == "64"
     assert not (root / "mlflow.db").exists() and not (root / "mlartifacts").exists()
