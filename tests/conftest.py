@@ -134,6 +134,22 @@ def write_prepared(folder: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]
     return folder
 
 
+def two_class_split(folder: Path, counts: dict[str, int], size: int = 32) -> Path:
+    """`write_prepared` of `size` px images of two classes: class 1 below a random line,
+    drawn bright; `counts` images per split."""
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, n in counts.items():
+        masks = np.zeros((n, size, size), np.uint8)
+        images = rng.integers(0, 60, (n, size, size, 3), dtype=np.uint8)
+        for i in range(n):
+            top = rng.integers(size // 8, size - size // 8)
+            masks[i, top:] = 1
+            images[i, top:] += 150
+        splits[split] = (images, masks)
+    return write_prepared(folder, splits, size)
+
+
 @pytest.fixture
 def frozen_split(tmp_path) -> Path:
     """``artifacts/`` with a preprocess folder of 32 px images; the test split's class

@@ -14,13 +14,13 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import psutil
 import pytest
 import torch
 import yaml
-from conftest import REPO_ROOT, _merge, write_prepared
+from conftest import REPO_ROOT, _merge, two_class_split
 
+from segflow.config import Params
 from segflow.training.train import train
 
 pytestmark = pytest.mark.slow
@@ -37,17 +37,7 @@ FIRST_LOSS_RELATIVE, FINAL_MIOU = 0.20, 0.05
 @pytest.fixture
 def split(tmp_path):
     """64 px images of two classes (class 1 below a random line, drawn bright), 4 crops each."""
-    rng = np.random.default_rng(0)
-    splits = {}
-    for name, n in (("train", 8), ("val", 3), ("test", 2)):
-        masks = np.zeros((n, 64, 64), np.uint8)
-        images = rng.integers(0, 60, (n, 64, 64, 3), dtype=np.uint8)
-        for i in range(n):
-            top = rng.integers(8, 56)
-            masks[i, top:] = 1
-            images[i, top:] += 150
-        splits[name] = (images, masks)
-    folder = write_prepared(tmp_path / "pre", splits, size=64)
+    folder = two_class_split(tmp_path / "pre", {"train": 8, "val": 3, "test": 2}, size=64)
     plan = json.loads((folder / "plan.json").read_text())
     plan.update(crop=[32, 32], crops_per_image=4)
     (folder / "plan.json").write_text(json.dumps(plan))
@@ -94,8 +84,6 @@ def history(out):
 
 def test_two_processes_train_like_one_and_resume_after_a_killed_rank(split, overrides, raw_params, tmp_path):
     raw = _merge(raw_params, overrides)
-    from segflow.config import Params
-
     one = train(Params.model_validate(raw), split, tmp_path / "one", tmp_path, tmp_path / "resume-one.pt")
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -5,9 +5,8 @@ from __future__ import annotations
 import csv
 
 import mlflow
-import numpy as np
 import pytest
-from conftest import write_prepared
+from conftest import two_class_split
 
 from segflow.training import trainer as trainer_module
 from segflow.training.train import train
@@ -16,17 +15,7 @@ from segflow.training.train import train
 @pytest.fixture
 def tiny_split(tmp_path):
     """A preprocess folder of 32 px images of two classes (class 1 below a random line)."""
-    rng = np.random.default_rng(0)
-    splits = {}
-    for split, n in (("train", 6), ("val", 2), ("test", 2)):
-        masks = np.zeros((n, 32, 32), np.uint8)
-        images = rng.integers(0, 60, (n, 32, 32, 3), dtype=np.uint8)
-        for i in range(n):
-            top = rng.integers(4, 28)
-            masks[i, top:] = 1  # class 1 below a random line, drawn bright
-            images[i, top:] += 150
-        splits[split] = (images, masks)
-    return write_prepared(tmp_path / "pre", splits)
+    return two_class_split(tmp_path / "pre", {"train": 6, "val": 2, "test": 2})
 
 
 @pytest.fixture
