@@ -28,13 +28,9 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from resolution import DATASETS, REPO, merge  # noqa: E402
+from resolution import DATASETS, REPO, merge, prepare  # noqa: E402
 
 from segflow.config import Params  # noqa: E402
-from segflow.config.auto_classes import with_classes_file  # noqa: E402
-from segflow.data.fetch import CLASSES_FILE, fetch  # noqa: E402
-from segflow.data.preprocess import preprocess  # noqa: E402
-from segflow.data.rasterize import rasterize  # noqa: E402
 from segflow.inference.network import load_checkpoint  # noqa: E402
 from segflow.training.evaluate import evaluate  # noqa: E402
 from segflow.training.train import train  # noqa: E402
@@ -44,16 +40,6 @@ VARIANTS = {
     "glore": {"model": {"graph": "glore", "graph_decoder": False}},
     "glore-decoder": {"model": {"graph": "glore", "graph_decoder": True}},
 }
-
-
-def prepare(raw: dict, folder: Path) -> Params:
-    """fetch, rasterize and preprocess once; the params with the class list found."""
-    params = Params.model_validate(raw)
-    fetch(params, folder / "fetch")
-    params = with_classes_file(params, folder / "fetch" / CLASSES_FILE)
-    rasterize(params, folder / "fetch", folder / "masks")
-    preprocess(params, folder / "fetch", folder / "masks", folder / "pre")
-    return params
 
 
 def run(params: Params, folder: Path, name: str) -> dict:
@@ -107,7 +93,7 @@ def main() -> None:
             folder = Path(tmp) / dataset
             raw = merge(base, DATASETS[dataset])
             raw["mlflow"] = {"experiment": dataset, "model_name": dataset}
-            prepared = prepare(raw, folder)
+            prepared, _ = prepare(raw, folder)
             for variant in args.variants:
                 for seed in args.seeds:
                     params = Params.model_validate(

@@ -83,8 +83,9 @@ def merge(base: dict, overrides: dict) -> dict:
     return out
 
 
-def run(raw: dict, folder: Path) -> dict:
-    """The pipeline on `raw` params in `folder`; returns the plan, scores and times."""
+def prepare(raw: dict, folder: Path) -> tuple[Params, float]:
+    """fetch, rasterize and preprocess `raw` params into `folder`; the params with the class
+    list fetch found, and the preprocess stage's seconds."""
     from segflow.config.auto_classes import with_classes_file
     from segflow.data.fetch import CLASSES_FILE
 
@@ -94,7 +95,12 @@ def run(raw: dict, folder: Path) -> dict:
     rasterize(params, folder / "fetch", folder / "masks")
     start = time.perf_counter()
     preprocess(params, folder / "fetch", folder / "masks", folder / "pre")
-    prep_s = time.perf_counter() - start
+    return params, time.perf_counter() - start
+
+
+def run(raw: dict, folder: Path) -> dict:
+    """The pipeline on `raw` params in `folder`; returns the plan, scores and times."""
+    params, prep_s = prepare(raw, folder)
     start = time.perf_counter()
     train(params, folder / "pre", folder / "train", folder, folder / "resume.pt")
     train_s = time.perf_counter() - start
