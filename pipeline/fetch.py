@@ -13,7 +13,8 @@ def main(params, args) -> None:
     fetch(params, args.out, cache_dir=args.cache)
     rprint(report_table(json.loads((args.out / "report.json").read_text())))
     # The class list in effect: with classes.names: auto, the one to copy into params.yaml.
-    rprint((args.out / CLASSES_FILE).read_text())
+    # Printed as plain text: rich would read the YAML list "[background, ...]" as markup.
+    print((args.out / CLASSES_FILE).read_text(), flush=True)
 
 
 if __name__ == "__main__":

@@ -191,6 +191,7 @@ def _models(args: argparse.Namespace) -> int:
         ("test mIoU", "right"),
         ("data md5", "left"),
         ("git commit", "left"),
+        ("dvc exp", "left"),
         ("created (UTC)", "left"),
         ("last promote", "left"),
     ):
@@ -203,11 +204,13 @@ def _models(args: argparse.Namespace) -> int:
             _num(row["test_miou"]),
             (row["data_md5"] or "?")[:8],
             commit,
+            row["experiment"] or "",
             row["created"].strftime("%Y-%m-%d %H:%M"),
             row["last_decision"] or "",
         )
     rprint(table)
-    rprint("* = uncommitted changes when trained. Compare runs: [bold]mlflow ui[/] (Models tab: aliases and tags)")
+    rprint("* = code or params differed from the commit when trained (a DVC experiment's -S, or edits).")
+    rprint("Compare runs: [bold]mlflow ui[/] (Models tab: aliases and tags)")
     return 0
 
 

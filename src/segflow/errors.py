@@ -9,7 +9,7 @@ drops it instead of stopping (see `segflow.data.drops`).
 
 from __future__ import annotations
 
-__all__ = ["SegflowError", "ConfigError", "AnnotationError", "ImageError", "SourceError"]
+__all__ = ["SegflowError", "ConfigError", "AnnotationError", "ImageError", "SourceError", "Interrupted"]
 
 
 class SegflowError(Exception):
@@ -34,3 +34,7 @@ class ImageError(SegflowError):
 
 class SourceError(SegflowError):
     """The data source (folder, archive, URL, Cityscapes download) cannot be materialised."""
+
+
+class Interrupted(SegflowError):
+    """The user stopped a stage (Ctrl-C); the message says what was kept and how to go on."""

@@ -12,7 +12,7 @@ from rich.logging import RichHandler
 
 from segflow.config import Params, load_params
 from segflow.config.auto_classes import with_classes_file
-from segflow.errors import SegflowError
+from segflow.errors import Interrupted, SegflowError
 
 __all__ = ["run_stage"]
 
@@ -41,6 +41,12 @@ def run_stage(description: str, paths: dict[str, str], body: Callable[[Params, a
         if "classes" in paths:  # the fetch stage's class list: the names when classes.names is auto
             params = with_classes_file(params, args.classes)
         body(params, args)
+    except Interrupted as exc:  # Ctrl-C where the stage knows what it kept (train)
+        log.error("%s", exc)
+        sys.exit(130)
+    except KeyboardInterrupt:  # Ctrl-C elsewhere: outputs are written atomically, so none is half-written
+        log.error("interrupted; rerun the stage (dvc repro) to start it again")
+        sys.exit(130)
     except SegflowError as exc:
         log.error("%s", exc)
         sys.exit(1)

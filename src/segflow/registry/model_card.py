@@ -81,7 +81,7 @@ def render_model_card(
                     f"git `{tags.get('git_commit', 'unknown')}`"
                     + (" with uncommitted changes" if tags.get("git_dirty") == "true" else ""),
                 ],
-                ["data", f"data.dvc md5 `{tags.get('data_md5', 'unknown')}`"],
+                ["data", f"fetch.source hash `{tags.get('data_md5', 'unknown')}` (dvc.lock)"],
                 [
                     "test split",
                     f"sha256 `{split_sha256}`"

@@ -171,7 +171,7 @@ def register_model(
         metadata = {
             "segflow_version": segflow.__version__,
             "class_names": names,
-            "palette": palette(len(names), params.classes.palette).tolist(),
+            "palette": palette(len(names), params.classes.colours(names)).tolist(),
             "long_side": long_side,
             "tile": tile,
             "ignore_index": ignore,
@@ -301,6 +301,7 @@ def list_versions(client: mlflow.MlflowClient, name: str) -> list[dict]:
                 "data_md5": tags.get("data_md5"),
                 "git_commit": tags.get("git_commit"),
                 "git_dirty": tags.get("git_dirty") == "true",
+                "experiment": tags.get("dvc.exp_name"),
                 "created": datetime.fromtimestamp(found.creation_timestamp / 1000, tz=UTC),
                 "run_id": found.run_id,
                 "last_decision": tags.get("promote.outcome"),

@@ -4,6 +4,12 @@ By default runs and registered models go to a SQLite file at the repository root
 (``mlflow.db``) with artifacts in ``mlartifacts/``; those are the places a bare
 ``mlflow ui`` started at the root reads. ``MLFLOW_TRACKING_URI`` points elsewhere
 (e.g. a tracking server) instead.
+
+DVC experiments: `dvc exp run --queue` and `--temp` run the stages in a copy of the
+repository under ``.dvc/tmp/exps/``, deleted afterwards. DVC tells the stage the project's
+own root (``DVC_ROOT``), the experiment's name (``DVC_EXP_NAME``) and its baseline commit
+(``DVC_EXP_BASELINE_REV``): runs go to the project's store and carry those as tags, so
+`mlflow ui`, `segflow models` and `dvc exp show` name the same experiments.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import yaml
 __all__ = [
     "CANDIDATE",
     "CHAMPION",
+    "project_root",
+    "experiment_tags",
     "configure",
     "experiment_id",
     "code_version",
@@ -34,6 +42,30 @@ CHAMPION = "champion"
 _default_set: str | None = None
 
 
+#: Paths a stage writes that Git tracks (small metrics, the lock): their changes are the
+#: pipeline's own results, not a change of code or params, so they do not make a run dirty.
+OUTPUT_PATHS = ("artifacts", "dvc.lock")
+
+
+def project_root(root: Path) -> Path:
+    """The project whose store runs go to: DVC's ``DVC_ROOT`` when a stage runs inside an
+    experiment's temporary copy (queue, --temp), else `root`."""
+    from_dvc = os.environ.get("DVC_ROOT")
+    if from_dvc and Path(from_dvc).is_dir():
+        return Path(from_dvc)
+    return root
+
+
+def experiment_tags() -> dict[str, str]:
+    """The DVC experiment this process runs in (name, baseline commit); {} outside one."""
+    tags = {}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        tags["dvc.baseline_rev"] = os.environ["DVC_EXP_BASELINE_REV"]
+    return tags
+
+
 def configure(root: Path) -> str:
     """Point MLflow at the tracking store; returns the tracking URI in use."""
     global _default_set
@@ -41,7 +73,7 @@ def configure(root: Path) -> str:
     if from_user and from_user != _default_set:
         uri = from_user
     else:
-        uri = _default_set = f"sqlite:///{(root / 'mlflow.db').resolve()}"
+        uri = _default_set = f"sqlite:///{(project_root(root) / 'mlflow.db').resolve()}"
     mlflow.set_tracking_uri(uri)
     # The registry follows the tracking URI unless MLFLOW_REGISTRY_URI says otherwise.
     # (mlflow.set_registry_uri would write that variable, pinning later calls to this store.)
@@ -60,26 +92,44 @@ def experiment_id(name: str, root: Path) -> str:
         return existing.experiment_id
     location = None
     if mlflow.get_tracking_uri().startswith("sqlite:"):
-        location = (root / "mlartifacts").resolve().as_uri()
+        location = (project_root(root) / "mlartifacts").resolve().as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
 
 
 def code_version(root: Path) -> dict[str, str]:
-    """The git commit of `root` and whether the work tree had uncommitted changes."""
+    """The git commit of the code and whether code or params differ from it.
 
-    def git(*args: str) -> str:
+    ``git_dirty`` ignores the pipeline's own tracked outputs (`OUTPUT_PATHS`), which a
+    stage rewrites before training. In a DVC experiment the commit is the experiment's
+    baseline, and dirty means the experiment changed code or params relative to it
+    (``-S train.lr=...`` does); its name is in `experiment_tags`.
+    """
+
+    def git(*args: str) -> str | None:
         result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-        return result.stdout.strip() if result.returncode == 0 else ""
+        return result.stdout.strip() if result.returncode == 0 else None
 
-    commit = git("rev-parse", "HEAD") or "unknown"
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    return {"git_commit": commit, "git_dirty": str(dirty).lower()}
+    outside_outputs = ["--", ".", *(f":(exclude){path}" for path in OUTPUT_PATHS)]
+    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
+    if baseline:
+        changed = git("diff", "--name-only", baseline, *outside_outputs)
+        commit = baseline
+    else:
+        changed = git("status", "--porcelain", "--untracked-files=no", *outside_outputs)
+        commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = "unknown" if changed is None else str(bool(changed)).lower()
+    return {"git_commit": commit, "git_dirty": dirty}
 
 
 def data_version(root: Path) -> str:
-    """The md5 DVC recorded for data/ in data.dvc ("unknown" without one)."""
-    path = root / "data.dvc"
-    if not path.is_file():
+    """The hash DVC recorded for the fetch stage's source (``fetch.source``: the sample's
+    `data`, a folder, an archive or a URL) in dvc.lock; "unknown" before fetch has run."""
+    lock, params = root / "dvc.lock", root / "params.yaml"
+    if not (lock.is_file() and params.is_file()):
         return "unknown"
-    outs = (yaml.safe_load(path.read_text()) or {}).get("outs") or [{}]
-    return str(outs[0].get("md5", "unknown"))
+    source = str(((yaml.safe_load(params.read_text()) or {}).get("fetch") or {}).get("source", "data"))
+    deps = (((yaml.safe_load(lock.read_text()) or {}).get("stages") or {}).get("fetch") or {}).get("deps") or []
+    for dep in deps:
+        if str(dep.get("path", "")).rstrip("/") == source.rstrip("/"):
+            return str(dep.get("md5") or dep.get("etag") or dep.get("checksum") or "unknown")
+    return "unknown"

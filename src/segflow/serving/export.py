@@ -262,7 +262,7 @@ def export_checkpoint(
         "long_side": meta["long_side"],
         "tile": meta["tile"],
         "ignore_index": params.classes.ignore_index,
-        "palette": palette(len(names), params.classes.palette).tolist(),
+        "palette": palette(len(names), params.classes.colours(names)).tolist(),
         **{key: value for key, value in extra.items() if value is not None},
     }
     split = load_test_split(preprocess_dir)

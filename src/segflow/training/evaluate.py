@@ -91,7 +91,7 @@ def evaluate(params: Params, preprocess_dir: Path, train_dir: Path, out_dir: Pat
         {"filename": entry.filename, "miou": miou, "pixel_accuracy": accuracy}
         for entry, miou, accuracy in zip(split.entries, scores.per_image_miou, scores.per_image_accuracy)
     ]
-    colours = palette(len(names), params.classes.palette)
+    colours = palette(len(names), params.classes.colours(names))
     with atomic_dir(out_dir) as staging:
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
         with (staging / "per_image.csv").open("w", newline="") as stream:

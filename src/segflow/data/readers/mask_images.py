@@ -99,7 +99,10 @@ def mask_rules(params: Params) -> MaskRules:
     colour_map = {tuple(int(c) for c in key.split(",")): target for key, target in fetch.colour_map.items()}
     colours_from = "fetch.colour_map"
     if not colour_map:
-        colour_map = {tuple(colour): name for colour, name in zip(classes.palette, names, strict=False)}
+        colour_map = {
+            tuple(colour): name
+            for colour, name in zip(classes.colours(names) if classes.palette else [], names, strict=False)
+        }
         colours_from = "classes.palette"
     explicit = {"value_map": values if isinstance(mode, dict) else {}, "colour_map": colour_map}
     for key, mapping in explicit.items() if not found else ():
