@@ -2,8 +2,8 @@
 
 Side by side in one run, same model, batch size and optimiser:
   loader  - a full training epoch through segflow's DataLoader, built as the train stage
-            builds it: `CropDataset` random crops (the plan's crop size and crops per
-            image, class-aware crops per train.class_crops) of the memory-mapped images
+            builds it: `CropDataset` random crops (the plan's crop size, steps_per_epoch
+            batches, class-aware crops per train.class_crops) of the memory-mapped images
             at the working resolution, albumentations augmentation from params.yaml;
   memory  - the same number of optimiser steps on batches already in memory as tensors.
 The loader's cost is 1 - memory_time / loader_time. Epochs alternate to share noise.
@@ -54,7 +54,7 @@ def main() -> None:
         args.data,
         "train",
         crop,
-        plan["crops_per_image"],
+        params.train.steps_per_epoch * params.train.batch_size,
         ignore,
         params.seed,
         transform=build_augmentation(params.augment, crop, ignore, params.seed),
@@ -81,7 +81,7 @@ def main() -> None:
     loader_s, memory_s = statistics.median(times["loader"]), statistics.median(times["memory"])
     print(
         f"{os.cpu_count()} cores, {torch.get_num_threads()} threads, {n} crops of {crop[0]}x{crop[1]} px "
-        f"({plan['crops_per_image']} per image, working long side {plan['long_side']} px), "
+        f"(drawn from {len(dataset.entries)} images, working long side {plan['long_side']} px), "
         f"batch {params.train.batch_size}, workers {params.train.num_workers}, {args.repeats} epochs each"
     )
     print("| pipeline | median epoch (s) | crops/s |")

@@ -143,7 +143,7 @@ def measure(unique: Path, count: int, made: float, args: argparse.Namespace) -> 
         row["stored_mb"] = disk_mb(folder / "pre")
         row["source_mb"] = disk_mb(folder / "data")
         plan = json.loads((folder / "pre" / "plan.json").read_text())
-        row["plan"] = {k: plan[k] for k in ("long_side", "crop", "tile", "crops_per_image")}
+        row["plan"] = {k: plan[k] for k in ("long_side", "crop", "tile")}
         return row
 
 

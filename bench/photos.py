@@ -10,11 +10,11 @@ Each fold is a preprocess folder in `segflow.prepared`'s layout, made as the pre
 stage makes one: the working resolution, crop and tile are planned from the fold's five
 training photos with params.yaml's ``preprocess`` settings (`segflow.data.plan`; ``image_size:
 auto`` or a fixed size), training and validation photos are stored resized to it, and the
-test photo at its original size. Every training photo gives at least `TRAIN_REPEAT` crops
-per epoch (more when the plan asks for more), so an epoch is a few optimiser steps (3 at
-batch 8). With ``image_size: auto`` the plan is about 630 px with 512 px crops, so an epoch
-costs about 16x what the old 128 px letterbox did (about a minute per fold on 2 cores, one
-thread); ``--params`` with a fixed ``image_size: 128`` is the cheap setting. The
+test photo at its original size. An epoch is ``train.steps_per_epoch`` optimiser steps
+of crops drawn from the training photos (figures in docs/benchmarks.md from before issue
+21 trained 4 crops per photo per epoch, 3 steps at batch 8: not comparable). With
+``image_size: auto`` the plan is about 630 px; ``--params`` with a fixed ``image_size:
+128`` is the cheap setting. The
 test photo is scored at its own resolution through the registered model's prediction path
 (`segflow.registry.scoring.score`), as the evaluate stage scores the test split; figures
 from before this layout (the photos letterboxed to 128 px and scored there) are not
@@ -71,7 +71,6 @@ RECT_PHOTOS = [
     ("oranges", SHARED / "via-2label/74f5376/datasets/via/img.jpg"),
 ]
 PHOTO_CLASSES = {"names": ["background", "object"], "palette": [], "label_map": {}}
-TRAIN_REPEAT = 4
 
 
 def via_mask(image_path: Path, height: int, width: int) -> np.ndarray:
@@ -139,7 +138,6 @@ def photo_folds(tmp: Path, params: Params) -> list[Path]:
         val = (test + 1) % len(polygons)
         train_pairs = [pair for i, pair in enumerate(polygons) if i not in (test, val)] + rects
         plan = plan_photos(params, train_pairs)
-        plan["crops_per_image"] = max(plan["crops_per_image"], TRAIN_REPEAT)
         splits = {"train": train_pairs, "val": [polygons[val]], "test": [polygons[test]]}
         folds.append(write_prepared(tmp / f"fold{test}", plan, splits))
     return folds

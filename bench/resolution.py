@@ -70,8 +70,8 @@ DATASETS = {
 VARIANTS = {
     "letterbox 128": {"preprocess": {"image_size": 128}},
     "planned": {"preprocess": {"image_size": "auto"}},
-    # The plan with the letterbox's compute: 128 px crops, one per training image per epoch
-    # (pixels_per_epoch is set from the letterbox run's training image count).
+    # The plan with the letterbox's compute: 128 px crops, train.steps_per_epoch per epoch as
+    # every variant.
     "planned, letterbox budget": {"preprocess": {"image_size": "auto", "max_crop": 128}},
 }
 
@@ -107,7 +107,7 @@ def run(raw: dict, folder: Path) -> dict:
     metrics = evaluate(params, folder / "pre", folder / "train", folder / "eval", folder)
     plan = read_plan(folder / "pre")
     return {
-        "plan": {k: plan[k] for k in ("long_side", "median_scale", "crop", "tile", "crops_per_image")},
+        "plan": {k: plan[k] for k in ("long_side", "median_scale", "crop", "tile")},
         "test": metrics["test"],
         "preprocess_s": prep_s,
         "train_s": train_s,
@@ -138,9 +138,6 @@ def main() -> None:
                 overrides = VARIANTS[variant]
                 folder = Path(tmp) / dataset / variant.replace(" ", "-").replace(",", "")
                 raw = merge(merge(base, DATASETS[dataset]), overrides)
-                if variant == "planned, letterbox budget":
-                    images = read_plan(Path(tmp) / dataset / "letterbox-128" / "pre")["images"]
-                    raw["preprocess"]["pixels_per_epoch"] = images * 128 * 128
                 raw["mlflow"] = {"experiment": f"{dataset}-{variant}", "model_name": f"{dataset}-{variant}"}
                 row = {"dataset": dataset, "variant": variant, **run(raw, folder)}
                 results.append(row)

@@ -36,10 +36,10 @@ FIRST_LOSS_RELATIVE, FINAL_MIOU = 0.20, 0.05
 
 @pytest.fixture
 def split(tmp_path):
-    """64 px images of two classes (class 1 below a random line, drawn bright), 4 crops each."""
+    """64 px images of two classes (class 1 below a random line, drawn bright), 32 px crops."""
     folder = two_class_split(tmp_path / "pre", {"train": 8, "val": 3, "test": 2}, size=64)
     plan = json.loads((folder / "plan.json").read_text())
-    plan.update(crop=[32, 32], crops_per_image=4)
+    plan.update(crop=[32, 32])
     (folder / "plan.json").write_text(json.dumps(plan))
     return folder
 
@@ -51,7 +51,7 @@ def overrides(tmp_path, monkeypatch):
         "classes": {"names": ["background", "thing"], "palette": []},
         "preprocess": {"image_size": 64},
         "model": {"encoder": "resnet18", "encoder_weights": None},
-        "train": {"epochs": 6, "batch_size": 8, "lr": 0.003},
+        "train": {"epochs": 6, "steps_per_epoch": 4, "batch_size": 8, "lr": 0.003},
         "mlflow": {"experiment": "ddp", "model_name": "ddp"},
     }
 

@@ -223,11 +223,8 @@ class PreprocessParams(Section):
     image_size: Literal["auto"] | int | tuple[int, int] = "auto"
     #: Plan rule 1: the 5th-percentile object keeps at least this many pixels across.
     min_object_px: float = Field(12.0, gt=0.0)
-    #: Plan rule 3: crop pixels per training epoch (crop side^2 x crops). A budget in
-    #: pixels, not seconds, so the same data and params give the same plan on any machine;
-    #: 1.5 MP is about 5 s per epoch for the default network on 2 CPU cores.
-    pixels_per_epoch: int = Field(1_500_000, ge=4096)
-    #: Plan rule 3: the largest training crop side (pixels, multiple of 32).
+    #: Plan rule 4: the largest training crop side (pixels, multiple of 32), whatever the
+    #: objects: bounds the memory and time of a step (train.steps_per_epoch sets the epoch).
     max_crop: int = Field(512, ge=64, le=4096)
     #: Fractions of images in the validation and test splits; the rest is training.
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)

@@ -99,7 +99,13 @@ class AugmentParams(Section):
 
 
 class TrainParams(Section):
+    #: Epochs of `steps_per_epoch` optimizer steps each: the same work on 7 photos or 7,000.
     epochs: int = Field(20, ge=1)
+    #: Optimizer steps per epoch, each a batch of crops drawn from the training images with
+    #: replacement (validation, the best checkpoint and early stopping come once per epoch).
+    #: 16 x 8 crops of 128 px on the sample: about 1.45x the crops of its old one-crop-per-
+    #: image epoch (84 images, 11 steps), 320 steps over 20 epochs (nnU-Net: 250 per epoch).
+    steps_per_epoch: int = Field(16, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(3e-3, gt=0.0)
     #: Adam's L2 penalty; small data overfits without some.
@@ -112,8 +118,13 @@ class TrainParams(Section):
     #: Cross-entropy class weights from the training split's pixel shares:
     #: none | inverse | sqrt_inverse (rare classes otherwise barely move the loss).
     class_weights: Literal["none", "inverse", "sqrt_inverse"] = "sqrt_inverse"
-    #: Learning-rate schedule over all epochs: none | cosine | onecycle.
-    scheduler: Literal["none", "cosine", "onecycle"] = "onecycle"
+    #: Learning-rate schedule over the whole run (epochs x steps_per_epoch optimizer steps),
+    #: stepped per step: none | cosine | poly (nnU-Net's (1 - t)^0.9) | onecycle (its own
+    #: warm-up over the first 30%). `lr` is the peak.
+    scheduler: Literal["none", "cosine", "poly", "onecycle"] = "onecycle"
+    #: Share of the run's steps over which cosine and poly rise linearly to `lr` (Adam's
+    #: first steps, from freshly initialised decoder weights, are the unstable ones).
+    warmup_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     #: Stop after this many epochs without a better val mIoU (0 = never stop early).
     early_stopping_patience: int = Field(0, ge=0)
     #: Clip the gradient norm to this (0 = no clipping); guards against loss spikes.

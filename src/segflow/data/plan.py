@@ -13,14 +13,14 @@ the machine):
    to their image's long side. Fragments under half a ``min_object_px`` square in area
    (slivers of road between two cars, a stray edge pixel) are counted, not measured. L is
    at least what keeps the 5th-percentile object ``min_object_px`` across.
-2. *Not shrunk more than the budget needs.* L is at least the side at which one epoch,
-   one crop covering each training image, costs ``pixels_per_epoch``, and at least
-   `MIN_LONG_SIDE` (context).
+2. *Context.* L is at least `MIN_LONG_SIDE`.
 3. *Never enlarged.* L is at most the median image's long side.
-4. *An epoch fits the budget.* The training crop is a square of side L (a multiple of 32,
-   at most ``max_crop``), shrunk while one crop per training image would exceed
-   ``pixels_per_epoch``; when the budget allows several crops per image, an epoch takes
-   them (``crops_per_image``), up to covering each image twice.
+4. *The crop holds the objects.* The training crop is a square wide enough for the median
+   object of the class with the largest ones (background left out) with `CROP_CONTEXT`
+   around it, a multiple of 32 from `MIN_CROP` to L (rounded up to 32) and ``max_crop``.
+   The number of images plays no part: an epoch is ``train.steps_per_epoch`` batches of
+   crops drawn with replacement (`segflow.training.dataset`), so a large dataset costs no
+   more per epoch and gets the same crops as a small one.
 5. *Inference tiles* are squares of side L (multiple of 32, at least the crop, at most
    `MAX_TILE`), so most photos run whole and larger working sizes in overlapping tiles.
 
@@ -36,14 +36,18 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 
-__all__ = ["MIN_LONG_SIDE", "MAX_TILE", "MIN_CROP", "object_sizes", "plan_scale"]
+__all__ = ["MIN_LONG_SIDE", "CROP_CONTEXT", "MAX_TILE", "MIN_CROP", "object_sizes", "plan_scale"]
 
 #: Rule 2: the working long side never drops below this (pixels), for context.
 MIN_LONG_SIDE = 128
+#: Rule 4: the crop side over the largest class's median object across: an eighth of the
+#: object's width of context on each side (the sample: roads 98 px across -> 128 px crops).
+CROP_CONTEXT = 1.25
 #: Rule 5: the largest inference tile side (pixels); memory per tile batch stays bounded.
 MAX_TILE = 1024
-#: Rule 4: the smallest training crop side (pixels).
-MIN_CROP = 64
+#: Rule 4: the smallest training crop side (pixels): the deepest feature of a stride-32
+#: network is then at least 4 x 4.
+MIN_CROP = 128
 
 
 def _floor32(value: float) -> int:
@@ -52,6 +56,10 @@ def _floor32(value: float) -> int:
 
 def _ceil32(value: float) -> int:
     return max(32, math.ceil(value / 32) * 32)
+
+
+def _sized(found: list[float]) -> list[float]:
+    return [s for s in found if not np.isnan(s)]
 
 
 def object_sizes(mask: np.ndarray, num_classes: int, min_area: float = 0.0) -> dict[int, list[float]]:
@@ -74,7 +82,6 @@ def plan_scale(
     class_names: list[str],
     image_size: str | int | tuple[int, int],
     min_object_px: float,
-    pixels_per_epoch: int,
     max_crop: int,
     background: Iterable[int] = (),
 ) -> dict:
@@ -84,7 +91,7 @@ def plan_scale(
         sizes: (height, width) of every training image, original pixels.
         objects: per class index, its objects' "across" sizes relative to their image's
             long side (NaN: a fragment).
-        background: class indices left out of rule 1 (the unlabeled class, whose
+        background: class indices left out of rules 1 and 4 (the unlabeled class, whose
             "objects" are the gaps between the others).
     """
     longs = np.array([max(h, w) for h, w in sizes], float)
@@ -93,16 +100,15 @@ def plan_scale(
     skip = set(background)
     measured = {}
     for c, found in sorted(objects.items()):
-        sized = [s for s in found if not np.isnan(s)]
+        sized = _sized(found)
         measured[class_names[c]] = {
             "objects": len(sized),
             "fragments": len(found) - len(sized),
             "p5_across_pct": round(100 * float(np.percentile(sized, 5)), 3) if sized else None,
             "median_across_pct": round(100 * float(np.median(sized)), 3) if sized else None,
         }
-    across = [s for c, found in objects.items() if c not in skip for s in found if not np.isnan(s)]
+    across = [s for c, found in objects.items() if c not in skip for s in _sized(found)]
     p5 = float(np.percentile(across, 5)) if across else None
-    count = max(1, len(sizes))
     plan: dict = {
         "mode": "auto" if image_size == "auto" else "fixed",
         "images": len(sizes),
@@ -110,7 +116,7 @@ def plan_scale(
         "median_aspect": round(aspect, 3),
         "object_p5_across_pct": None if p5 is None else round(100 * p5, 3),
         "classes": measured,
-        "rules": {"min_object_px": min_object_px, "pixels_per_epoch": pixels_per_epoch, "max_crop": max_crop},
+        "rules": {"min_object_px": min_object_px, "max_crop": max_crop},
     }
     if image_size != "auto":
         crop = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
@@ -125,15 +131,12 @@ def plan_scale(
             "limited_by": "image_size",
         }
     small = 0.0 if p5 is None else min_object_px / p5
-    budget = math.sqrt(pixels_per_epoch / (count * aspect))
-    wanted = max(small, budget, MIN_LONG_SIDE)
+    wanted = max(small, MIN_LONG_SIDE)
     long_side = int(round(min(long_med, wanted)))
-    limited_by = "median image" if wanted >= long_med else "small objects" if small >= budget else "budget"
-    side = min(_ceil32(long_side), _floor32(max_crop))
-    if count * side * side > pixels_per_epoch:
-        side = max(MIN_CROP, _floor32(math.sqrt(pixels_per_epoch / count)))
-    cover = math.ceil(2 * long_side * long_side * aspect / (side * side))
-    crops = int(max(1, min(cover, pixels_per_epoch // (count * side * side))))
+    limited_by = "median image" if wanted >= long_med else "small objects" if small >= MIN_LONG_SIDE else "context"
+    medians = [float(np.median(s)) for c, found in objects.items() if c not in skip for s in [_sized(found)] if s]
+    held = CROP_CONTEXT * max(medians) * long_side if medians else long_side  # no objects: the whole image
+    side = min(_ceil32(long_side), _floor32(max_crop), max(MIN_CROP, _ceil32(held)))
     tile = min(MAX_TILE, max(side, _ceil32(long_side)))
     return {
         **plan,
@@ -141,6 +144,6 @@ def plan_scale(
         "median_scale": round(long_side / long_med, 4),
         "crop": [side, side],
         "tile": [tile, tile],
-        "crops_per_image": crops,
+        "crops_per_image": 1,  # read by pipeline/preprocess.py's table; training ignores it
         "limited_by": limited_by,
     }

@@ -136,7 +136,6 @@ def plan_for(params: Params, masks: Iterable[np.ndarray]) -> dict:
         names,
         size if isinstance(size, (str, int)) else tuple(size),
         settings.min_object_px,
-        settings.pixels_per_epoch,
         settings.max_crop,
         background=unlabeled,
     )

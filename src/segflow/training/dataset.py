@@ -1,11 +1,13 @@
 """Training data: random crops of the images stored at the working scale, augmented.
 
 Images are memory-mapped one at a time (see `segflow.prepared`), so RAM stays bounded
-whatever the dataset size. Each epoch takes `crops_per_image` crops of every training
-image; a share of them (``train.class_crops``) is centred on a pixel of a class drawn with
-weight inverse to its training pixel share, so rare classes appear in batches. Every
-random choice, the augmentation's included, comes from (seed, epoch, item) alone, so a
-resumed epoch replays exactly and an item is the same whichever process or worker loads it.
+whatever the dataset size. An epoch is a fixed number of items (``train.steps_per_epoch``
+x ``batch_size``), each a crop of a training image drawn with replacement, so an epoch is
+the same work on 7 images or 7,000; a share of the crops (``train.class_crops``) is
+centred on a pixel of a class drawn with weight inverse to its training pixel share, so
+rare classes appear in batches. Every random choice, the image's and the augmentation's
+included, comes from (seed, epoch, item) alone, so a resumed epoch replays exactly and an
+item is the same whichever process or worker loads it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from segflow.config import AugmentParams
+from segflow.errors import SegflowError
 from segflow.prepared import Entry, entries, read_scaled
 
 __all__ = ["build_augmentation", "crop_origin", "CropDataset", "class_pixel_counts"]
@@ -74,7 +77,8 @@ def crop_origin(
 
 
 class CropDataset(Dataset):
-    """Items: image (3, ch, cw) float32 RGB 0..255 and mask (ch, cw) int64, random crops.
+    """Items: image (3, ch, cw) float32 RGB 0..255 and mask (ch, cw) int64, random crops of
+    images drawn with replacement; `length` items per epoch, whatever the image count.
 
     Images smaller than the crop are padded (image 0, mask `ignore_index`).
     """
@@ -84,7 +88,7 @@ class CropDataset(Dataset):
         folder: Path,
         split: str,
         crop: tuple[int, int],
-        crops_per_image: int,
+        length: int,
         ignore_index: int,
         seed: int,
         transform: A.Compose | None = None,
@@ -92,7 +96,11 @@ class CropDataset(Dataset):
         class_weights: np.ndarray | None = None,
     ) -> None:
         self.folder, self.entries = Path(folder), entries(folder, split)
-        self.crop, self.crops_per_image = (int(crop[0]), int(crop[1])), crops_per_image
+        if not self.entries:
+            raise SegflowError(
+                f"no {split} images in {folder}: add photos, or lower preprocess.val_fraction / test_fraction"
+            )
+        self.crop, self.length = (int(crop[0]), int(crop[1])), length
         self.ignore_index, self.seed, self.epoch = ignore_index, seed, 0
         self.transform, self.class_crops, self.class_weights = transform, class_crops, class_weights
 
@@ -100,7 +108,7 @@ class CropDataset(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.entries) * self.crops_per_image
+        return self.length
 
     def _padded(self, entry: Entry) -> tuple[np.ndarray, np.ndarray]:
         image, mask = read_scaled(self.folder, entry)
@@ -116,7 +124,7 @@ class CropDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         augment_seed = int(rng.integers(2**31))
-        image, mask = self._padded(self.entries[index // self.crops_per_image])
+        image, mask = self._padded(self.entries[int(rng.integers(len(self.entries)))])  # with replacement
         aware = self.class_weights is not None and rng.random() < self.class_crops
         y, x = crop_origin(mask, self.crop, rng, self.class_weights if aware else None)
         # Copies: the arrays are read-only memory maps, and torch wants writable memory.

@@ -43,12 +43,30 @@ from segflow.training.resume import load_resume, resume_key, save_resume
 from segflow.training.trainer import Trainer, select_device
 from segflow.training.validate import validate
 
-__all__ = ["HISTORY_FIELDS", "train"]
+__all__ = ["HISTORY_FIELDS", "MIN_STEPS", "budget_warning", "train"]
 
 log = logging.getLogger(__name__)
 
 #: Columns of the per-epoch history (a DVC plot).
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_miou", "val_mdice", "lr", "images_per_s", "seconds")
+
+
+#: Fewer optimizer steps in a whole run than this draws a warning: one nnU-Net epoch; a
+#: pretrained encoder's decoder barely leaves its random start in fewer.
+MIN_STEPS = 250
+
+
+def budget_warning(params: Params) -> str | None:
+    """The warning, with its fix, when the run's optimizer steps are fewer than `MIN_STEPS`."""
+    train = params.train
+    steps = train.epochs * train.steps_per_epoch
+    if steps >= MIN_STEPS:
+        return None
+    return (
+        f"only {steps} optimizer steps in all (train.epochs {train.epochs} x train.steps_per_epoch "
+        f"{train.steps_per_epoch}), fewer than {MIN_STEPS}: the model may not converge; raise "
+        f"train.steps_per_epoch or train.epochs"
+    )
 
 
 def _flat_params(params: Params) -> dict[str, object]:
@@ -76,7 +94,6 @@ def _start_logging(params: Params, trainer: Trainer, folder: Path, tags: dict, r
             "plan.long_side": plan["long_side"],
             "plan.crop": plan["crop"],
             "plan.tile": plan["tile"],
-            "plan.crops_per_image": plan["crops_per_image"],
             "train.world_size": trainer.world.size,
         }
     )
@@ -128,17 +145,20 @@ def _train(
             log.info("resuming after epoch %d of run %s", state["epoch"], resumed["run_id"])
 
     if world.main:
+        if warning := budget_warning(params):
+            log.warning(warning)
         tracking.configure(root)
         tags = {**tracking.code_version(root), "data_md5": tracking.data_version(root), "split_sha256": split_hash}
         experiment = tracking.experiment_id(params.mlflow.experiment, root)
         run_args = {"run_id": resumed["run_id"]} if resumed else {"experiment_id": experiment}
         log.info(
-            "training on %d x %s (%d threads each): %d crops of %s per epoch from %d images, %d val images, "
-            "class weights %s",
+            "training on %d x %s (%d threads each): %d steps of %d crops of %s per epoch, drawn from %d "
+            "images, %d val images, class weights %s",
             world.size,
             trainer.device,
             torch.get_num_threads(),
-            len(trainer.train_set),
+            params.train.steps_per_epoch,
+            params.train.batch_size,
             trainer.plan["crop"],
             len(trainer.train_set.entries),
             len(entries(preprocess_dir, "val")),

@@ -6,8 +6,10 @@ augmentation from (seed, epoch, item)), so a resumed epoch replays exactly.
 
 from __future__ import annotations
 
+import math
 import random
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from segflow.training.distributed import ONE_PROCESS, World, all_sum, check_batc
 from segflow.training.losses import build_loss, class_weights
 from segflow.training.model import model_from_params
 
-__all__ = ["select_device", "autocast_dtype", "Trainer"]
+__all__ = ["select_device", "autocast_dtype", "warmup_decay", "build_scheduler", "Trainer"]
 
 
 def select_device(choice: str, world: World = ONE_PROCESS) -> torch.device:
@@ -38,6 +40,32 @@ def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
     (bfloat16 autocast was slower than float32 with channels_last on an AVX512-BF16 CPU:
     docs/benchmarks.md)."""
     return torch.float16 if amp and device.type == "cuda" else None
+
+
+def warmup_decay(step: int, total: int, warmup: int, kind: str) -> float:
+    """The learning-rate factor (of the peak) at optimizer `step` of `total`: a linear rise
+    over the first `warmup` steps, then cosine (to 0) or poly ((1 - t)^0.9, nnU-Net's) decay."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if kind == "poly":
+        return (1.0 - progress) ** 0.9
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, kind: str, lr: float, total: int, warmup_fraction: float
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """`train.scheduler` over the whole run of `total` optimizer steps (stepped once per step;
+    its state is in the resume file, so a resumed run continues mid-schedule)."""
+    if kind == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total)
+    if kind in ("cosine", "poly"):
+        warmup = round(warmup_fraction * total)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, partial(warmup_decay, total=total, warmup=warmup, kind=kind)
+        )
+    return None
 
 
 def _seed(seed: int) -> None:
@@ -63,7 +91,7 @@ class Trainer:
             preprocess_dir,
             "train",
             crop,
-            self.plan["crops_per_image"],
+            params.train.steps_per_epoch * params.train.batch_size,
             ignore,
             params.seed,
             transform=self.augment,
@@ -71,7 +99,8 @@ class Trainer:
             class_weights=rarity,
         )
         # The same sampler on one process or many: (seed, epoch) orders the crops, and
-        # process r takes every world.size-th of them, so the global batches are the same.
+        # process r takes every world.size-th of them, so the global batches are the same:
+        # steps_per_epoch of them (the batch divides among the processes, check_batch).
         self.sampler = DistributedSampler(self.train_set, world.size, world.rank, shuffle=True, seed=params.seed)
         self.train_loader = DataLoader(
             self.train_set,
@@ -91,13 +120,13 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=params.train.lr, weight_decay=params.train.weight_decay
         )
-        steps = params.train.epochs * max(len(self.train_loader), 1)
-        if params.train.scheduler == "onecycle":
-            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, params.train.lr, total_steps=steps)
-        elif params.train.scheduler == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, steps)
-        else:
-            self.scheduler = None
+        self.scheduler = build_scheduler(
+            self.optimizer,
+            params.train.scheduler,
+            params.train.lr,
+            params.train.epochs * len(self.train_loader),
+            params.train.warmup_fraction,
+        )
         self.amp_dtype = autocast_dtype(params.train.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
@@ -117,7 +146,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
 
     def train_epoch(self, epoch: int) -> tuple[float, float]:
-        """One pass over the training split; returns (mean loss, images per second)."""
+        """`train.steps_per_epoch` optimizer steps; returns (mean loss, crops per second)."""
         # Seeding from (seed, epoch) alone makes a resumed epoch replay exactly.
         epoch_seed = self.params.seed * 100_003 + epoch
         _seed(epoch_seed)
