@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 run: install
-	# --allow-missing: the remote holds the data; stage outputs are rebuilt by repro.
+	# --allow-missing: the embedded remote holds the sample only; repro rebuilds the outputs.
 	$(BIN)/dvc pull --allow-missing
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 	$(BIN)/segflow summary
@@ -39,10 +39,9 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Regenerate the embedded sample (then `dvc add data && dvc push` to publish it).
+# Regenerate the embedded sample: the sample stage of dvc.yaml (then `dvc push` publishes it).
 sample: install
-	rm -rf data
-	$(BIN)/python scripts/make_sample.py --out data
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro --force sample
 
 # Debian's Chromium, for the page test (tests/test_page.py, driven by Playwright's Python
 # package); skipped where it is already installed. Needs root (CI runs as root); where the

@@ -60,7 +60,9 @@ def test_mlflow_run_and_registered_candidate(repro):
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 1
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
     assert run.data.tags["git_commit"] == commit
-    assert run.data.tags["data_md5"] == yaml.safe_load((root / "data.dvc").read_text())["outs"][0]["md5"]
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    source = {dep["path"]: dep["md5"] for dep in lock["fetch"]["deps"]}["data"]  # fetch.source: data
+    assert run.data.tags["data_md5"] == source == lock["sample"]["outs"][0]["md5"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/metrics.json" in artifacts
     version = client.get_model_version_by_alias("segflow-unet", "candidate")
