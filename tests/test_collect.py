@@ -176,7 +176,9 @@ def test_balloon_layout_fetch_rasterize_preprocess(make_params, tmp_path, caplog
     split = json.loads((tmp_path / "pre" / "split.json").read_text())
     assert sorted(e["filename"] for e in split["val"]) == sorted(f"val/{n}.jpg" for n in range(1, 6))  # kept
     assert all(e["filename"].startswith("train/") for e in split["train"] + split["test"])
-    assert counts == {"train": 26, "val": 5, "test": 5}  # test carved from train: round(36 * 0.15)
-    assert "no test folder: 5 of 31 training images carved as the test split" in caplog.text
+    # test carved from train: round(34 groups * 0.15) = 5 groups, one a pair of near duplicates
+    # (the two recoloured copies, grouped by default), so 6 images
+    assert counts == {"train": 25, "val": 5, "test": 6}
+    assert "no test folder: 6 of 31 training images carved as the test split" in caplog.text
     masks = [np.asarray(read_scaled(tmp_path / "pre", e)[1]) for e in entries(tmp_path / "pre", "train")]
     assert all((m == 1).any() for m in masks)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from segflow.metrics import SegmentationMeter
+from segflow.metrics import SegmentationMeter, group_confusions
 from segflow.training.evaluate import confusion_records, majority_baseline
 
 
@@ -93,3 +93,12 @@ def test_bootstrap_interval_is_present_and_shrinks_with_more_images():
         low, high = found["miou_ci"]
         assert 0 < low < high < 1 and len(found["iou_ci"]) == 2
     assert many["miou_ci"][1] - many["miou_ci"][0] < 0.5 * (few["miou_ci"][1] - few["miou_ci"][0])
+
+
+def test_group_confusions_pool_each_group_of_duplicates_into_one_row():
+    confusions = np.array([[[1, 0], [0, 1]], [[2, 0], [0, 0]], [[0, 3], [0, 0]], [[5, 0], [0, 5]]])
+    pooled = group_confusions(confusions, ["a", "b", "a", "c"])  # images 0 and 2: one scene
+    assert pooled.tolist() == [[[1, 3], [0, 1]], [[2, 0], [0, 0]], [[5, 0], [0, 5]]]
+    assert (pooled.sum(0) == confusions.sum(0)).all()  # the pooled score is unchanged
+    with pytest.raises(ValueError, match="3 group keys for 4 images"):
+        group_confusions(confusions, ["a", "b", "c"])

@@ -4,6 +4,7 @@ another name is reported with its distance, and kept in one split when asked."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 
 import cv2
@@ -102,3 +103,82 @@ def test_the_balloon_set_holds_two_recoloured_copies(make_params, tmp_path):
         {"images": ["14.jpg", "6.jpg"], "distance": 2},  # 190x201 and 597x636, colours shifted
         {"images": ["13.jpg", "5.jpg"], "distance": 4},
     ]
+
+
+REAL_PHOTO = SHARED_DATASETS / "via-heads-balloon" / "train" / "21.jpg"
+
+
+@pytest.mark.skipif(not REAL_PHOTO.exists(), reason="../shared/datasets/via-heads-balloon is not here")
+def test_a_real_photo_and_its_shifted_resaved_copy_never_straddle_splits_by_default(make_params, tmp_path):
+    """A 320x240 photo and the same frame 2 px over, JPEG quality 75, among ten others:
+    preprocess, with params.yaml's defaults, keeps them in one split for every seed."""
+    from segflow.data.preprocess import preprocess
+    from segflow.data.rasterize import rasterize
+    from segflow.prepared import groups
+
+    source = tmp_path / "data"
+    source.mkdir()
+    rows = [VIA_HEADER]
+    for n in range(10):
+        cv2.imwrite(str(source / f"p{n}.png"), _photo(n))
+        rows.append(via_row(f"p{n}.png", 1, 0, _RECT, '{"label":"car"}'))
+    photo = cv2.imread(str(REAL_PHOTO))
+    cv2.imwrite(str(source / "scene.png"), photo)
+    shifted = np.roll(photo, (2, 2), axis=(0, 1))
+    cv2.imwrite(str(source / "scene 2.jpg"), shifted, [cv2.IMWRITE_JPEG_QUALITY, 75])
+    rows += [via_row(name, 1, 0, _RECT, '{"label":"person"}') for name in ("scene.png", "scene 2.jpg")]
+    (source / "via_region_data.csv").write_text("\n".join(rows) + "\n")
+    params = make_params(fetch={"source": str(source)}, preprocess={"image_size": 32})
+    assert params.preprocess.near_duplicates == "group"  # the default
+    fetch(params, tmp_path / "fetch")
+    rasterize(params, tmp_path / "fetch", tmp_path / "masks")
+    parted = []
+    for seed in range(6):
+        for mode in ("group", "report"):
+            changed = params.model_copy(
+                update={"seed": seed, "preprocess": params.preprocess.model_copy(update={"near_duplicates": mode})}
+            )
+            out = tmp_path / f"pre-{seed}-{mode}"
+            preprocess(changed, tmp_path / "fetch", tmp_path / "masks", out)
+            split = json.loads((out / "split.json").read_text())
+            split_of = {e["filename"]: name for name, found in split.items() for e in found}
+            together = split_of["scene.png"] == split_of["scene 2.jpg"]
+            if mode == "group":
+                assert together, (seed, split_of)
+                group_of = {e["filename"]: e["group"] for found in split.values() for e in found}
+                assert group_of["scene.png"] == group_of["scene 2.jpg"]
+                assert len(set(groups(out, split_of["scene.png"]))) == len(split[split_of["scene.png"]]) - 1
+                [pair] = json.loads((out / "duplicates.json").read_text())["near_duplicates"]
+                assert pair["images"] == ["scene 2.jpg", "scene.png"] and len(set(pair["splits"])) == 1
+            else:
+                parted.append(not together)
+    assert any(parted)  # "report" parts them for some seed: "group" keeping them is not luck
+
+
+def test_near_duplicates_the_dataset_folders_part_are_moved_to_one_split(make_params, tmp_path, caplog):
+    """A photo under train/ and its altered copy under test/: the default moves the copy to train, and says so."""
+    source = tmp_path / "data"
+    rows = [VIA_HEADER]
+    for n in range(10):
+        folder = "train" if n < 6 else "val" if n < 8 else "test"
+        (source / folder).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(source / folder / f"p{n}.png"), _photo(n))
+        rows.append(via_row(f"{folder}/p{n}.png", 1, 0, _RECT, '{"label":"car"}'))
+    copy = cv2.resize(_photo(3), (56, 42), interpolation=cv2.INTER_AREA).astype(np.int16) + 8
+    cv2.imwrite(str(source / "test" / "p3 again.jpg"), np.clip(copy, 0, 255).astype(np.uint8))
+    rows.append(via_row("test/p3 again.jpg", 1, 0, _RECT, '{"label":"car"}'))
+    (source / "via_region_data.csv").write_text("\n".join(rows) + "\n")
+    params = make_params(fetch={"source": str(source)})
+    manifest = fetch(params, tmp_path / "fetch")
+    images = sorted(read_annotations(tmp_path / "fetch" / "annotations.json"), key=lambda i: i.filename)
+    names = [image.filename for image in images]
+    keys = split_keys(manifest, params.preprocess.near_duplicates)
+    with caplog.at_level(logging.WARNING, logger="segflow"):
+        splits = assign_splits(images, 0.15, 0.15, 0, hashes=[keys[name] for name in names])
+    split_of = {names[i]: split for split, indices in splits.items() for i in indices}
+    assert split_of["test/p3 again.jpg"] == split_of["train/p3.png"] == "train"
+    assert split_of["test/p8.png"] == split_of["test/p9.png"] == "test"  # the rest of the folder split stands
+    assert "near-duplicate images ['test/p3 again.jpg', 'train/p3.png'] sit in the ['test', 'train'] folders" in (
+        caplog.text
+    )
+    assert "all moved to train" in caplog.text

@@ -113,7 +113,10 @@ def test_exact_duplicates_under_two_names_never_cross_splits(tmp_path, make_para
     (source / "via_region_data.csv").write_text("\n".join(rows) + "\n")
     digests = set()
     for seed in range(4):
-        params = make_params(seed=seed, fetch={"source": str(source)}, preprocess={"image_size": 32})
+        # "report": the flat test images are near duplicates of one another; exact copies are grouped anyway.
+        params = make_params(
+            seed=seed, fetch={"source": str(source)}, preprocess={"image_size": 32, "near_duplicates": "report"}
+        )
         out = tmp_path / f"seed{seed}"
         manifest = fetch(params, out / "fetch")
         rasterize(params, out / "fetch", out / "masks")
@@ -156,3 +159,74 @@ def test_the_test_split_is_kept_at_its_original_size(via_dataset, make_params, t
         image, mask = read_test(tmp_path / "pre", entry)
         assert image.shape == (entry.height, entry.width, 3) and mask.shape == (entry.height, entry.width)
     assert read_plan(tmp_path / "pre")["mode"] == "auto"
+
+
+def test_a_one_image_val_split_is_topped_up_from_train_with_a_warning(caplog):
+    from segflow.data.preprocess import assign_splits
+    from segflow.data.records import ImageAnnotation
+
+    named = ["val" if n == 0 else "test" if n < 4 else "train" for n in range(16)]
+    images = [ImageAnnotation(f"{n}.png", split=split) for n, split in enumerate(named)]
+    with caplog.at_level(logging.WARNING, logger="segflow"):
+        splits = assign_splits(images, 0.15, 0.15, seed=0, min_val=3)
+    assert len(splits["val"]) == 3 and 0 in splits["val"]  # the dataset's own val image stays
+    assert splits["test"] == [1, 2, 3] and len(splits["train"]) == 10
+    assert sorted(sum(splits.values(), [])) == list(range(16))
+    assert splits == assign_splits(images, 0.15, 0.15, seed=0, min_val=3)  # seeded
+    assert (
+        "the validation split held 1 image(s), fewer than 3 (max(preprocess.min_val_images 3, 10% of the 13 "
+        "non-test images)): 2 training image(s) moved to it (seeded)" in caplog.text
+    )
+    assert "raise preprocess.val_fraction" in caplog.text
+    caplog.clear()
+    assert assign_splits(images, 0.15, 0.15, seed=0, min_val=0)["val"] == [0]  # 0: the split as the folders say
+    assert not caplog.text
+
+
+def test_the_val_top_up_follows_the_larger_of_the_key_and_a_tenth_and_keeps_groups_whole(caplog):
+    from segflow.data.preprocess import assign_splits
+    from segflow.data.records import ImageAnnotation
+
+    # 60 training images in 30 pairs of duplicates, 1 val image: 10% of 61 wants 7, pairs make it 7 or 8.
+    images = [ImageAnnotation(f"{n}.png", split="val" if n == 60 else "train") for n in range(61)]
+    images += [ImageAnnotation(f"t{n}.png", split="test") for n in range(5)]
+    hashes = [f"g{n // 2}" for n in range(61)] + [f"t{n}" for n in range(5)]
+    splits = assign_splits(images, 0.15, 0.15, seed=0, hashes=hashes, min_val=3)
+    assert 7 <= len(splits["val"]) <= 8
+    val_groups = {hashes[i] for i in splits["val"]}
+    assert not val_groups & {hashes[i] for i in splits["train"]}
+    # Three images: training keeps as many as validation, so only one moves.
+    few = [ImageAnnotation("a.png", split="train"), ImageAnnotation("b.png", split="train")]
+    few += [ImageAnnotation("c.png", split="test")]
+    with caplog.at_level(logging.WARNING, logger="segflow"):
+        assert assign_splits(few, 0.15, 0.15, seed=0, min_val=3)["val"] in ([0], [1])
+    assert "1 in all: training keeps at least as many" in caplog.text
+
+
+def test_split_warnings_name_tiny_splits_and_missing_classes_with_the_fix():
+    from segflow.data.preprocess import split_warnings
+
+    counts = {"train": 20, "val": 2, "test": 5}
+    present = {"train": {0, 1, 2}, "val": {0, 1, 2}, "test": {0, 1, 255}}
+    warnings = split_warnings(counts, present, ["background", "car", "person"], 3)
+    assert warnings == [
+        "the val split holds 2 image(s), fewer than preprocess.min_val_images 3: the best checkpoint is chosen "
+        "on them; add photos (to the val folder) or raise preprocess.val_fraction",
+        "class 'person' has no pixels in the test split: its test IoU is undefined; add test photos that show it",
+    ]
+    assert split_warnings(counts, {split: {0, 1, 2} for split in counts}, ["background", "car", "person"], 0) == []
+
+
+def test_the_stage_warns_about_empty_splits_and_a_class_it_cannot_learn(via_dataset, make_params, tmp_path, caplog):
+    from segflow.data.fetch import fetch
+    from segflow.data.rasterize import rasterize
+
+    params = make_params(fetch={"source": str(via_dataset)}, preprocess={"image_size": 32})
+    fetch(params, tmp_path / "fetch")
+    rasterize(params, tmp_path / "fetch", tmp_path / "masks")
+    with caplog.at_level(logging.WARNING, logger="segflow"):
+        preprocess(params, tmp_path / "fetch", tmp_path / "masks", tmp_path / "pre")
+    # a.jpg and b.jpg are identical: one group, all training; val and test are empty.
+    assert "the val split holds 0 image(s), fewer than preprocess.min_val_images 3" in caplog.text
+    assert "the test split holds 0 image(s)" in caplog.text
+    assert "class 'building' has no pixels in the train split: the model cannot learn it" in caplog.text

@@ -12,7 +12,7 @@ import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 
-__all__ = ["SegmentationMeter", "scores_from_confusion"]
+__all__ = ["SegmentationMeter", "scores_from_confusion", "group_confusions"]
 
 
 class SegmentationMeter:
@@ -37,6 +37,20 @@ class SegmentationMeter:
     def compute(self) -> dict[str, float | list[float]]:
         """Per-class IoU and Dice, their means, and pixel accuracy (see `scores_from_confusion`)."""
         return scores_from_confusion(self.confusion)
+
+
+def group_confusions(confusions: np.ndarray, groups: list[str]) -> np.ndarray:
+    """Per-image confusions (N, C, C) summed per group of near-duplicate images (`groups`:
+    each image's key, as ``split.json`` records it) into (G, C, C), in order of first
+    appearance: a bootstrap over these rows resamples groups, not images, so copies of one
+    scene do not count as independent evidence."""
+    if len(groups) != len(confusions):
+        raise ValueError(f"{len(groups)} group keys for {len(confusions)} images")
+    order = list(dict.fromkeys(groups))
+    summed = np.zeros((len(order), *np.shape(confusions)[1:]), dtype=np.int64)
+    for key, confusion in zip(groups, confusions):
+        summed[order.index(key)] += confusion
+    return summed
 
 
 def scores_from_confusion(confusion: np.ndarray) -> dict[str, float | list[float]]:

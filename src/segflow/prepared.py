@@ -2,7 +2,8 @@
 
     plan.json                      the working scale, training crop and inference tile
     split.json                     per split, one entry per image: filename (as fetched),
-                                   original height and width, and ``file``, its stem here
+                                   original height and width, ``file``, its stem here, and
+                                   ``group``, the key of the duplicates it shares a split with
     train/00000.image.npy ...      training and validation images at the working scale,
     train/00000.mask.npy ...       (h, w, 3) and (h, w) uint8, memory-mapped when read
     test/00000.image.png ...       the test split at its original size: the image as fetch
@@ -33,6 +34,7 @@ __all__ = [
     "Entry",
     "read_plan",
     "entries",
+    "groups",
     "scaled_paths",
     "test_paths",
     "read_scaled",
@@ -65,6 +67,13 @@ def entries(folder: Path, split: str) -> list[Entry]:
     """The images of `split`, in their stored order."""
     index = json.loads((Path(folder) / SPLIT_INDEX).read_text())
     return [Entry(e["filename"], e["height"], e["width"], e["file"]) for e in index[split]]
+
+
+def groups(folder: Path, split: str) -> list[str]:
+    """Each image's duplicate group key in `split` (stored order); an image of a folder
+    written before groups were recorded is a group of its own."""
+    index = json.loads((Path(folder) / SPLIT_INDEX).read_text())
+    return [e.get("group") or e["filename"] for e in index[split]]
 
 
 def scaled_paths(folder: Path, entry: Entry) -> tuple[Path, Path]:

@@ -229,14 +229,18 @@ class PreprocessParams(Section):
     #: Fractions of images in the validation and test splits; the rest is training.
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    #: A validation split of fewer images than this, or than 10% of the non-test images, is
+    #: topped up from train (logged): one photo is too few to choose a checkpoint by. 0 = never.
+    min_val_images: int = Field(3, ge=0)
     #: "folders": keep the split of images under train/val/test folders (also training,
     #: valid, validation, testing; any case) or named by the reader (Cityscapes), carving
     #: a missing val/test split from train; "random": split every image at random;
     #: "auto": folders when any image has one, else random.
     split: Literal["auto", "random", "folders"] = "auto"
-    #: Near duplicates (see fetch.near_duplicate_distance): "report" only lists them;
-    #: "group" also keeps each group in one split, as identical images always are.
-    near_duplicates: Literal["report", "group"] = "report"
+    #: Near duplicates (see fetch.near_duplicate_distance): "group" keeps each group in one
+    #: split, as identical images always are (frames of one scene never straddle train and
+    #: test, even when the dataset's own folders part them); "report" only lists them.
+    near_duplicates: Literal["report", "group"] = "group"
 
     @field_validator("image_size")
     @classmethod

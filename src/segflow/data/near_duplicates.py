@@ -7,9 +7,11 @@ distance. Re-encoding or resizing moves it by 0-4 bits, two different photos by 
 
 Fetch stores each image's hash in the manifest and lists the pairs within
 ``fetch.near_duplicate_distance`` in the report (`near_duplicate_pairs`); with
-``preprocess.near_duplicates: group`` preprocess keeps each connected group of them in one
-split, as it keeps identical images (`group_keys`). Everything is a function of the hashes
-and file names, so the same data gives the same pairs and groups.
+``preprocess.near_duplicates: group`` (the default) preprocess keeps each connected group of
+them in one split, as it keeps identical images (`group_keys`), and records each image's
+group in ``split.json`` for intervals that resample groups (`segflow.metrics.group_confusions`).
+Everything is a function of the hashes and file names, so the same data gives the same
+pairs and groups.
 """
 
 from __future__ import annotations

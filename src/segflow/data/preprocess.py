@@ -9,12 +9,17 @@ dataset's size), and the test split at its original size. Also:
 * ``duplicates.json``: ``grouped``, the groups of identical images (same sha256) kept in
   one split; ``cross_split``, any that still landed in several (none, by construction);
   ``near_duplicates``, fetch's pairs of similar images with the split of each (one split
-  with ``preprocess.near_duplicates: group``)
+  with ``preprocess.near_duplicates: group``, the default)
+
+``split.json`` gives each image's ``group`` (the key it shares a split by), so scores can
+be resampled by group rather than by image.
 
 The split (`segflow.data.splits`): the dataset's own train/val/test folders are kept
 (``preprocess.split``), the other images split at random (seeded) by
 ``preprocess.val_fraction`` / ``test_fraction``; identical images always share a split,
-near duplicates too with ``preprocess.near_duplicates: group``.
+near duplicates too by default (``preprocess.near_duplicates: group``); a validation split
+under ``preprocess.min_val_images`` is topped up from train. The stage warns, with the
+fix, about a val or test split under that minimum and about a class absent from a split.
 
 Arrays are stored uncompressed so training memory-maps them instead of decoding JPEGs
 every epoch. The plan is printed as a table by the stage script.
@@ -23,6 +28,7 @@ every epoch. The plan is printed as a table by the stage script.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -44,6 +50,7 @@ from segflow.prepared import PLAN, SPLIT_INDEX, Entry, scaled_paths, test_paths
 
 __all__ = [
     "SPLITS",
+    "split_warnings",
     "split_indices",
     "assign_splits",
     "store",
@@ -62,6 +69,39 @@ def _identical(files: list[dict], split_of: dict[str, str]) -> list[tuple[dict, 
     return [(group[0], [e["filename"] for e in group]) for group in groups.values() if len(group) > 1]
 
 
+log = logging.getLogger(__name__)
+
+
+def split_warnings(
+    counts: dict[str, int], present: dict[str, set[int]], names: list[str], min_images: int
+) -> list[str]:
+    """What is wrong with a split, each with its fix: a val or test split of fewer than
+    `min_images` images (``preprocess.min_val_images``), a class with no pixels in a split.
+
+    Args:
+        counts: images per split.
+        present: per split, the class values found in its masks.
+    """
+    warnings = []
+    uses = {"val": "the best checkpoint is chosen on", "test": "the test scores and their intervals rest on"}
+    for split, use in uses.items():
+        if counts[split] < min_images:
+            warnings.append(
+                f"the {split} split holds {counts[split]} image(s), fewer than preprocess.min_val_images "
+                f"{min_images}: {use} them; add photos (to the {split} folder) or raise preprocess.{split}_fraction"
+            )
+    fixes = {
+        "train": "the model cannot learn it; add training photos that show it, or drop it from classes.names",
+        "val": "its val IoU is undefined and it plays no part in choosing the checkpoint; add val photos that show it",
+        "test": "its test IoU is undefined; add test photos that show it",
+    }
+    for value, name in enumerate(names):
+        for split in SPLITS:
+            if counts[split] and value not in present[split]:
+                warnings.append(f"class {name!r} has no pixels in the {split} split: {fixes[split]}")
+    return warnings
+
+
 def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) -> dict[str, int]:
     """Split, plan and store the dataset; returns the image count per split."""
     images = sorted(read_annotations(fetch_dir / "annotations.json"), key=lambda i: i.filename)
@@ -70,11 +110,18 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
     sha256 = split_keys(manifest, settings.near_duplicates)  # identical (and near) images share a split
     hashes = [sha256.get(image.filename, image.filename) for image in images]
     splits = assign_splits(
-        images, settings.val_fraction, settings.test_fraction, params.seed, mode=settings.split, hashes=hashes
+        images,
+        settings.val_fraction,
+        settings.test_fraction,
+        params.seed,
+        mode=settings.split,
+        hashes=hashes,
+        min_val=settings.min_val_images,
     )
     train = tqdm([images[i] for i in splits["train"]], desc="measure train", unit="img")
     plan = plan_for(params, (cv2.imread(str(masks_dir / mask_name(r.filename)), cv2.IMREAD_UNCHANGED) for r in train))
     index: dict[str, list[dict]] = {}
+    present: dict[str, set[int]] = {split: set() for split in SPLITS}
     with atomic_dir(out_dir) as staging:
         (staging / PLAN).write_text(json.dumps(plan, indent=1))
         for split in SPLITS:
@@ -85,7 +132,8 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
                 image = read_rgb(fetch_dir / "images" / record.filename)
                 mask = cv2.imread(str(masks_dir / mask_name(record.filename)), cv2.IMREAD_UNCHANGED)
                 entry = Entry(record.filename, *mask.shape, f"{split}/{row:05d}")
-                index[split].append(asdict(entry))
+                index[split].append(asdict(entry) | {"group": hashes[i]})
+                present[split].update(int(v) for v in np.unique(mask))
                 store(staging, split, entry, image, mask, plan["long_side"])
         (staging / SPLIT_INDEX).write_text(json.dumps(index, indent=1))
         split_of = {images[i].filename: split for split in SPLITS for i in splits[split]}
@@ -102,7 +150,10 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
         ]
         duplicates = {"grouped": grouped, "cross_split": [], "near_duplicates": near}
         (staging / "duplicates.json").write_text(json.dumps(duplicates, indent=1))
-    return {split: len(splits[split]) for split in SPLITS}
+    counts = {split: len(splits[split]) for split in SPLITS}
+    for warning in split_warnings(counts, present, list(params.classes.names), settings.min_val_images):
+        log.warning(warning)
+    return counts
 
 
 def store(folder: Path, split: str, entry: Entry, image: np.ndarray, mask: np.ndarray, long_side: int) -> None:

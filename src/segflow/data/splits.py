@@ -1,24 +1,30 @@
 """Train/val/test: the dataset's own split where it has one, else a seeded draw.
 
-Two rules hold whatever ``preprocess.split`` says:
+Three rules hold whatever ``preprocess.split`` says:
 
-* Identical images (the same sha256 in the fetch manifest) are one group and always land
-  in the same split, so a photo saved twice under two names cannot be trained on and
-  tested on. Fractions count groups.
+* A group always lands in one split: identical images (the same sha256 in the fetch
+  manifest), and by default near duplicates too (``preprocess.near_duplicates: group``,
+  see `segflow.data.near_duplicates`: video frames of one scene, re-saved copies), so a
+  photo cannot be trained on and tested on under two names. Fractions count groups.
+* A validation split too small to choose a checkpoint by, fewer images than
+  max(``preprocess.min_val_images``, `MIN_VAL_SHARE` of the non-test images), is topped up
+  with training groups (seeded, logged), while training keeps at least as many images.
 * Everything is a function of the images, their hashes and ``seed``: the same input gives
   the same split.
 
 ``preprocess.split``: ``folders`` keeps the split each record names (from its train/val/
 test folder, see `segflow.data.collect`, or Cityscapes' own), ``random`` draws every
 image, ``auto`` keeps named splits when any image has one. With named splits, images
-without one are drawn; a named group whose copies sit in several splits goes to the
-first of train, val, test (a copy of a training image is no fair test); a missing test
-(or val) split is carved from train by ``test_fraction`` (``val_fraction``), seeded.
+without one are drawn; a named group whose members sit in several splits goes to the
+first of train, val, test (a copy of a training image is no fair test), with a warning;
+a missing test (or val) split is carved from train by ``test_fraction``
+(``val_fraction``), seeded.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,12 +32,22 @@ import numpy as np
 from segflow.data.records import SPLITS, ImageAnnotation
 from segflow.errors import ConfigError
 
-__all__ = ["SPLITS", "SPLIT_CHOICES", "split_indices", "assign_splits", "cross_split_duplicates"]
+__all__ = [
+    "SPLITS",
+    "SPLIT_CHOICES",
+    "MIN_VAL_SHARE",
+    "split_indices",
+    "assign_splits",
+    "cross_split_duplicates",
+]
 
 log = logging.getLogger("segflow.data.preprocess")  # the stage's logger: its messages read as the stage's
 
 #: Values of ``preprocess.split``.
 SPLIT_CHOICES = ("auto", "random", "folders")
+#: The validation split holds at least this share of the non-test images (nnU-Net's 5
+#: folds hold 20%; below 10% a checkpoint is chosen on a handful of photos).
+MIN_VAL_SHARE = 0.10
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
@@ -51,9 +67,11 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
     }
 
 
-def _carve(groups: dict[str, list[int]], total: int, fractions: dict[str, float], seed: int) -> None:
-    """Move groups from train into each empty split whose fraction is above 0 (in place)."""
+def _carve(groups: dict[str, list[int]], sizes: list[int], fractions: dict[str, float], seed: int) -> None:
+    """Move groups (of `sizes` images each) from train into each empty split whose fraction
+    is above 0 (in place)."""
     rng = np.random.default_rng(seed)
+    total = len(sizes)
     for split in ("test", "val"):
         if groups[split] or fractions[split] <= 0 or len(groups["train"]) < 2:
             continue
@@ -62,15 +80,52 @@ def _carve(groups: dict[str, list[int]], total: int, fractions: dict[str, float]
         chosen = {groups["train"][j] for j in order[:wanted]}
         groups[split] = sorted(chosen)
         groups["train"] = [g for g in groups["train"] if g not in chosen]
+        moved = sum(sizes[g] for g in chosen)
         log.info(
             "no %s folder: %d of %d training images carved as the %s split (seeded, preprocess.%s_fraction %s)",
             split,
-            wanted,
-            wanted + len(groups["train"]),
+            moved,
+            moved + sum(sizes[g] for g in groups["train"]),
             split,
             split,
             fractions[split],
         )
+
+
+def _top_up_val(groups: list[list[int]], by_group: dict[str, list[int]], min_val: int, seed: int) -> None:
+    """Move training groups into a validation split smaller than max(`min_val`,
+    `MIN_VAL_SHARE` of the non-test images), seeded, while training keeps at least as many
+    images as validation (in place; logged)."""
+    size = lambda split: sum(len(groups[g]) for g in by_group[split])  # noqa: E731
+    before, pool = size("val"), size("train") + size("val")
+    wanted = max(min_val, math.ceil(MIN_VAL_SHARE * pool))
+    if before >= wanted:
+        return
+    order = np.random.default_rng([seed, 1]).permutation(len(by_group["train"])).tolist()
+    candidates = [by_group["train"][j] for j in order]
+    moved: list[int] = []
+    for g in candidates:
+        if size("val") >= wanted:
+            break
+        if size("train") - len(groups[g]) < size("val") + len(groups[g]):
+            continue  # training would hold fewer images than validation
+        by_group["train"].remove(g)
+        by_group["val"].append(g)
+        moved.append(g)
+    by_group["val"].sort()
+    after = size("val")
+    log.warning(
+        "the validation split held %d image(s), fewer than %d (max(preprocess.min_val_images %d, %d%% of the %d "
+        "non-test images)): %d training image(s) moved to it (seeded)%s; to choose the checkpoint on more photos, "
+        "add photos to the val folder or raise preprocess.val_fraction",
+        before,
+        wanted,
+        min_val,
+        round(100 * MIN_VAL_SHARE),
+        pool,
+        after - before,
+        "" if after >= wanted else f", {after} in all: training keeps at least as many",
+    )
 
 
 def assign_splits(
@@ -81,13 +136,15 @@ def assign_splits(
     *,
     mode: str = "auto",
     hashes: Sequence[str] | None = None,
+    min_val: int = 0,
 ) -> dict[str, list[int]]:
     """Indices of `images` per split, by the rules of the module docstring.
 
     Args:
         mode: ``preprocess.split``, one of `SPLIT_CHOICES`.
-        hashes: each image's content hash (sha256); equal hashes share a split. None =
-            every image is unique.
+        hashes: each image's group key (its sha256, or its near-duplicate group's); equal
+            keys share a split. None = every image is unique.
+        min_val: ``preprocess.min_val_images``; 0 (or a `val_fraction` of 0) = no top-up.
     """
     if mode not in SPLIT_CHOICES:
         raise ConfigError(f"preprocess.split is {mode!r}; choose from {list(SPLIT_CHOICES)}")
@@ -112,7 +169,8 @@ def assign_splits(
         chosen = next(split for split in SPLITS if split in found)
         if len(found) > 1:
             log.warning(
-                "identical images %s sit in the %s folders: all kept in %s (a copy of a training image is no test)",
+                "identical or near-duplicate images %s sit in the %s folders: all moved to %s (a copy of a "
+                "training image is no test); move them into one folder to say where they belong",
                 [images[i].filename for i in indices],
                 sorted(found),
                 chosen,
@@ -123,7 +181,9 @@ def assign_splits(
     if keep:
         counts = {split: sum(len(groups[g]) for g in named[split]) for split in SPLITS}
         log.info("kept the dataset's own split (preprocess.split: %s): %s", mode, counts)
-        _carve(by_group, len(groups), {"val": val_fraction, "test": test_fraction}, seed)
+        _carve(by_group, [len(g) for g in groups], {"val": val_fraction, "test": test_fraction}, seed)
+    if min_val > 0 and val_fraction > 0:
+        _top_up_val(groups, by_group, min_val, seed)
     return {split: sorted(i for g in by_group[split] for i in groups[g]) for split in SPLITS}
 
 
