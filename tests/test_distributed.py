@@ -143,3 +143,45 @@ def test_a_global_batch_that_does_not_divide_among_the_processes_is_refused(spli
     assert "train.batch_size 5 is the global batch" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_stops_with_one_line_and_the_run_resumes_on_two_processes(split, overrides, raw_params, tmp_path):
+    """Ctrl-C: one line saying after which epoch, exit 130, the MLflow run KILLED (not
+    FAILED) and resumable; resumed on 2 processes, the run's tags say so."""
+    raw = _merge(raw_params, _merge(overrides, {"train": {"epochs": 8}}))
+    resume = tmp_path / "resume.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = stage_command(tmp_path, raw, 1, tmp_path / "out", resume)
+    stage = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not resume.is_file():
+        assert stage.poll() is None and time.monotonic() < deadline, "no epoch finished"
+        time.sleep(0.05)
+    stage.send_signal(signal.SIGINT)
+    output = stage.communicate(timeout=120)[0].decode()
+    finished = torch.load(resume, weights_only=True)["progress"]["epoch"]
+    assert stage.returncode == 130, output[-2000:]
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+    message = f"interrupted after epoch {finished} of 8; rerun (dvc repro) to resume from epoch {finished + 1}"
+    assert message in " ".join(output.split())  # one message (rich wraps it to the terminal's width)
+    assert not (tmp_path / "out").exists()
+
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
+    assert run.info.status == "KILLED" and run.data.tags["train.world_size"] == "1"
+
+    rerun = subprocess.run(
+        stage_command(tmp_path, raw, 2, tmp_path / "out", resume),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    run = client.get_run(run.info.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["train.world_size"] == "2" and run.data.tags["train.world_sizes"] == "1,2"
+    assert "train.processes" not in run.data.params  # the count actually used is in the tags

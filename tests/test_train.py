@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import two_class_split
 
+from segflow.errors import Interrupted
 from segflow.training import trainer as trainer_module
 from segflow.training.distributed import ONE_PROCESS
 from segflow.training.train import MIN_STEPS, budget_warning, train
@@ -69,9 +70,13 @@ def test_interrupted_run_resumes_to_the_same_result_in_the_same_mlflow_run(
 
     monkeypatch.setattr(trainer_module.Trainer, "train_epoch", interrupted)
     resume = tmp_path / "resume.pt"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(
+        Interrupted, match=r"interrupted after epoch 2 of 3; rerun \(dvc repro\) to resume from epoch 3"
+    ):
         train(tiny_params, tiny_split, tmp_path / "out", tmp_path, resume)
     assert resume.is_file() and not (tmp_path / "out").exists()
+    client = mlflow.MlflowClient()
+    (stopped,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "attributes.status='KILLED'")
 
     monkeypatch.setattr(trainer_module.Trainer, "train_epoch", real_epoch)
     resumed = train(tiny_params, tiny_split, tmp_path / "out", tmp_path, resume)
@@ -80,8 +85,8 @@ def test_interrupted_run_resumes_to_the_same_result_in_the_same_mlflow_run(
     lrs = [row["lr"] for row in history(tmp_path / "ref")]
     assert lrs[0] > lrs[1] > lrs[2]  # past the warm-up, decaying over the whole run
     assert resumed["best_val_miou"] == reference["best_val_miou"]
+    assert resumed["run_id"] == stopped.info.run_id
 
-    client = mlflow.MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert len(runs) == 2  # the reference and the resumed one: no duplicate
     steps = [m.step for m in client.get_metric_history(resumed["run_id"], "train_loss")]
@@ -98,7 +103,7 @@ def test_changed_params_do_not_resume_a_stale_file(tiny_split, tiny_params, make
         return real_epoch(self, epoch)
 
     monkeypatch.setattr(trainer_module.Trainer, "train_epoch", stop_at_two)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         train(tiny_params, tiny_split, tmp_path / "out", tmp_path, tmp_path / "resume.pt")
     monkeypatch.setattr(trainer_module.Trainer, "train_epoch", real_epoch)
     changed = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"lr": 0.02})})

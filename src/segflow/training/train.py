@@ -24,8 +24,10 @@ from pathlib import Path
 
 import mlflow
 import torch
+from mlflow.entities import RunStatus
 
 from segflow.config import Params
+from segflow.errors import Interrupted
 from segflow.inference.network import load_checkpoint, save_checkpoint
 from segflow.outputs import atomic_dir, file_sha256
 from segflow.prepared import PLAN, SPLIT_INDEX, entries
@@ -76,6 +78,9 @@ def _flat_params(params: Params) -> dict[str, object]:
             flat.update({f"{section}.{key}": value for key, value in values.items()})
         else:
             flat[section] = values
+    # The process count a run actually used is in its tags (`_log_processes`): a param
+    # cannot change when a run resumes on another number of processes.
+    flat.pop("train.processes", None)
     return flat
 
 
@@ -94,7 +99,6 @@ def _start_logging(params: Params, trainer: Trainer, folder: Path, tags: dict, r
             "plan.long_side": plan["long_side"],
             "plan.crop": plan["crop"],
             "plan.tile": plan["tile"],
-            "train.world_size": trainer.world.size,
         }
     )
 
@@ -136,7 +140,6 @@ def _train(
     key = resume_key(params, split_hash)
     # Rank 0's resume file, sent to the others: on several machines only its own disk has it.
     resumed = from_rank0(load_resume(resume_file, key, params.train.resume) if world.main else None, world)
-    names, ignore = params.classes.names, params.classes.ignore_index
     state = {"epoch": 0, "best_miou": -1.0, "best_epoch": 0, "best_model": None, "history": [], "bad_epochs": 0}
     if resumed:
         trainer.load_state(resumed["trainer"])
@@ -148,9 +151,16 @@ def _train(
         if warning := budget_warning(params):
             log.warning(warning)
         tracking.configure(root)
-        tags = {**tracking.code_version(root), "data_md5": tracking.data_version(root), "split_sha256": split_hash}
+        tags = {
+            **tracking.code_version(root),
+            **tracking.experiment_tags(),
+            "data_md5": tracking.data_version(root),
+            "split_sha256": split_hash,
+        }
         experiment = tracking.experiment_id(params.mlflow.experiment, root)
         run_args = {"run_id": resumed["run_id"]} if resumed else {"experiment_id": experiment}
+        if not resumed and "dvc.exp_name" in tags:  # mlflow ui lists the run by DVC's name
+            run_args["run_name"] = tags["dvc.exp_name"]
         log.info(
             "training on %d x %s (%d threads each): %d steps of %d crops of %s per epoch, drawn from %d "
             "images, %d val images, class weights %s",
@@ -169,62 +179,18 @@ def _train(
     with output as staging, run_context as run:
         if world.main and not resumed:
             _start_logging(params, trainer, preprocess_dir, tags, report_dir)
-        for epoch in range(state["epoch"] + 1, params.train.epochs + 1):
-            start = time.perf_counter()
-            train_loss, rate = trainer.train_epoch(epoch)
-            val_loss, meter = validate(
-                trainer.model,
-                preprocess_dir,
-                tuple(trainer.plan["tile"]),
-                trainer.loss_fn,
-                len(names),
-                ignore,
-                world=world,
-            )
-            scores = meter.compute()
-            row = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "val_loss": val_loss,
-                "val_miou": scores["miou"],
-                "val_mdice": scores["mdice"],
-                "lr": trainer.optimizer.param_groups[0]["lr"],
-                "images_per_s": rate,
-                "seconds": time.perf_counter() - start,
-            }
-            state["history"].append(row)
-            improved = scores["miou"] > state["best_miou"]
-            if improved:
-                state.update(
-                    best_miou=scores["miou"],
-                    best_epoch=epoch,
-                    bad_epochs=0,
-                    best_model={k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()},
-                )
-            else:
-                state["bad_epochs"] += 1
-            state["epoch"] = epoch
-            if world.main:
-                mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-                payload = {"key": key, "run_id": run.info.run_id, "trainer": trainer.state(), "progress": state}
-                save_resume(resume_file, payload)
-                log.info(
-                    "epoch %d/%d  loss %.4f  val loss %.4f  mIoU %.4f  Dice %.4f  %.1f img/s  %.1fs%s",
-                    epoch,
-                    params.train.epochs,
-                    train_loss,
-                    val_loss,
-                    scores["miou"],
-                    scores["mdice"],
-                    rate,
-                    row["seconds"],
-                    "  best" if improved else "",
-                )
-            patience = params.train.early_stopping_patience
-            if patience and state["bad_epochs"] >= patience:
-                if world.main:
-                    log.info("early stop: no better val mIoU for %d epochs", patience)
-                break
+        if world.main:
+            _log_processes(world.size, resumed)
+        try:
+            _epochs(params, trainer, preprocess_dir, state, key, world, run, resume_file)
+        except KeyboardInterrupt:
+            if world.main:  # KILLED, not FAILED: the resume file continues this run
+                mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            done = state["epoch"]
+            raise Interrupted(
+                f"interrupted after epoch {done} of {params.train.epochs}; rerun (dvc repro) to resume"
+                + (f" from epoch {done + 1}" if done else "")
+            ) from None
         # Every process's scores are the reduced ones, so all stop at the same epoch.
         digests = check_same_weights(trainer.model, world)
         if not world.main:
@@ -260,3 +226,84 @@ def _train(
         (staging / "run.json").write_text(json.dumps(summary, indent=1))
     resume_file.unlink(missing_ok=True)
     return summary
+
+
+def _log_processes(size: int, resumed: dict | None) -> None:
+    """The process count as tags (MLflow params never change): a run resumed on another
+    number of processes keeps each count it ran on."""
+    earlier = (mlflow.active_run().data.tags.get("train.world_sizes") or "") if resumed else ""
+    sizes = [s for s in earlier.split(",") if s]
+    if not sizes or sizes[-1] != str(size):
+        sizes.append(str(size))
+    mlflow.set_tags({"train.world_size": size, "train.world_sizes": ",".join(sizes)})
+
+
+def _epochs(
+    params: Params,
+    trainer: Trainer,
+    preprocess_dir: Path,
+    state: dict,
+    key: str,
+    world: World,
+    run: object,
+    resume_file: Path,
+) -> None:
+    """Train from the epoch after ``state["epoch"]``, validating and saving the resume file
+    after each; `state` is updated in place (best model, history, early-stopping count)."""
+    names, ignore = params.classes.names, params.classes.ignore_index
+    for epoch in range(state["epoch"] + 1, params.train.epochs + 1):
+        start = time.perf_counter()
+        train_loss, rate = trainer.train_epoch(epoch)
+        val_loss, meter = validate(
+            trainer.model,
+            preprocess_dir,
+            tuple(trainer.plan["tile"]),
+            trainer.loss_fn,
+            len(names),
+            ignore,
+            world=world,
+        )
+        scores = meter.compute()
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_miou": scores["miou"],
+            "val_mdice": scores["mdice"],
+            "lr": trainer.optimizer.param_groups[0]["lr"],
+            "images_per_s": rate,
+            "seconds": time.perf_counter() - start,
+        }
+        state["history"].append(row)
+        improved = scores["miou"] > state["best_miou"]
+        if improved:
+            state.update(
+                best_miou=scores["miou"],
+                best_epoch=epoch,
+                bad_epochs=0,
+                best_model={k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()},
+            )
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        if world.main:
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            payload = {"key": key, "run_id": run.info.run_id, "trainer": trainer.state(), "progress": state}
+            save_resume(resume_file, payload)
+            log.info(
+                "epoch %d/%d  loss %.4f  val loss %.4f  mIoU %.4f  Dice %.4f  %.1f img/s  %.1fs%s",
+                epoch,
+                params.train.epochs,
+                train_loss,
+                val_loss,
+                scores["miou"],
+                scores["mdice"],
+                rate,
+                row["seconds"],
+                "  best" if improved else "",
+            )
+        patience = params.train.early_stopping_patience
+        if patience and state["bad_epochs"] >= patience:
+            if world.main:
+                log.info("early stop: no better val mIoU for %d epochs", patience)
+            break
