@@ -128,3 +128,38 @@ def test_stage_script_without_fetch_output_exits_with_the_fix(raw_params, tmp_pa
     assert done.returncode == 1
     output = " ".join((done.stdout + done.stderr).split())
     assert "classes.names is auto" in output and "run the fetch stage first" in output
+
+
+def test_the_default_palette_fits_any_class_list_and_a_typed_list_must_fit(raw_params, via_dataset, tmp_path):
+    """params.yaml's palette maps names to colours: auto names, or 2 or 9 classes, need no
+    edit of it (named classes keep their colour, others get a default); a typed list of the
+    wrong length is still an error."""
+    default = raw_params["classes"]["palette"]
+    assert isinstance(default, dict) and default["sky"] == [70, 130, 180]
+    for names in (["background", "balloon"], [f"c{i}" for i in range(9)], ["background", "sky", "tree"]):
+        classes = ClassesParams(names=names, palette=default)
+        colours = classes.colours()
+        assert len(colours) == len(names) and all(len(c) == 3 for c in colours)
+    assert ClassesParams(names=["background", "sky", "tree"], palette=default).colours()[:2] == [
+        (90, 90, 90),
+        (70, 130, 180),
+    ]
+    with pytest.raises(ValueError, match="palette has 6 colours for 2 classes"):
+        ClassesParams(names=["background", "balloon"], palette=[[0, 0, i] for i in range(6)])
+
+
+def test_fetch_prints_the_class_list_as_yaml_that_parses_to_the_names_found(raw_params, via_dataset, tmp_path):
+    raw_params["classes"]["names"] = "auto"  # the palette as shipped
+    raw_params["fetch"]["source"] = str(via_dataset)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
+    out = tmp_path / "fetch"
+    command = [sys.executable, REPO_ROOT / "pipeline" / "fetch.py", "--params", tmp_path / "params.yaml"]
+    done = subprocess.run(
+        [*map(str, command), "--out", str(out), "--cache", str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = done.stdout[done.stdout.index("# The classes in effect") :]
+    assert yaml.safe_load(printed)["classes"]["names"] == found(out) and len(found(out)) >= 2

@@ -46,8 +46,21 @@ class ClassesParams(Section):
     preset: Literal["none", "cityscapes"] = "none"
     #: Mask value for pixels that the loss and the metrics skip (padding, "ignore").
     ignore_index: int = Field(255, ge=0, le=255)
-    #: RGB colour per class for pictures (same order as names); empty = a default palette.
-    palette: list[tuple[int, int, int]] = []
+    #: Colours for pictures: {class name: [r, g, b]} (classes it does not name get a default
+    #: colour, names that are not classes are unused, so it survives a changed class list or
+    #: names: auto), or a list of one [r, g, b] per class in the order of names; empty = defaults.
+    palette: dict[str, tuple[int, int, int]] | list[tuple[int, int, int]] = []
+
+    def colours(self, names: list[str] | None = None) -> list[tuple[int, int, int]]:
+        """One RGB colour per class of `names` (default: ``self.names``), resolved from the
+        palette: a list as typed, a mapping by name with defaults for the classes it omits."""
+        from segflow.colours import palette as default_palette
+
+        names = list(self.names if names is None else names)
+        if isinstance(self.palette, list):
+            return list(self.palette) if self.palette else [tuple(c) for c in default_palette(len(names)).tolist()]
+        defaults = default_palette(len(names)).tolist()
+        return [tuple(self.palette.get(name, defaults[i])) for i, name in enumerate(names)]
 
     @model_validator(mode="before")
     @classmethod
@@ -93,12 +106,13 @@ class ClassesParams(Section):
         unknown = sorted(set(self.label_map.values()) - set(self.names) - {IGNORE})
         if unknown:
             raise ValueError(f"label_map maps to {unknown}, which are not in names {self.names}")
-        if self.palette and len(self.palette) != len(self.names):
+        if isinstance(self.palette, list) and self.palette and len(self.palette) != len(self.names):
             raise ValueError(
                 f"palette has {len(self.palette)} colours for {len(self.names)} classes; give one "
-                "[r, g, b] per class or leave it empty"
+                "[r, g, b] per class, map names to colours ({class: [r, g, b]}), or leave it empty"
             )
-        if any(not 0 <= c <= 255 for colour in self.palette for c in colour):
+        given = self.palette.values() if isinstance(self.palette, dict) else self.palette
+        if any(not 0 <= c <= 255 for colour in given for c in colour):
             raise ValueError("palette colours are [r, g, b] with values 0..255")
         if self.ignore_index < len(self.names):
             raise ValueError(
