@@ -23,7 +23,7 @@ def main(params, args) -> None:
     table.add_row("5th-percentile object across (% of long side)", str(plan["object_p5_across_pct"]))
     table.add_row("working long side (px)", f"{plan['long_side']} (limited by {plan['limited_by']})")
     table.add_row("scale of the median image", str(plan["median_scale"]))
-    table.add_row("training crop", "x".join(map(str, plan["crop"])) + f" x {plan['crops_per_image']} per image")
+    table.add_row("training crop", "x".join(map(str, plan["crop"])))
     table.add_row("inference tile", "x".join(map(str, plan["tile"])))
     for name, measured in plan["classes"].items():
         table.add_row(f"  {name}: objects, fragments, p5 / median across %", json.dumps(list(measured.values())))

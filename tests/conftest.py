@@ -120,7 +120,7 @@ def write_prepared(folder: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]
     from segflow.prepared import PLAN, SPLIT_INDEX, Entry
 
     folder.mkdir(parents=True, exist_ok=True)
-    plan = {"mode": "fixed", "long_side": size, "crop": [size, size], "tile": [size, size], "crops_per_image": 1}
+    plan = {"mode": "fixed", "long_side": size, "crop": [size, size], "tile": [size, size]}
     (folder / PLAN).write_text(json.dumps(plan))
     index = {}
     for split, (images, masks) in splits.items():

@@ -185,3 +185,29 @@ def test_ctrl_c_stops_with_one_line_and_the_run_resumes_on_two_processes(split, 
     assert run.info.status == "FINISHED"
     assert run.data.tags["train.world_size"] == "2" and run.data.tags["train.world_sizes"] == "1,2"
     assert "train.processes" not in run.data.params  # the count actually used is in the tags
+
+
+def _offer_resume_state(rank: int, store: str, held: dict, results) -> None:
+    """One of 3 gloo processes, each standing for a machine with or without a resume file."""
+    import torch.distributed as dist
+
+    from segflow.training.distributed import World, from_latest
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=3)
+    try:
+        mine = held.get(rank)
+        got = from_latest(mine, mine["progress"]["epoch"] if mine else -1, World(rank=rank, size=3))
+        results[rank] = got
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_newest_resume_state_wins_wherever_rank_0_lands(tmp_path):
+    """Several machines: only one disk has the resume file (or an older one), and c10d may
+    give rank 0 to another machine; every process resumes from the newest state."""
+    import torch.multiprocessing as mp
+
+    held = {1: {"progress": {"epoch": 2}, "run_id": "old"}, 2: {"progress": {"epoch": 5}, "run_id": "new"}}
+    results = mp.Manager().dict()
+    mp.spawn(_offer_resume_state, args=(str(tmp_path / "store"), held, results), nprocs=3, join=True)
+    assert [results[rank]["run_id"] for rank in range(3)] == ["new", "new", "new"]

@@ -61,7 +61,7 @@ def _summary(args: argparse.Namespace) -> int:
     table = Table(title=f"test split, {test['images']} images at their original size")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    table.add_column("95% interval (bootstrap over images)", justify="right")
+    table.add_column("95% interval (bootstrap over duplicate groups)", justify="right")
     for key in ("miou", "mdice", "pixel_accuracy"):
         interval = test.get(f"{key}_ci95") or []
         table.add_row(key, f"{test[key]:.3f}", " - ".join(f"{v:.3f}" for v in interval if v is not None))

@@ -127,7 +127,6 @@ def plan_scale(
             "median_scale": round(long_side / long_med, 4),
             "crop": crop,
             "tile": crop,
-            "crops_per_image": 1,
             "limited_by": "image_size",
         }
     small = 0.0 if p5 is None else min_object_px / p5
@@ -144,6 +143,5 @@ def plan_scale(
         "median_scale": round(long_side / long_med, 4),
         "crop": [side, side],
         "tile": [tile, tile],
-        "crops_per_image": 1,  # read by pipeline/preprocess.py's table; training ignores it
         "limited_by": limited_by,
     }

@@ -7,9 +7,10 @@ comparison names the exact pixels it was made on. Models are scored through the 
 bounded), with `segflow.metrics.SegmentationMeter`. The evaluate stage writes the result
 (metrics.json, the version's ``test_*`` tags); `segflow promote` compares two of them.
 
-Each mean comes with a 95% bootstrap interval over images (`BOOTSTRAP` resamples of the
-test images, seeded): with 18 test images the interval says how far the mean could move
-with another draw of photos.
+Each mean comes with a 95% bootstrap interval (`BOOTSTRAP` resamples, seeded) over the test
+split's groups of near-duplicate images (each image its own group when it has no
+duplicate): with 18 test photos the interval says how far the mean could move with another
+draw of photos, and copies of one scene do not count as independent evidence.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import numpy as np
 import torch
 
 from segflow.errors import SegflowError
-from segflow.metrics import SegmentationMeter, scores_from_confusion
-from segflow.prepared import Entry, entries, iter_test, test_sha256
+from segflow.metrics import SegmentationMeter, group_confusions, scores_from_confusion
+from segflow.prepared import Entry, entries, groups, iter_test, test_sha256
 from segflow.registry.pyfunc import SegmentationModel
 
 __all__ = ["BOOTSTRAP", "TestSplit", "Scores", "load_test_split", "class_shares", "bootstrap", "score"]
@@ -179,7 +180,7 @@ def score(
         ms_per_image=1000.0 * elapsed / max(len(stack), 1),
         checkpoint_bytes=model.checkpoint_bytes,
         parameters=model.parameters,
-        **bootstrap(stack, seed),
+        **bootstrap(group_confusions(stack, groups(split.folder, "test")), seed),
         per_image_miou=[v["miou"] for v in per_image],
         per_image_accuracy=[v["pixel_accuracy"] for v in per_image],
     )

@@ -34,7 +34,7 @@ __all__ = [
     "launch",
     "process_group",
     "all_sum",
-    "from_rank0",
+    "from_latest",
     "sync_buffers",
     "weights_digest",
     "check_same_weights",
@@ -132,12 +132,21 @@ def all_sum(values: np.ndarray | Sequence[float], world: World, device: torch.de
     return tensor.cpu().numpy().astype(array.dtype)
 
 
-def from_rank0(value: object, world: World) -> object:
-    """Rank 0's `value` in every process (pickled; for small objects such as the resume state)."""
+def from_latest(value: object, epoch: int, world: World) -> object:
+    """In every process, the `value` of the process whose `epoch` is the highest (the
+    lowest rank among equals; pickled, for small objects such as the resume state).
+
+    On several machines the resume file is on the disk of whichever machine held rank 0
+    when the run stopped, and torchrun's c10d rendezvous may give rank 0 to another
+    machine on the rerun: each machine offers its own file (-1: none) and the newest wins.
+    """
     if not world.distributed:
         return value
-    box = [value if world.main else None]
-    dist.broadcast_object_list(box, 0)
+    epochs: list[object] = [None] * world.size
+    dist.all_gather_object(epochs, epoch)
+    source = max(range(world.size), key=lambda rank: (int(epochs[rank]), -rank))
+    box = [value if world.rank == source else None]
+    dist.broadcast_object_list(box, source)
     return box[0]
 
 

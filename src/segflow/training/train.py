@@ -37,7 +37,7 @@ from segflow.training.distributed import (
     World,
     check_same_weights,
     current_world,
-    from_rank0,
+    from_latest,
     process_group,
 )
 from segflow.training.model import checkpoint_fields
@@ -138,8 +138,10 @@ def _train(
     # the fetched data (DVC's hashes), so hashing the two small files identifies the data.
     split_hash = file_sha256(preprocess_dir / SPLIT_INDEX, preprocess_dir / PLAN)
     key = resume_key(params, split_hash)
-    # Rank 0's resume file, sent to the others: on several machines only its own disk has it.
-    resumed = from_rank0(load_resume(resume_file, key, params.train.resume) if world.main else None, world)
+    # One process per machine reads its resume file; the newest is sent to every process (on
+    # several machines rank 0 may land on one whose disk does not hold it).
+    local = load_resume(resume_file, key, params.train.resume) if world.local_rank == 0 else None
+    resumed = from_latest(local, local["progress"]["epoch"] if local else -1, world)
     state = {"epoch": 0, "best_miou": -1.0, "best_epoch": 0, "best_model": None, "history": [], "bad_epochs": 0}
     if resumed:
         trainer.load_state(resumed["trainer"])
