@@ -466,7 +466,7 @@ def team_servers(postgres_url, s3_endpoint, tmp_path_factory) -> Iterator[TeamSe
     from servers import S3_CREDENTIALS, mlflow_server
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "MLFLOW_REGISTRY", "AWS_"))}
-    env.update(S3_CREDENTIALS, MLFLOW_S3_ENDPOINT_URL=s3_endpoint)
+    env.update(S3_CREDENTIALS, MLFLOW_S3_ENDPOINT_URL=s3_endpoint, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     log = tmp_path_factory.mktemp("team-mlflow") / "server.log"
     with mlflow_server(postgres_url, f"s3://{TEAM_BUCKET}/mlflow", log, env) as url:
         yield TeamServers(url, postgres_url, s3_endpoint)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +16,12 @@ from pathlib import Path
 import httpx
 import mlflow
 import numpy as np
+import psutil
 import pytest
 import yaml
-from conftest import TEAM_BUCKET, run_checked, shrunk_clone
+from conftest import REPO_ROOT, TEAM_BUCKET, run_checked, shrunk_clone
 from PIL import Image
-from servers import S3_CREDENTIALS, free_port, s3_client, start_process, stop_server, wait_for
+from servers import S3_CREDENTIALS, free_port, s3_client, start_process, start_server, stop_server, wait_for
 
 MODEL = "segflow-unet"  # params.yaml's mlflow.model_name
 
@@ -162,3 +165,67 @@ def test_repro_promote_serve_push_and_pull_against_the_team_servers(team_servers
         assert (fresh / output).read_bytes() == (root / output).read_bytes(), output
     masks = sorted(path.name for path in (root / "artifacts/masks").iterdir())
     assert sorted(path.name for path in (fresh / "artifacts/masks").iterdir()) == masks
+
+
+def readme_team_commands() -> tuple[list[str], list[str]]:
+    """The README's PostgreSQL line and `mlflow server` command, word by word, as printed."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme[readme.index("## Team setup") :]
+    block = block[block.index("```bash") + 7 : block.index("```", block.index("```bash") + 7)]
+    lines = block.replace("\\\n", " ").splitlines()
+    (psql,) = [line for line in lines if line.startswith("sudo -u postgres psql")]
+    (server,) = [line for line in lines if line.startswith("mlflow server")]
+    return shlex.split(psql), shlex.split(server)
+
+
+def readme_server_settings() -> dict[str, str]:
+    """The README's exports for the server that hold no placeholder (credentials, names)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme[readme.index("## Team setup") :]
+    exports = [line.split("#")[0].split()[1:] for line in block.splitlines() if line.startswith("export MLFLOW_SERVER")]
+    return dict(word.split("=", 1) for words in exports for word in words)
+
+
+@pytest.mark.slow
+def test_the_readme_server_commands_run_as_written(s3_endpoint, tmp_path):
+    """The role and database, then the server with --workers and --allowed-hosts: the name
+    clients use gets answers, another name 403, and the server stays small."""
+    from servers import postgres, postgres_bin
+
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL server binaries not found (`make postgres` installs them)")
+    psql, server_words = readme_team_commands()
+    assert psql[:3] == ["sudo", "-u", "postgres"] and server_words[:2] == ["mlflow", "server"]
+    assert "--workers" in server_words and "--allowed-hosts" in server_words
+    with postgres("scratch") as superuser:
+        port = superuser.rsplit(":", 1)[1].split("/")[0]
+        as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        psql_here = [str(postgres_bin() / "psql"), "-h", "127.0.0.1", "-p", port, *psql[4:]]
+        run_checked([*as_postgres, *psql_here], tmp_path, dict(os.environ))
+        web = free_port()
+        words = " ".join(server_words[1:])  # `server ...`: run as python -m mlflow
+        words = words.replace("0.0.0.0", "127.0.0.1").replace("--port 5000", f"--port {web}")
+        words = words.replace("db.example.com:5432", f"127.0.0.1:{port}").replace("team-bucket", TEAM_BUCKET)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
+        env.update(S3_CREDENTIALS, MLFLOW_S3_ENDPOINT_URL=s3_endpoint, **readme_server_settings())
+        log = tmp_path / "server.log"
+        server = start_server(shlex.split(words), log, env)
+        try:
+            wait_for(f"http://127.0.0.1:{web}/health", server, log)
+            search = f"http://127.0.0.1:{web}/api/2.0/mlflow/experiments/search?max_results=5"
+            named = httpx.get(search, headers={"Host": f"mlflow.example.com:{web}"})
+            assert named.status_code == 200, named.text
+            assert httpx.get(search, headers={"Host": f"evil.example.com:{web}"}).status_code == 403
+            # A client as the README's (localhost is listed too): tables owned by the role.
+            client = mlflow.MlflowClient(tracking_uri=f"http://localhost:{web}")
+            run = client.create_run(client.create_experiment("readme")).info.run_id
+            client.log_metric(run, "loss", 0.5)
+            tables = query(
+                superuser.rsplit("/", 1)[0] + "/mlflow", "SELECT tableowner FROM pg_tables WHERE tablename = 'metrics'"
+            )
+            assert tables == [("mlflow",)]
+            processes = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+            resident = sum(p.memory_info().rss for p in processes)
+            assert len(processes) <= 6 and resident < 1.5e9, (len(processes), resident)  # seen: 5, 0.8 GB
+        finally:
+            stop_server(server)
