@@ -11,15 +11,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, write_image
+from conftest import REPO_ROOT, SHARED_DATASETS, write_image
+from rich.console import Console
 
 from segflow.config import ClassesParams
 from segflow.config.auto_classes import with_classes_file
 from segflow.data.fetch import CLASSES_FILE, fetch
+from segflow.data.report import report_table
 from segflow.errors import ConfigError
 
 EXPORT = Path(__file__).parent / "data" / "label_studio"
 LS_FOUND = ["background", "ball", "car", "grass", "person", "road", "sign"]
+SEAGRASS = SHARED_DATASETS / "cvat-seagrass-polygons"
+CHEETAH = SHARED_DATASETS / "cvat-segmask-cheetah"
+LABELME_COCO = SHARED_DATASETS / "labelme-examples" / "examples" / "instance_segmentation" / "data_dataset_coco"
 
 
 def auto(make_params, classes: dict | None = None, **fetch_settings):
@@ -65,7 +70,17 @@ def test_label_map_default_label_and_ignore_shape_the_list(make_params, tmp_path
     assert found(tmp_path / "fetch") == ["background", "car", "grass", "person", "street", "unnamed"]
 
 
-def test_cvat_declared_labels_count_even_when_unused(make_params, tmp_path):
+def _report(folder: Path) -> dict:
+    return json.loads((folder / "report.json").read_text())
+
+
+def _printed(report: dict) -> str:
+    console = Console(record=True, width=200)
+    console.print(report_table(report))
+    return console.export_text()
+
+
+def test_cvat_declared_labels_unused_are_reported_not_classes_unless_asked(make_params, tmp_path, caplog):
     source = tmp_path / "cvat"
     write_image(source / "a.jpg")
     meta = "".join(f"<label><name>{name}</name></label>" for name in ("zebra", "cat"))
@@ -76,7 +91,76 @@ def test_cvat_declared_labels_count_even_when_unused(make_params, tmp_path):
     )
     (source / "annotations.xml").write_text(xml)
     fetch(auto(make_params, source=str(source), annotations="annotations.xml"), tmp_path / "fetch")
-    assert found(tmp_path / "fetch") == ["background", "cat", "zebra"]
+    assert found(tmp_path / "fetch") == ["background", "cat"]
+    assert _report(tmp_path / "fetch")["unused_labels"] == {"count": 1, "labels": ["zebra"], "as": "report"}
+    assert "['zebra']" in caplog.text and "fetch.unused_labels: class" in caplog.text
+    assert "labels on no region (not classes): zebra" in _printed(_report(tmp_path / "fetch"))
+    asked = auto(make_params, source=str(source), annotations="annotations.xml", unused_labels="class")
+    fetch(asked, tmp_path / "asked")
+    assert found(tmp_path / "asked") == ["background", "cat", "zebra"]
+    assert _report(tmp_path / "asked")["unused_labels"] == {"count": 1, "labels": ["zebra"], "as": "class"}
+    assert _report(tmp_path / "asked")["classes"]["zebra"] == {"images": 0, "instances": 0}
+
+
+def test_only_unused_labels_is_an_error_that_names_them(make_params, tmp_path):
+    source = tmp_path / "cvat"
+    write_image(source / "a.jpg")
+    xml = (
+        "<annotations><version>1.1</version><meta><task><labels><label><name>zebra</name></label>"
+        '</labels></task></meta><image id="0" name="a.jpg" width="40" height="30"/></annotations>'
+    )
+    (source / "annotations.xml").write_text(xml)
+    with pytest.raises(ConfigError) as raised:
+        fetch(auto(make_params, source=str(source), annotations="annotations.xml"), tmp_path / "fetch")
+    assert "['zebra'] are declared but on no region" in str(raised.value)
+    assert "fetch.unused_labels: class" in str(raised.value)
+
+
+def test_seagrass_declared_zostera_is_reported_not_a_class(make_params, tmp_path):
+    """The real CVAT task export declares furcullaria and zostera; only furcullaria is drawn."""
+    if not SEAGRASS.exists():
+        pytest.skip(f"{SEAGRASS} is absent (the shared cvat-seagrass-polygons dataset)")
+    fetch(auto(make_params, source=str(SEAGRASS), annotations="annotations.xml"), tmp_path / "fetch")
+    assert found(tmp_path / "fetch") == ["background", "furcullaria"]
+    report = _report(tmp_path / "fetch")
+    assert report["unused_labels"] == {"count": 1, "labels": ["zostera"], "as": "report"}
+    assert report["classes"]["furcullaria"] == {"images": 24, "instances": 35}
+    assert report["uncovered_images"]["count"] == 0  # bare names, files in class sub-folders: all found
+    assert "labels on no region (not classes): zostera" in _printed(report)
+
+
+def test_cheetah_labelmap_classes_without_pixels_are_reported(make_params, tmp_path):
+    """The real labelmap.txt lists 7 labels; the masks hold background and cheetah only."""
+    if not CHEETAH.exists():
+        pytest.skip(f"{CHEETAH} is absent (the shared cvat-segmask-cheetah dataset)")
+    settings = {"source": str(CHEETAH), "annotations": "labelmap.txt", "images": "data/cheetah"}
+    fetch(auto(make_params, **settings), tmp_path / "fetch")
+    assert found(tmp_path / "fetch") == ["background", "cheetah"]
+    assert _report(tmp_path / "fetch")["unused_labels"]["labels"] == ["fox", "hyena", "lion", "tiger", "wolf"]
+
+
+def test_coco_categories_without_annotations_are_reported(make_params, tmp_path):
+    """labelme's own COCO export declares 21 categories; its 12 annotations use 6."""
+    if not LABELME_COCO.exists():
+        pytest.skip(f"{LABELME_COCO} is absent (the shared labelme-examples dataset)")
+    fetch(auto(make_params, source=str(LABELME_COCO), annotations="annotations.json"), tmp_path / "fetch")
+    assert found(tmp_path / "fetch") == ["background", "bottle", "bus", "car", "chair", "person", "sofa"]
+    unused = _report(tmp_path / "fetch")["unused_labels"]
+    assert unused["count"] == 15 and unused["labels"][:3] == ["_background_", "aeroplane", "bicycle"]
+
+
+def test_label_studio_image_level_tags_are_reported_not_classes(make_params, tmp_path):
+    source = tmp_path / "ls"
+    shutil.copytree(EXPORT, source)
+    tasks = json.loads((source / "export.json").read_text())
+    tag = {"id": "t1", "from_name": "scene", "to_name": "image", "type": "choices", "value": {"choices": ["outdoor"]}}
+    tasks[0]["annotations"][0]["result"].append(tag)
+    (source / "export.json").write_text(json.dumps(tasks))
+    fetch(auto(make_params, source=str(source), annotations="export.json"), tmp_path / "fetch")
+    assert found(tmp_path / "fetch") == LS_FOUND
+    assert _report(tmp_path / "fetch")["unused_labels"]["labels"] == ["outdoor"]
+    fetch(auto(make_params, source=str(source), annotations="export.json", unused_labels="class"), tmp_path / "two")
+    assert found(tmp_path / "two") == sorted([*LS_FOUND, "outdoor"], key=lambda n: (n != "background", n))
 
 
 def test_a_later_stage_reads_the_list_and_says_to_run_fetch_without_it(make_params, tmp_path):

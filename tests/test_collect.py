@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATASETS, VIA_HEADER, via_row, write_image
 
-from segflow.data.collect import annotation_paths, folder_split
+from segflow.data.collect import annotation_paths, collect, folder_split
+from segflow.data.drops import Drops
 from segflow.data.fetch import fetch
 from segflow.data.preprocess import preprocess
 from segflow.data.rasterize import mask_name, rasterize
@@ -182,3 +183,32 @@ def test_balloon_layout_fetch_rasterize_preprocess(make_params, tmp_path, caplog
     assert "no test folder: 6 of 31 training images carved as the test split" in caplog.text
     masks = [np.asarray(read_scaled(tmp_path / "pre", e)[1]) for e in entries(tmp_path / "pre", "train")]
     assert all((m == 1).any() for m in masks)
+
+
+def test_balloon_read_with_one_file_names_the_other_splits_images_and_the_fix(make_params):
+    """Read with train/'s JSON alone, the 5 val/ images are covered by no file: counted, named,
+    and the warning says which file beside them to add to fetch.annotations."""
+    if not BALLOON.is_dir():
+        pytest.skip(f"{BALLOON} is absent (the shared via-heads-balloon dataset)")
+    one = make_params(fetch={"source": str(BALLOON), "annotations": "train/via_region_data.json"}).fetch
+    collected = collect(BALLOON, one, Drops())
+    assert len(collected.records) == 31
+    assert collected.uncovered == [f"val/{n}.jpg" for n in range(1, 6)]
+    assert collected.unread == ["val/via_region_data.json"]
+    both = make_params(fetch={"source": str(BALLOON), "annotations": ["*/via_region_data.json"]}).fetch
+    assert collect(BALLOON, both, Drops()).uncovered == []
+
+
+def test_uncovered_images_are_counted_in_the_report_with_a_warning(split_folders, make_params, tmp_path, caplog):
+    for n in range(3, 10):  # 7 images in val/ that its JSON does not name
+        write_image(split_folders / "val" / f"{n}.jpg", value=n * 20)
+    settings = {"source": str(split_folders), "annotations": "Train/via_region_data.json", "default_label": "car"}
+    fetch(make_params(fetch=settings), tmp_path / "fetch")
+    report = json.loads((tmp_path / "fetch" / "report.json").read_text())
+    assert report["images"] == 2 and report["uncovered_images"]["count"] == 9
+    assert report["uncovered_images"]["examples"] == ["val/1.jpg", "val/2.jpg", "val/3.jpg", "val/4.jpg", "val/5.jpg"]
+    assert report["uncovered_images"]["unread_annotations"] == ["val/via_region_data.json"]
+    warning = " ".join(caplog.text.split())
+    assert "9 images in" in warning and "val/1.jpg, val/2.jpg, val/3.jpg, val/4.jpg, val/5.jpg and 4 more" in warning
+    assert "set fetch.annotations to ['Train/via_region_data.json', 'val/via_region_data.json']" in warning
+    assert "or remove the images from the source" in warning

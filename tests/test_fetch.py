@@ -227,6 +227,8 @@ def test_bad_input_is_named_counted_and_leaves_nothing_partial(case, mode, via_d
             fetch(params, out)
         assert all(fragment in str(raised.value) for fragment in fragments), str(raised.value)
         assert not out.parent.exists() or list(out.parent.iterdir()) == []  # no output, no staging
+        # A bad record's error says, once, that it may be skipped; a whole-file error cannot be.
+        assert str(raised.value).count("fetch.bad_records: skip") == (reason is not None), str(raised.value)
         return
     fetch(params, out)
     report = json.loads((out / "report.json").read_text())

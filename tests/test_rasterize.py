@@ -1,10 +1,11 @@
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from segflow.data.draw import DrawRules
+from segflow.data.draw import DrawRules, hidden_regions
 from segflow.data.rasterize import draw_rules, rasterize, rasterize_image
 from segflow.data.records import ImageAnnotation, Region
 
@@ -167,3 +168,71 @@ def test_order_area_keeps_a_small_shape_inside_a_big_one_visible(make_params):
         small_pixels = {"opencv": 16, "pil": 25}[fill]  # PIL's rect includes both corners
         assert (mask == 2).sum() == small_pixels and (mask == 1).sum() == 600 - small_pixels
     assert draw_rules(make_params(rasterize={"order": "area"}), "via_csv").order == "area"
+
+
+# --- regions wholly hidden by later ones ----------------------------------------------
+
+
+def _hidden(image, rules, size=(20, 40)):
+    mask = rasterize_image(image, *size, NAMES, 0, rules=rules)
+    return [region.origin for region in hidden_regions(image, mask, NAMES, rules=rules)]
+
+
+def test_hidden_regions_are_those_whose_class_shows_on_none_of_their_pixels():
+    small = Region("car", "rect", geometry={"x": 5, "y": 5, "width": 4, "height": 4}, origin="small")
+    half = Region("car", "rect", geometry={"x": 25, "y": 5, "width": 10, "height": 4}, origin="half out")
+    big = Region("sky", "polygon", points=((0, 0), (29, 0), (29, 19), (0, 19)), origin="big")
+    ring = Region("car", "mask", geometry=_rle_square(20, 40, 2, 2, 3), origin="mask")
+    image = ImageAnnotation("x.jpg", (small, half, ring, big))
+    for fill in ("opencv", "pil"):
+        assert _hidden(image, DrawRules(fill=fill)) == ["small", "mask"], fill  # "half out" keeps 10 columns
+        assert _hidden(image, DrawRules(fill=fill, order="area")) == []
+    # An explicit layer (CVAT z_order) outranks area: the big shape on a higher layer hides the small one.
+    layered = ImageAnnotation("x.jpg", (replace(small, z=0), replace(big, z=1)))
+    assert _hidden(layered, DrawRules(order="area")) == ["small"]
+    # Under a copy of itself a region loses no pixel of its class: not hidden (the VIA reader
+    # warns about exact repeats); nor is a sliver that paints no pixel even alone.
+    assert _hidden(ImageAnnotation("x.jpg", (small, replace(small, origin="copy"))), DrawRules()) == []
+    sliver = Region("car", "polygon", points=((40.2, 5.2), (40.4, 5.2), (40.3, 5.4)), origin="sliver")
+    assert _hidden(ImageAnnotation("x.jpg", (sliver, big)), DrawRules()) == []
+
+
+def _rle_square(height, width, x, y, side):
+    square = np.zeros((height, width), np.uint8, order="F")
+    square[y : y + side, x : x + side] = 1
+    rle = coco_mask.encode(square)
+    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
+
+
+def test_report_counts_hidden_regions_apart_and_warns_with_the_fix(via_dataset, make_params, tmp_path, caplog):
+    from conftest import via_row
+
+    from segflow.data.fetch import fetch
+
+    csv = via_dataset / "via_region_data.csv"
+    rows = [  # on b.jpg: a car listed before the sky rect that covers it, then a car on top
+        via_row("b.jpg", 3, 1, '{"name":"rect","x":2,"y":2,"width":5,"height":5}', '{"label":"car"}'),
+        via_row("b.jpg", 3, 2, '{"name":"rect","x":0,"y":0,"width":40,"height":20}', '{"label":"sky"}'),
+        via_row("b.jpg", 3, 3, '{"name":"rect","x":20,"y":2,"width":5,"height":5}', '{"label":"person"}'),
+    ]
+    csv.write_text(csv.read_text() + "\n".join(rows) + "\n")
+    params = make_params(fetch={"source": str(via_dataset)})
+    fetch(params, tmp_path / "fetch")
+    fetched = json.loads((tmp_path / "fetch" / "report.json").read_text())["classes"]
+    rasterize(params, tmp_path / "fetch", tmp_path / "masks", report_dir=tmp_path / "report")
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert fetched["car"] == {"images": 2, "instances": 2}
+    assert {k: report["classes"]["car"][k] for k in ("images", "instances", "hidden")} == {
+        "images": 1,
+        "instances": 1,
+        "hidden": 1,
+    }
+    assert report["classes"]["sky"]["hidden"] == 0 and report["classes"]["person"]["instances"] == 2
+    assert report["hidden_regions"] == {"counts": {"car": 1}, "examples": {"car": ["via_region_data.csv row 5"]}}
+    warning = " ".join(caplog.text.split())
+    assert "1 regions of class 'car' are wholly hidden (their class on none of their pixels)" in warning
+    assert "via_region_data.csv row 5" in warning and "set rasterize.order: area" in warning
+    area = make_params(fetch={"source": str(via_dataset)}, rasterize={"order": "area"})
+    rasterize(area, tmp_path / "fetch", tmp_path / "masks_area", report_dir=tmp_path / "report_area")
+    report = json.loads((tmp_path / "report_area" / "report.json").read_text())
+    assert report["hidden_regions"]["counts"] == {} and report["classes"]["car"]["instances"] == 2

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from segflow.data.fetch import fetch
 from segflow.data.rasterize import rasterize
-from segflow.data.report import report_table
+from segflow.data.report import add_pixels, report_table
 
 
 def test_report_counts_classes_pixels_drops_clips_and_duplicates(via_dataset, make_params, tmp_path):
@@ -37,7 +37,13 @@ def test_report_counts_classes_pixels_drops_clips_and_duplicates(via_dataset, ma
     report = json.loads((tmp_path / "report" / "report.json").read_text())
 
     assert report["format"] == "via_csv" and report["images"] == 3 and report["regions"] == 5
-    assert report["classes"]["car"] == {"images": 1, "instances": 1, "pixels": 121, "pixel_share": 121 / (3 * 40 * 30)}
+    assert report["classes"]["car"] == {
+        "images": 1,
+        "instances": 1,
+        "hidden": 0,
+        "pixels": 121,
+        "pixel_share": 121 / (3 * 40 * 30),
+    }
     assert report["classes"]["road"]["instances"] == 2 and report["classes"]["road"]["pixels"] == 10 * 10
     assert sum(c["pixels"] for c in report["classes"].values()) == sum(pixels.values()) == 3 * 40 * 30
     assert report["images_without_regions"] == {"count": 1, "examples": ["copy_of_a.jpg"]}
@@ -64,3 +70,27 @@ def test_fetch_report_is_written_before_pixels_exist(via_dataset, make_params, t
     console = Console(record=True, width=100)
     console.print(report_table(report))
     assert "sky" in console.export_text()
+
+
+def test_unused_labels_uncovered_images_and_hidden_regions_are_reported_and_printed(via_dataset, make_params, tmp_path):
+    write_image(via_dataset / "extra" / "stray.jpg")  # an image no annotation file names
+    fetch(make_params(fetch={"source": str(via_dataset)}), tmp_path / "fetch")
+    report = json.loads((tmp_path / "fetch" / "report.json").read_text())
+    assert report["uncovered_images"] == {"count": 1, "examples": ["extra/stray.jpg"], "unread_annotations": []}
+    assert report["unused_labels"] == {"count": 0, "labels": [], "as": "typed"}
+    report["unused_labels"] = {"count": 2, "labels": ["zebra", "digit"], "as": "report"}
+    hidden = {"regions": {"car": 1}, "images": {"car": 1}, "examples": {"car": ["via_region_data.csv row 3"]}}
+    full = add_pixels(report, {"background": 10, "car": 0}, {"counts": {}, "examples": {}}, hidden)
+    assert full["classes"]["car"] | {"pixel_share": 0} == {
+        "images": 0,
+        "instances": 0,
+        "hidden": 1,
+        "pixels": 0,
+        "pixel_share": 0,
+    }
+    assert full["hidden_regions"] == {"counts": {"car": 1}, "examples": {"car": ["via_region_data.csv row 3"]}}
+    console = Console(record=True, width=120)
+    console.print(report_table(full))
+    text = console.export_text()
+    assert "images in no annotation file (left out)" in text
+    assert "labels on no region (not classes): zebra, digit" in text and "hidden regions: car" in text

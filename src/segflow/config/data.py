@@ -181,6 +181,11 @@ class FetchParams(Section):
     #: A bad record (malformed region, unknown shape, missing or unreadable image, RLE of
     #: the wrong size): "fail" stops the stage; "skip" drops it and counts it in the report.
     bad_records: Literal["fail", "skip"] = "fail"
+    #: Labels a file declares but no region uses (CVAT <meta> labels, labelmap.txt, COCO
+    #: categories) and image-level tags (Label Studio choices) paint nothing: with
+    #: classes.names auto, "report" lists them in the report and leaves them out of the
+    #: classes (a class with no pixel cannot be learned or scored); "class" makes them classes.
+    unused_labels: Literal["report", "class"] = "report"
 
     @field_validator("sha256")
     @classmethod

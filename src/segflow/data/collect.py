@@ -13,6 +13,12 @@ resolve against its own folder (or ``fetch.images``).
   folder of its image path, or else of its annotation file, named like a split
   (`SPLIT_FOLDERS`, any case) gives it. Preprocess decides whether to keep it
   (``preprocess.split``).
+* Uncovered images: image files below the source that no record names (an annotation
+  file missing from ``fetch.annotations``, like the other split's
+  ``val/via_region_data.json``; frames deleted from a CVAT task) are left out and
+  listed, with the annotation files found beside them that were not read. Formats whose
+  "annotations" are mask images (masks, mask_images, cityscapes) are not checked: their
+  folders hold masks beside the images, and their readers pair the two themselves.
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ from pathlib import Path, PurePosixPath
 from segflow.config import FetchParams
 from segflow.data.drops import Drops
 from segflow.data.readers import read_detected
+from segflow.data.readers.image_files import ImageFiles
 from segflow.data.readers.mask_images import MaskRules
 from segflow.data.records import ImageAnnotation
 from segflow.errors import AnnotationError
 
-__all__ = ["SPLIT_FOLDERS", "Collected", "folder_split", "annotation_paths", "collect"]
+__all__ = ["SPLIT_FOLDERS", "Collected", "folder_split", "annotation_paths", "uncovered_images", "collect"]
 
 #: Folder names (lower case) that put the images below them in a split.
 SPLIT_FOLDERS = {
@@ -41,6 +48,8 @@ SPLIT_FOLDERS = {
     "testing": "test",
 }
 _GLOB = re.compile(r"[*?\[]")
+# Formats whose records name their images, so an image no record names is not annotated.
+_NAMING_FORMATS = ("via_csv", "via_json", "coco", "labelme", "cvat", "label_studio")
 _NOT_FOUND = "set fetch.source and fetch.annotations in params.yaml (did you run `dvc pull`?)"
 
 
@@ -54,6 +63,10 @@ class Collected:
     formats: list[str] = field(default_factory=list)
     #: One line per image named in several files, whose regions were joined.
     merged: list[str] = field(default_factory=list)
+    #: Image files below the source that no record names (see `uncovered_images`), sorted.
+    uncovered: list[str] = field(default_factory=list)
+    #: Files beside uncovered images named like an annotation file read, but not read.
+    unread: list[str] = field(default_factory=list)
 
 
 def folder_split(folder: str) -> str:
@@ -94,6 +107,22 @@ def _relative(root: Path, path: Path) -> str:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return str(path)
+
+
+def uncovered_images(root: Path, paths: list[Path], formats: list[str], names: set[str]) -> tuple[list[str], list[str]]:
+    """The image files below `root` that none of `names` (canonical record names) is, and the
+    files beside them named like one of the annotation `paths` but not among them.
+
+    Both relative to `root`, sorted; ([], []) when a format pairs masks with images instead.
+    """
+    if not set(formats) <= set(_NAMING_FORMATS):
+        return [], []
+    uncovered = [rel for rel in ImageFiles(root).images() if rel not in names]
+    read = {path.resolve() for path in paths}
+    file_names = {path.name for path in paths if path.is_file()}
+    beside = {root / PurePosixPath(rel).parent / name for rel in uncovered for name in file_names}
+    unread = sorted(_relative(root, path) for path in beside if path.is_file() and path.resolve() not in read)
+    return uncovered, unread
 
 
 def _canonical_name(root: Path, image_root: Path, record: ImageAnnotation) -> str:
@@ -180,4 +209,5 @@ def collect(root: Path, settings: FetchParams, drops: Drops, masks: MaskRules | 
             )
             by_name[name] = joined, first_path
     collected.records = [record for record, _ in by_name.values()]
+    collected.uncovered, collected.unread = uncovered_images(root, paths, collected.formats, set(by_name))
     return collected

@@ -17,7 +17,9 @@ largest first (ties in file order), so a small shape inside a larger one stays v
 an explicit layer (`Region.z`, CVAT's ``z_order``) wins over area: lower z first.
 Lines are PIL's in both rules: OpenCV's thick lines come out up to 2 pixels wider than
 asked (thickness 3 paints 5 rows). A ``mask`` region's RLE is decoded with pycocotools.
-Otherwise regions are painted in order, so later ones cover earlier ones.
+Otherwise regions are painted in order, so later ones cover earlier ones; `hidden_regions`
+finds those wholly covered by other classes (their class on none of their pixels), which
+rasterize reports per class.
 """
 
 from __future__ import annotations
@@ -33,7 +35,17 @@ from pycocotools import mask as coco_mask
 from segflow.data.records import FILLABLE_SHAPES, ImageAnnotation, Region
 from segflow.errors import AnnotationError
 
-__all__ = ["DrawRules", "is_outline", "as_drawn", "region_area", "drawable", "paint_region", "rasterize_image"]
+__all__ = [
+    "DrawRules",
+    "is_outline",
+    "as_drawn",
+    "region_area",
+    "drawable",
+    "paint_region",
+    "paint_order",
+    "rasterize_image",
+    "hidden_regions",
+]
 
 #: Label of regions painted with the ignore index (see classes.label_map).
 _IGNORE = "ignore"
@@ -168,10 +180,12 @@ class _Canvas:
 
     It starts as neither: a mask of one value is made directly in the form the first
     region needs, saving a conversion (which costs as much as drawing a Cityscapes frame).
+    `wide`: int32 (PIL mode "I") instead of uint8, for one value per region.
     """
 
-    def __init__(self, height: int, width: int, value: int) -> None:
+    def __init__(self, height: int, width: int, value: int, wide: bool = False) -> None:
         self.size, self.value = (height, width), value
+        self.mode, self.dtype = ("I", np.int32) if wide else ("L", np.uint8)
         self.mask: np.ndarray | None = None
         self.image: Image.Image | None = None
         self.draw: ImageDraw.ImageDraw | None = None
@@ -180,8 +194,8 @@ class _Canvas:
         if self.image is None:
             height, width = self.size
             self.image = (
-                Image.new("L", (width, height), self.value) if self.mask is None else Image.fromarray(self.mask)
-            )  # uint8 (H, W): mode "L"
+                Image.new(self.mode, (width, height), self.value) if self.mask is None else Image.fromarray(self.mask)
+            )  # uint8 (H, W): mode "L"; int32: mode "I"
             self.draw, self.mask = ImageDraw.Draw(self.image), None
         return self.draw
 
@@ -189,8 +203,30 @@ class _Canvas:
         if self.image is not None:
             self.mask, self.image, self.draw = np.asarray(self.image).copy(), None, None
         elif self.mask is None:
-            self.mask = np.full(self.size, self.value, dtype=np.uint8)
+            self.mask = np.full(self.size, self.value, dtype=self.dtype)
         return self.mask
+
+
+def paint_order(image: ImageAnnotation, rules: DrawRules = DrawRules()) -> list[Region]:
+    """The regions of `image` that `rules` draw (see `drawable`), as drawn, in painting order.
+
+    File order, or with ``rules.order == "area"`` the larger first, within each explicit
+    layer (`Region.z`, lowest first; None counts as 0).
+    """
+    regions = [as_drawn(region, rules) for region in image.regions if drawable(region, rules)]
+    if rules.order == "area":
+        # Stable: equal (z, area) keep file order. The tool's own z_order outranks area.
+        regions.sort(key=lambda region: (region.z or 0, -region_area(region)))
+    return regions
+
+
+def _paint_all(canvas: _Canvas, regions: list[Region], values: list[int], rules: DrawRules) -> np.ndarray:
+    for region, value in zip(regions, values, strict=True):
+        if region.shape == "polyline" or (rules.fill == "pil" and region.shape in _PIL_SHAPES):
+            _paint_pil(canvas.pil(), region, value, rules)
+        else:
+            paint_region(canvas.array(), region, value, rules)
+    return canvas.array()
 
 
 def rasterize_image(
@@ -206,19 +242,55 @@ def rasterize_image(
     """Paint `image`'s regions into a (height, width) uint8 class-index mask.
 
     A region's label is a class name (painted with its index) or "ignore" (painted with
-    `ignore_index`). Regions `rules` cannot draw (see `drawable`) are left out; with
-    ``rules.order == "area"`` the larger are painted first, within each explicit layer
-    (`Region.z`, lowest first; None counts as 0).
+    `ignore_index`). Regions `rules` cannot draw (see `drawable`) are left out; the others
+    are painted in `paint_order`.
     """
-    canvas = _Canvas(height, width, unlabeled)
-    regions = [as_drawn(region, rules) for region in image.regions if drawable(region, rules)]
-    if rules.order == "area":
-        # Stable: equal (z, area) keep file order. The tool's own z_order outranks area.
-        regions.sort(key=lambda region: (region.z or 0, -region_area(region)))
-    for region in regions:
+    regions = paint_order(image, rules)
+    values = [ignore_index if region.label == _IGNORE else class_names.index(region.label) for region in regions]
+    return _paint_all(_Canvas(height, width, unlabeled), regions, values, rules)
+
+
+def _may_be_covered(regions: list[Region]) -> bool:
+    """Whether some region's bounds meet those of a region painted after it (masks: always)."""
+    if len(regions) < 2:
+        return False
+    bounds = [region.bounds() for region in regions]
+    if any(b is None for b in bounds):
+        return len(regions) > 1
+    box = np.asarray(bounds, dtype=np.float64)  # (N, 4): x0, y0, x1, y1
+    meet = (box[:, None, 0] <= box[None, :, 2] + 1) & (box[None, :, 0] <= box[:, None, 2] + 1)
+    meet &= (box[:, None, 1] <= box[None, :, 3] + 1) & (box[None, :, 1] <= box[:, None, 3] + 1)
+    return bool(np.triu(meet, k=1).any())
+
+
+def hidden_regions(
+    image: ImageAnnotation,
+    mask: np.ndarray,
+    class_names: list[str],
+    *,
+    ignore_index: int = 255,
+    rules: DrawRules = DrawRules(),
+) -> list[Region]:
+    """The regions of `image` whose class shows on none of their pixels in `mask` (H, W), the
+    image's `rasterize_image` output: wholly covered by other classes painted after them.
+
+    A region under a copy of itself (or other regions of its class) loses nothing and is
+    not hidden; nor is a sliver that paints no pixel even alone. In painting order.
+    """
+    regions = paint_order(image, rules)
+    if not _may_be_covered(regions):
+        return []
+    # Each region paints its number (1..N) into one int32 canvas: only a number left
+    # nowhere can be a hidden region.
+    height, width = mask.shape
+    owners = _paint_all(_Canvas(height, width, 0, wide=True), regions, list(range(1, len(regions) + 1)), rules)
+    seen = np.bincount(owners.ravel(), minlength=len(regions) + 1) > 0
+    hidden = []
+    for number, region in enumerate(regions, start=1):
+        if seen[number]:
+            continue
         value = ignore_index if region.label == _IGNORE else class_names.index(region.label)
-        if region.shape == "polyline" or (rules.fill == "pil" and region.shape in _PIL_SHAPES):
-            _paint_pil(canvas.pil(), region, value, rules)
-        else:
-            paint_region(canvas.array(), region, value, rules)
-    return canvas.array()
+        alone = _paint_all(_Canvas(height, width, 0), [region], [1], rules) > 0
+        if alone.any() and not (mask[alone] == value).any():
+            hidden.append(region)
+    return hidden

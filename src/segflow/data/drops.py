@@ -4,7 +4,8 @@ Two kinds of drop:
 
 * a *bad* record (a malformed region, an unknown shape, a missing image, an RLE whose
   size is not the image's): `Drops.bad` raises its error when strict
-  (``fetch.bad_records: fail``, the default) and otherwise logs it and counts it;
+  (``fetch.bad_records: fail``, the default), its message ending with `SKIP_HINT` (here,
+  once, not in every reader), and otherwise logs it and counts it;
 * a record that is fine but paints nothing (a polygon wholly outside its image, a
   Cityscapes object marked deleted, a polyline with ``rasterize.polyline_width: 0``):
   `Drops.note` always logs and counts it.
@@ -20,12 +21,14 @@ from collections import Counter
 
 from segflow.errors import SegflowError
 
-__all__ = ["Drops"]
+__all__ = ["SKIP_HINT", "Drops"]
 
 log = logging.getLogger(__name__)
 
 #: Messages kept per reason; the count is always complete.
 _EXAMPLES = 5
+#: Ends a bad record's error under ``fetch.bad_records: fail``: the other way out.
+SKIP_HINT = "or set fetch.bad_records: skip in params.yaml to drop such records and count them in the report"
 
 
 class Drops:
@@ -41,8 +44,11 @@ class Drops:
         self.examples: dict[str, list[str]] = {}
 
     def bad(self, error: SegflowError) -> None:
-        """Raise `error` when strict; otherwise log it and count it under its reason."""
+        """Raise `error` when strict (saying it can be skipped); otherwise log it and count it under its reason."""
         if self.strict:
+            message = str(error)
+            if "bad_records" not in message:  # a reader's own message may already say so
+                error.args = (f"{message}; {SKIP_HINT}",)
             raise error
         self.note(error.reason, f"{error}; skipped")
 

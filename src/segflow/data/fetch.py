@@ -38,7 +38,7 @@ import numpy as np
 
 from segflow.config import AUTO, IGNORE, Params
 from segflow.config.auto_classes import write_classes
-from segflow.data.collect import collect
+from segflow.data.collect import Collected, collect
 from segflow.data.drops import Drops
 from segflow.data.found_classes import resolve_classes
 from segflow.data.images import read_rgb
@@ -62,6 +62,8 @@ CLASSES_FILE = "classes.yaml"
 # Largest coordinate (in pixels, either sign) a region may have: far beyond any photo,
 # yet far inside the int32 that OpenCV draws with (x16 for its sub-pixel bits).
 _MAX_COORDINATE = 1e6
+# Uncovered images named in the warning; report.json keeps as many examples.
+_SHOWN = 5
 
 
 @contextmanager
@@ -208,6 +210,30 @@ def _snapshot(
     return kept, files, clipped, unlabeled
 
 
+def _warn_uncovered(root: Path, collected: Collected, drops: Drops) -> None:
+    """Log the images no annotation file names (left out), with the fix."""
+    uncovered = collected.uncovered
+    if not uncovered:
+        return
+    shown = ", ".join(uncovered[:_SHOWN]) + (f" and {len(uncovered) - _SHOWN} more" if len(uncovered) > _SHOWN else "")
+    if collected.unread:
+        everything = [*collected.files, *collected.unread]
+        glob = f"*/{Path(collected.unread[0]).name}"
+        fix = f"set fetch.annotations to {everything} (or a glob such as {[glob]}) to read them too"
+    else:
+        fix = "add the annotation file that names them to fetch.annotations (a list or glob)"
+    dropped = " (or whose records were dropped, see the report)" if drops.counts else ""
+    log.warning(
+        "%d images in %s are named by no annotation file read%s, so they are left out: %s; %s, "
+        "or remove the images from the source",
+        len(uncovered),
+        root,
+        dropped,
+        shown,
+        fix,
+    )
+
+
 def fetch(params: Params, out_dir: Path, cache_dir: Path | None = None) -> dict[str, Any]:
     """Materialise the source named in `params.fetch`, validate it, write the snapshot.
 
@@ -230,7 +256,8 @@ def fetch(params: Params, out_dir: Path, cache_dir: Path | None = None) -> dict[
         root = materialise(settings, cache)
         collected = collect(root, settings, drops, masks=mask_rules(params))
         auto = params.classes.names == AUTO
-        params = resolve_classes(params, root, collected)  # names: auto -> the classes found
+        params, unused = resolve_classes(params, root, collected)  # names: auto -> the classes found
+        _warn_uncovered(root, collected, drops)
         kept, files, clipped, unlabeled = _snapshot(collected.records, root, staging, params, drops)
         if not kept:
             raise AnnotationError(f"{root}: {collected.files}: no usable annotated images; nothing to train on")
@@ -239,6 +266,8 @@ def fetch(params: Params, out_dir: Path, cache_dir: Path | None = None) -> dict[
         # One format, or several joined by "+" (a list of files of different formats).
         fmt = "+".join(dict.fromkeys(collected.formats))
         extra = {"unlabeled": unlabeled, "merged": collected.merged, "default_label": settings.default_label}
+        extra |= {"unused_labels": unused, "unused_as": settings.unused_labels if auto else "typed"}
+        extra |= {"uncovered": collected.uncovered, "unread": collected.unread}
         extra["near_duplicates"] = near = near_duplicate_pairs(files, settings.near_duplicate_distance)
         names = params.classes.names
         report = fetch_report(kept, names, files, drops.as_dict(), clipped, fmt, settings.source, **extra)

@@ -1,11 +1,16 @@
-"""``classes.names: auto`` in the fetch stage: the labels a source's annotations name or declare.
+"""``classes.names: auto`` in the fetch stage: the labels a source's annotations use or declare.
 
 The class list is background plus every class that a region's label maps to (through
-``classes.label_map``; ``ignore`` left out), every label a CVAT XML declares in its
-``<meta>`` or a ``labelmap.txt`` lists (also those no region uses), and the class of
-``fetch.default_label``: sorted, so the same annotations always give the same list and
-mask values. Label Studio's JSON export does not carry the project's labeling config, so
-only the labels its regions use are found.
+``classes.label_map``; ``ignore`` left out) and the class of ``fetch.default_label``:
+sorted, so the same annotations always give the same list and mask values.
+
+Labels a file declares but no region uses (a CVAT XML's ``<meta>`` labels, a
+``labelmap.txt``, COCO categories without annotations) and image-level tags (Label
+Studio's ``choices``) paint no pixel: made classes, they would be classes with no
+example that training cannot learn and the metrics cannot score. So they are *unused
+labels*: listed in the fetch report and logged, not made classes, unless
+``fetch.unused_labels: class`` asks for them (to keep a class list stable across
+batches of annotations, say).
 """
 
 from __future__ import annotations
@@ -13,47 +18,93 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from segflow.config import AUTO, Params
+from segflow.config import AUTO, IGNORE, Params
 from segflow.config.auto_classes import with_names
 from segflow.data.collect import Collected
+from segflow.data.readers.coco import read_coco_categories
 from segflow.data.readers.cvat import read_cvat_labels
+from segflow.data.readers.label_studio import read_label_studio_tags
 from segflow.data.readers.masks import LABELMAP, read_labelmap
 from segflow.errors import ConfigError
 
-__all__ = ["declared_labels", "resolve_classes"]
+__all__ = ["declared_labels", "unused_labels", "resolve_classes"]
 
 log = logging.getLogger(__name__)
 
 
 def declared_labels(path: Path, fmt: str) -> list[str]:
-    """The labels the annotation file (or folder) `path`, read as `fmt`, declares; [] if none."""
+    """The labels (and image-level tags) the annotation file (or folder) `path`, read as `fmt`, declares."""
     if fmt == "cvat":
         return read_cvat_labels(path)
     if fmt == "masks":
         labelmap = path / LABELMAP if path.is_dir() else path
         return list(read_labelmap(labelmap).values()) if labelmap.is_file() else []
+    if fmt == "coco":
+        return read_coco_categories(path)
+    if fmt == "label_studio":
+        return read_label_studio_tags(path)
     return []
 
 
-def resolve_classes(params: Params, root: Path, collected: Collected) -> Params:
-    """`params` with ``classes.names: auto`` replaced by the classes found; as is otherwise.
+def _used_labels(params: Params, collected: Collected) -> list[str]:
+    labels = [region.label for record in collected.records for region in record.regions]
+    return labels + [params.fetch.default_label] if params.fetch.default_label else labels
+
+
+def unused_labels(params: Params, root: Path, collected: Collected) -> list[str]:
+    """The labels `collected`'s files declare whose class no region (nor fetch.default_label) has.
+
+    In the files' order, each once; labels that map to ``ignore`` or background are left out.
+    """
+    used = {params.classes.class_of(label) for label in _used_labels(params, collected) if label}
+    unused: list[str] = []
+    for file, fmt in zip(collected.files, collected.formats, strict=True):
+        for label in declared_labels(root / file, fmt):
+            name = params.classes.class_of(label)
+            if label and label not in unused and name not in used | {IGNORE, "background"}:
+                unused.append(label)
+    return unused
+
+
+def resolve_classes(params: Params, root: Path, collected: Collected) -> tuple[Params, list[str]]:
+    """`params` with ``classes.names: auto`` replaced by the classes found, and the unused labels.
+
+    Unused labels (see the module docstring) are logged, and made classes only with
+    ``fetch.unused_labels: class``.
 
     Raises:
         ConfigError: no label found, or the found names do not fit the classes section.
     """
-    if params.classes.names != AUTO:
-        return params
-    labels = [region.label for record in collected.records for region in record.regions]
-    for file, fmt in zip(collected.files, collected.formats, strict=True):
-        labels += declared_labels(root / file, fmt)
-    if params.fetch.default_label:
-        labels.append(params.fetch.default_label)
+    unused = unused_labels(params, root, collected)
+    auto = params.classes.names == AUTO
+    if unused:
+        if not auto:
+            what = "listed in the report"
+        elif params.fetch.unused_labels == "class":
+            what = "made classes with no pixel (fetch.unused_labels: class)"
+        else:
+            what = "not made classes (listed in the report); set fetch.unused_labels: class to make them classes"
+        level = logging.WARNING if auto and params.fetch.unused_labels == "report" else logging.INFO
+        log.log(
+            level,
+            "%d labels declared or tagged in %s but on no region: %s; %s",
+            len(unused),
+            collected.files,
+            unused,
+            what,
+        )
+    if not auto:
+        return params, unused
+    labels = _used_labels(params, collected)
+    if params.fetch.unused_labels == "class":
+        labels += unused
     names = params.classes.auto_names(labels)
     if len(names) < 2:
+        hint = f" ({unused} are declared but on no region: fetch.unused_labels: class makes them classes)"
         raise ConfigError(
             f"classes.names is auto, but {collected.files} name no class besides background (no region "
-            "has a label that maps to a class); set fetch.default_label to name the class of unlabeled "
-            "regions, or type classes.names in params.yaml"
+            f"has a label that maps to a class){hint if unused else ''}; set fetch.default_label to name the "
+            "class of unlabeled regions, or type classes.names in params.yaml"
         )
     log.info("classes.names: auto found %s", names)
-    return with_names(params, names)
+    return with_names(params, names), unused

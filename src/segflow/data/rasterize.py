@@ -15,12 +15,17 @@ Rules (documented in the README too):
   are filled as polygons with ``rasterize.fill_outlines``. Other polylines and points are
   drawn only with ``rasterize.polyline_width`` / ``point_radius`` above 0; otherwise they
   are skipped and counted in the report.
+* A region wholly covered by other classes painted after it (its class on none of its
+  pixels: a digit listed before the coin it sits on, at the same CVAT z_order) is logged
+  per class with the fix, and the report counts it as ``hidden``, not among the class's
+  instances and images (see `segflow.data.report`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -28,9 +33,9 @@ import numpy as np
 from tqdm import tqdm
 
 from segflow.config import Params
-from segflow.data.draw import DrawRules, drawable, is_outline, paint_region, rasterize_image
+from segflow.data.draw import DrawRules, drawable, hidden_regions, is_outline, paint_region, rasterize_image
 from segflow.data.drops import Drops
-from segflow.data.records import read_annotations
+from segflow.data.records import ImageAnnotation, Region, read_annotations
 from segflow.data.report import add_pixels, write_report
 from segflow.errors import AnnotationError
 from segflow.outputs import atomic_dir
@@ -41,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Formats whose own tools rasterize with PIL; ``rasterize.fill: auto`` follows them.
 PIL_FORMATS = ("cityscapes", "labelme")
+# Hidden regions kept as examples per class.
+_EXAMPLES = 5
 
 
 def mask_name(filename: str) -> str:
@@ -63,6 +70,39 @@ def draw_rules(params: Params, fmt: str) -> DrawRules:
     )
 
 
+def _count_hidden(
+    image: ImageAnnotation, covered: list[Region], hidden: dict[str, Counter[str]], examples: dict[str, list[str]]
+) -> None:
+    """Add `image`'s wholly `covered` regions to the counts per class (regions, and images
+    where the class has no visible region left) and keep a few examples."""
+    if not covered:
+        return
+    lost = Counter(region.label for region in covered)
+    everything = Counter(region.label for region in image.regions)
+    for label, count in lost.items():
+        hidden["regions"][label] += count
+        hidden["images"][label] += count == everything[label]
+        kept = examples.setdefault(label, [])
+        kept += [region.origin for region in covered if region.label == label][: _EXAMPLES - len(kept)]
+
+
+def _warn_hidden(name: str, count: int, examples: list[str], order: str) -> None:
+    if order == "file":
+        why = "painted in file order (CVAT: within one z_order), a later region covers them"
+        fix = "set rasterize.order: area to paint larger regions first, so small ones inside stay visible"
+    else:
+        why = "regions of other classes on a higher z_order, or of equal or larger area listed later, cover them"
+        fix = "raise their z_order in the tool, or fix the covering regions"
+    log.warning(
+        "%d regions of class %r are wholly hidden (their class on none of their pixels): %s; e.g. %s; %s",
+        count,
+        name,
+        why,
+        "; ".join(examples[:3]),
+        fix,
+    )
+
+
 def rasterize(params: Params, fetch_dir: Path, out_dir: Path, report_dir: Path | None = None) -> dict[str, int]:
     """Write one mask PNG per image of the fetch snapshot into `out_dir`.
 
@@ -82,6 +122,8 @@ def rasterize(params: Params, fetch_dir: Path, out_dir: Path, report_dir: Path |
     skipped = Drops(strict=False)
     counts = np.zeros(256, dtype=np.int64)
     outlines = 0
+    hidden: dict[str, Counter[str]] = {"regions": Counter(), "images": Counter()}
+    examples: dict[str, list[str]] = {}
     with atomic_dir(out_dir) as staging:
         for image in tqdm(images, desc=f"rasterize ({rules.fill})", unit="img"):
             for region in image.regions:
@@ -98,6 +140,8 @@ def rasterize(params: Params, fetch_dir: Path, out_dir: Path, report_dir: Path |
             mask = rasterize_image(
                 image, height, width, names, params.unlabeled_value, ignore_index=ignore, rules=rules
             )
+            covered = hidden_regions(image, mask, names, ignore_index=ignore, rules=rules)
+            _count_hidden(image, covered, hidden, examples)
             target = staging / mask_name(image.filename)
             if target.exists():
                 raise AnnotationError(
@@ -109,6 +153,8 @@ def rasterize(params: Params, fetch_dir: Path, out_dir: Path, report_dir: Path |
             counts += np.bincount(mask.ravel(), minlength=256)
     if outlines:
         log.info("%d polylines trace an outline: filled as polygons (rasterize.fill_outlines)", outlines)
+    for name, count in sorted(hidden["regions"].items()):
+        _warn_hidden(name, count, examples[name], rules.order)
     pixels = {name: int(counts[index]) for index, name in enumerate(names)}
     pixels["ignore"] = int(counts[ignore])
     if report_dir is not None:
@@ -116,5 +162,9 @@ def rasterize(params: Params, fetch_dir: Path, out_dir: Path, report_dir: Path |
             raise AnnotationError(f"{fetch_dir}: no report.json (an older fetch output); rerun fetch")
         report = json.loads((fetch_dir / "report.json").read_text())
         with atomic_dir(report_dir) as folder:
-            write_report(add_pixels(report, pixels, skipped.as_dict()), folder)
+            hidden_report = {
+                **{key: dict(sorted(count.items())) for key, count in hidden.items()},
+                "examples": examples,
+            }
+            write_report(add_pixels(report, pixels, skipped.as_dict(), hidden_report), folder)
     return pixels

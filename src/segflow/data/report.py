@@ -22,7 +22,18 @@ covers and writes the full report, with a bar chart of pixel shares
 * ``unlabeled_regions``: regions that carried no label, the class they were given
   (``fetch.default_label``), a count and the first few;
 * ``merged_images``: images named in several annotation files, whose regions were joined;
-* ``folder_splits``: images per split named by their folders (or the reader), "" = none.
+* ``folder_splits``: images per split named by their folders (or the reader), "" = none;
+* ``unused_labels``: labels the files declare but no region uses, and image-level tags
+  (see `segflow.data.found_classes`): ``labels``, ``count`` and ``as`` ("report": not
+  classes; "class": made classes, by ``fetch.unused_labels``; "typed": classes.names is
+  typed, so they are only listed);
+* ``uncovered_images``: image files in the source that no annotation file read names
+  (left out): a count, the first few, and ``unread_annotations``, files beside them
+  named like an annotation file read (``val/via_region_data.json``) that were not read;
+* after rasterize, ``hidden_regions``: per class, regions wholly covered by other
+  classes painted after them (their class on none of their pixels), with examples; each class's ``instances``
+  and ``images`` then count only regions with a visible pixel, and its ``hidden``
+  the others.
 
 Preprocess adds the duplicates that cross the train/val/test split to its own output.
 """
@@ -60,11 +71,18 @@ def fetch_report(
     default_label: str | None = None,
     merged: Sequence[str] = (),
     near_duplicates: Sequence[dict] = (),
+    unused_labels: Sequence[str] = (),
+    unused_as: str = "report",
+    uncovered: Sequence[str] = (),
+    unread: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The fetch part of the report, from the kept (label-mapped) records and their files.
 
     `unlabeled` names the regions given `default_label`; `merged` the images whose regions
-    came from several annotation files; `near_duplicates` the pairs of similar images.
+    came from several annotation files; `near_duplicates` the pairs of similar images;
+    `unused_labels` the labels declared but on no region (made classes if `unused_as` is
+    "class"); `uncovered` the images no annotation file names, `unread` the annotation
+    files found beside them.
     """
     instances = Counter(region.label for record in records for region in record.regions)
     images = Counter(label for record in records for label in {r.label for r in record.regions})
@@ -87,20 +105,46 @@ def fetch_report(
         "unlabeled_regions": {"count": len(unlabeled), "class": default_label, "examples": list(unlabeled[:_EXAMPLES])},
         "merged_images": {"count": len(merged), "examples": list(merged[:_EXAMPLES])},
         "folder_splits": dict(sorted(Counter(record.split for record in records).items())),
+        "unused_labels": {"count": len(unused_labels), "labels": list(unused_labels), "as": unused_as},
+        "uncovered_images": {
+            "count": len(uncovered),
+            "examples": list(uncovered[:_EXAMPLES]),
+            "unread_annotations": list(unread),
+        },
     }
 
 
-def add_pixels(report: dict[str, Any], pixels: dict[str, int], dropped: dict[str, dict]) -> dict[str, Any]:
-    """The report with rasterize's pixel counts per class and its own drops added."""
+def add_pixels(
+    report: dict[str, Any], pixels: dict[str, int], dropped: dict[str, dict], hidden: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The report with rasterize's pixel counts per class and its own drops added.
+
+    `hidden`: regions wholly covered by later ones, ``{"regions": {class: n}, "images":
+    {class: images left with none of it visible}, "examples": {class: [origin, ...]}}``;
+    they leave the class's ``instances`` and ``images`` for its ``hidden`` count.
+    """
+    hidden = hidden or {}
+    regions, images = Counter(hidden.get("regions", {})), Counter(hidden.get("images", {}))
     total = sum(pixels.values()) or 1
     classes = {
-        name: {**counts, "pixels": pixels.get(name, 0), "pixel_share": pixels.get(name, 0) / total}
+        name: {
+            **counts,
+            "images": counts["images"] - images[name],
+            "instances": counts["instances"] - regions[name],
+            "hidden": regions[name],
+            "pixels": pixels.get(name, 0),
+            "pixel_share": pixels.get(name, 0) / total,
+        }
         for name, counts in report["classes"].items()
     }
     counts = Counter(report["dropped"]["counts"]) + Counter(dropped["counts"])
     examples = {**report["dropped"]["examples"], **dropped["examples"]}
     merged = {"counts": dict(sorted(counts.items())), "examples": dict(sorted(examples.items()))}
-    return {**report, "classes": classes, "dropped": merged}
+    hidden_regions = {
+        "counts": dict(sorted(regions.items())),
+        "examples": dict(sorted(hidden.get("examples", {}).items())),
+    }
+    return {**report, "classes": classes, "dropped": merged, "hidden_regions": hidden_regions}
 
 
 def _chart(report: dict[str, Any], path: Path) -> None:
@@ -131,6 +175,14 @@ def write_report(report: dict[str, Any], folder: Path) -> None:
         _chart(report, folder / "class_pixels.png")
 
 
+def _unused_note(unused: dict[str, Any]) -> str:
+    """The table's line for the unused labels, naming the first few."""
+    what = {"report": "not classes", "class": "made empty classes"}.get(unused.get("as", ""), "")
+    labels = unused.get("labels", [])
+    shown = ", ".join(labels[:_EXAMPLES]) + (", ..." if len(labels) > _EXAMPLES else "")
+    return f"labels on no region{f' ({what})' if what else ''}: {shown}"
+
+
 def report_table(report: dict[str, Any]) -> Table:
     """A short table for the terminal: classes, then what was dropped, clipped, duplicated."""
     table = Table(title=f"dataset: {report['images']} images, {report['regions']} regions ({report['format']})")
@@ -149,6 +201,9 @@ def report_table(report: dict[str, Any]) -> Table:
             "unlabeled_regions", {}
         ).get("count", 0),
         "images joined from several files": report.get("merged_images", {}).get("count", 0),
+        "images in no annotation file (left out)": report.get("uncovered_images", {}).get("count", 0),
+        _unused_note(report.get("unused_labels", {})): report.get("unused_labels", {}).get("count", 0),
+        **{f"hidden regions: {name}": n for name, n in report.get("hidden_regions", {}).get("counts", {}).items()},
         **{f"dropped: {reason}": count for reason, count in report["dropped"]["counts"].items()},
     }
     for note, count in notes.items():

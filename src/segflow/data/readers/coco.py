@@ -11,7 +11,8 @@
 
 The label is the category's ``name``. Images are listed in the file's order, each with
 its annotations in the file's order (later ones paint over earlier ones). Every
-region's origin names the annotation id.
+region's origin names the annotation id. The categories a file declares, also those no
+annotation uses, are read by `read_coco_categories` (``classes.names: auto`` reports them).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from segflow.data.readers.common import load_json, number
 from segflow.data.records import ImageAnnotation, Region
 from segflow.errors import AnnotationError
 
-__all__ = ["CROWD_CHOICES", "read_coco", "parse_coco"]
+__all__ = ["CROWD_CHOICES", "read_coco", "read_coco_categories", "parse_coco"]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,14 @@ def _table(data: dict[str, Any], key: str, path: Path) -> list[dict[str, Any]]:
             reason="unreadable file",
         )
     return rows
+
+
+def read_coco_categories(path: Path) -> list[str]:
+    """The category names the COCO file declares, in its order (also those no annotation uses)."""
+    data = load_json(path, "your COCO exporter")
+    if not isinstance(data, dict):
+        return []
+    return [str(c.get("name", "")) for c in _table(data, "categories", path) if str(c.get("name", "")).strip()]
 
 
 def read_coco(

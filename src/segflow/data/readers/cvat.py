@@ -23,9 +23,10 @@ Image names resolve against the images folder (``fetch.images``; by default the 
 folder): a name that is not a file there is matched by its path's tail among the files
 below it (CVAT writes bare names while people keep images in sub-folders, or in the
 ``images/`` folder of CVAT's own dataset export); a name matching several files is an
-error. An image the XML lists but the disk lacks, and an image file on disk that the
-XML does not list (CVAT lists every frame of a task, so such a file is not part of it),
-are bad records: an error, or dropped and counted with ``fetch.bad_records: skip``.
+error. An image the XML lists but the disk lacks is a bad record: an error, or dropped
+and counted with ``fetch.bad_records: skip``. An image file on disk that the XML does not
+list (a frame deleted from the task) is not annotated: fetch leaves it out, warns and
+counts it (`segflow.data.collect`, "uncovered" images).
 
 The labels the XML declares (``<meta>``, also those never used) are read by
 `read_cvat_labels`.
@@ -285,23 +286,10 @@ def read_cvat(
     if not image_root.is_dir():
         raise AnnotationError(f"{image_root}: the images folder of {path} does not exist; set fetch.images")
     files = ImageFiles(image_root)
-    records, listed = [], set()
+    records = []
     for element in root.iterfind("image"):
         try:
-            record = _image(element, path, files, drops)
+            records.append(_image(element, path, files, drops))
         except AnnotationError as exc:
             drops.bad(exc)
-            continue
-        records.append(record)
-        listed.add(record.filename)
-    for rel in files.images():
-        if rel not in listed:
-            drops.bad(
-                AnnotationError(
-                    f"{image_root / rel}: an image that {path} does not list (CVAT lists every frame of a "
-                    "task, so it is not part of this one); remove it, add it to the task and export again, set "
-                    "fetch.images to the folder of the task's images, or set fetch.bad_records: skip to leave it out",
-                    reason="image not in annotations",
-                )
-            )
     return records

@@ -15,7 +15,8 @@ keypointlabels       ``x y``                                      point
 ===================  ===========================================  ===========================
 
 The shape types without labels (``polygon``, ``rectangle``, ...) take their label from the
-``labels`` result with the same id; results without pixels (choices, text) are skipped.
+``labels`` result with the same id; results without pixels (choices, text) are skipped:
+`read_label_studio_tags` lists the image-level tags (choices), which fetch reports.
 Percent becomes pixels through each result's ``original_width`` and ``original_height``.
 
 Annotation: a task's non-cancelled annotations; of several, the one marked ground truth,
@@ -47,7 +48,13 @@ from segflow.data.readers.label_studio_rle import decode_brush_rle
 from segflow.data.records import ImageAnnotation, Region
 from segflow.errors import AnnotationError
 
-__all__ = ["LABEL_STUDIO_TYPES", "is_label_studio_export", "read_label_studio", "parse_label_studio"]
+__all__ = [
+    "LABEL_STUDIO_TYPES",
+    "is_label_studio_export",
+    "read_label_studio",
+    "read_label_studio_tags",
+    "parse_label_studio",
+]
 
 #: Result types that carry pixels, each with its shape type without labels.
 LABEL_STUDIO_TYPES = ("polygonlabels", "rectanglelabels", "ellipselabels", "brushlabels", "keypointlabels")
@@ -222,6 +229,22 @@ def parse_label_studio(
             ImageAnnotation(filename=filename, regions=tuple(regions), origin=f"{path.name} task {task.get('id')}")
         )
     return records
+
+
+def read_label_studio_tags(path: Path) -> list[str]:
+    """The image-level tags (``choices`` results) of the annotations the reader uses, in file order."""
+    data = load_json(path, "Label Studio")
+    tags: list[str] = []
+    for task in data if is_label_studio_export(data) else []:
+        try:
+            annotation = _annotation(task, str(path))
+        except AnnotationError:
+            continue  # the reader reports it
+        for result in (annotation or {}).get("result") or []:
+            if isinstance(result, dict) and result.get("type") == "choices":
+                choices = (result.get("value") or {}).get("choices") or []
+                tags += [c for c in choices if isinstance(c, str) and c.strip() and c not in tags]
+    return tags
 
 
 def read_label_studio(
