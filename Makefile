@@ -26,8 +26,10 @@ run: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 	$(BIN)/segflow summary
 
-# What CI runs (.ci/run): lint, then every test, slow ones included.
+# What CI runs (.ci/run): lint, the lock check (seconds: a clean clone's dvc status must
+# show no stage whose code or params changed since dvc.lock), then every test, slow ones included.
 test: install browser postgres lint
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -p no:cacheprovider tests/test_reproducible.py::test_the_committed_lock_matches_the_committed_code
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
 
 # The inner loop: lint and the tests not marked slow (the end-to-end runs, the model in a
