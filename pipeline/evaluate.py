@@ -26,6 +26,11 @@ def main(params, args) -> None:
         table.add_row(name, str(test["iou"][name]), " - ".join(f"{v:.3f}" for v in interval), str(test["dice"][name]))
     rprint(table)
     rprint(f"majority-class baseline mIoU: {metrics['majority_class_miou']}")
+    if cv := metrics.get("cv"):
+        rprint(
+            f"{cv['folds']}-fold cross-validation mIoU (train and val images, out of fold): "
+            f"{cv['miou_mean']} +- {cv['miou_std']}; registered: {cv['model']}"
+        )
 
 
 if __name__ == "__main__":

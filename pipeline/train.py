@@ -22,12 +22,30 @@ def main(params, args) -> None:
     summary = train(params, args.data, args.out, root=Path.cwd(), resume_file=args.resume, report_dir=args.report)
     if not summary:  # not rank 0
         return
-    logging.getLogger("segflow").info(
-        "registered %s version %s (alias candidate), best val mIoU %.4f at epoch %d",
-        summary["model_name"],
-        summary["model_version"],
-        summary["best_val_miou"],
-        summary["best_epoch"],
+    log = logging.getLogger("segflow")
+    name, version = summary["model_name"], summary["model_version"]
+    cv = summary.get("cv")
+    if cv is None:
+        log.info(
+            "registered %s version %s (alias candidate), best val mIoU %.4f at epoch %d",
+            name,
+            version,
+            summary["best_val_miou"],
+            summary["best_epoch"],
+        )
+        return
+    chosen = "ensemble of the folds" if cv["model"] == "ensemble" else f"fold {cv['fold']}"
+    log.info(
+        "registered %s version %s (alias candidate): the %s; %d-fold cross-validation mIoU %.4f +- %.4f "
+        "(out of fold on %d images; pooled %.4f)",
+        name,
+        version,
+        chosen,
+        cv["folds"],
+        cv["miou_mean"],
+        cv["miou_std"],
+        cv["images"],
+        cv["miou_pooled"],
     )
 
 

@@ -142,6 +142,14 @@ class TrainParams(Section):
     num_workers: int = Field(0, ge=0)
     #: Continue an interrupted run from its last finished epoch.
     resume: bool = True
+    #: Cross-validation (nnU-Net's default for small data): K models trained on K partitions
+    #: of the non-test images (train + val pooled, duplicate groups whole, seeded by `seed`),
+    #: each validated on the fold it did not see: K times the training time. 1 = off, one
+    #: model on the preprocess split's train and val.
+    folds: int = Field(1, ge=1, le=20)
+    #: With folds > 1, the model registered: ensemble (the mean of the K networks' softmax,
+    #: K times the inference time) | best (the fold with the best validation mIoU).
+    fold_model: Literal["ensemble", "best"] = "ensemble"
 
     @field_validator("processes")
     @classmethod

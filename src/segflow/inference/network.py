@@ -5,10 +5,16 @@ file describing how to normalise: the mean and std its encoder weights expect li
 its buffers. A checkpoint holds the weights and what is needed to rebuild the network
 (architecture, encoder, graph units, class names, input size); where the weights come from
 before training (ImageNet, a file) is `segflow.training.model`'s business.
+
+An ensemble of K networks of one architecture (the folds of a cross-validated run,
+`train.folds`) is one network too (`SegmentationEnsemble`), saved in the same checkpoint
+format with ``members: K``, so everything that predicts takes it unchanged.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,6 +29,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "SegmentationNet",
+    "SegmentationEnsemble",
     "build_model",
     "save_checkpoint",
     "load_checkpoint",
@@ -68,6 +75,32 @@ class SegmentationNet(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
+class SegmentationEnsemble(nn.Module):
+    """K networks as one: the log of the mean of their softmax probabilities.
+
+    forward(x): x (N, 3, H, W) float32 RGB in 0..255 -> (N, num_classes, H, W) log-probabilities.
+    These are logits to everything downstream: softmax gives back the mean probabilities,
+    so the argmax, the confidence, tile blending and the ONNX graph treat the ensemble as
+    any network (at K times the work).
+    """
+
+    def __init__(self, members: Sequence[SegmentationNet]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one network")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def graph(self) -> GraphOptions | None:
+        """The members' GloRe units (one architecture, so the first member's)."""
+        return self.members[0].graph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # logsumexp of log-softmaxes: the mean probability without underflow to log(0).
+        logs = torch.stack([torch.log_softmax(member(x).float(), dim=1) for member in self.members])
+        return torch.logsumexp(logs, dim=0) - math.log(len(self.members))
+
+
 def check_names(arch: str, encoder: str) -> None:
     """Raise a ConfigError listing the valid choices if `arch` or `encoder` is unknown to smp."""
     archs = sorted(smp.MODEL_ARCHITECTURES_MAPPING)
@@ -95,7 +128,7 @@ def build_model(
 
 
 def save_checkpoint(
-    model: SegmentationNet,
+    model: SegmentationNet | SegmentationEnsemble,
     path: Path,
     *,
     arch: str,
@@ -109,8 +142,11 @@ def save_checkpoint(
     """Save weights with what is needed to rebuild the network (`extra`: epoch, scores...).
 
     The graph units are read from `model` itself (``graph``: None or the `GraphOptions`
-    as a dict), so a checkpoint cannot describe a network other than the one it holds.
+    as a dict), so a checkpoint cannot describe a network other than the one it holds; so
+    is an ensemble's size (``members``: K, absent for a single network).
     """
+    if isinstance(model, SegmentationEnsemble):
+        extra = {**extra, "members": len(model.members)}
     torch.save(
         {
             "state_dict": model.state_dict(),
@@ -127,18 +163,24 @@ def save_checkpoint(
     )
 
 
-def load_checkpoint(path: Path) -> tuple[SegmentationNet, dict]:
+def load_checkpoint(path: Path) -> tuple[SegmentationNet | SegmentationEnsemble, dict]:
     """Rebuild the network saved by `save_checkpoint`; returns (model in eval mode, metadata).
 
-    A checkpoint from before graph units (no ``graph``) is a plain network.
+    A checkpoint from before graph units (no ``graph``) is a plain network; one with
+    ``members`` K is a `SegmentationEnsemble` of K of them.
     """
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     graph = checkpoint.setdefault("graph", None)
-    model = build_model(
-        checkpoint["arch"],
-        checkpoint["encoder"],
-        len(checkpoint["class_names"]),
-        graph=None if graph is None else GraphOptions(**graph),
-    )
+
+    def network() -> SegmentationNet:
+        return build_model(
+            checkpoint["arch"],
+            checkpoint["encoder"],
+            len(checkpoint["class_names"]),
+            graph=None if graph is None else GraphOptions(**graph),
+        )
+
+    members = checkpoint.get("members")
+    model = SegmentationEnsemble([network() for _ in range(members)]) if members else network()
     model.load_state_dict(checkpoint.pop("state_dict"))
     return model.eval(), checkpoint

@@ -13,6 +13,7 @@ item is the same whichever process or worker loads it.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import albumentations as A
@@ -49,10 +50,11 @@ def build_augmentation(params: AugmentParams, crop: tuple[int, int], ignore_inde
     )
 
 
-def class_pixel_counts(folder: Path, split: str, num_classes: int) -> np.ndarray:
-    """Pixels of each class over a split's masks at the working scale (ignore left out)."""
+def class_pixel_counts(folder: Path, split: str, num_classes: int, items: Sequence[Entry] | None = None) -> np.ndarray:
+    """Pixels of each class over a split's masks at the working scale (ignore left out);
+    `items`: these train or val entries instead (a cross-validation fold's)."""
     counts = np.zeros(num_classes, np.int64)
-    for entry in entries(folder, split):
+    for entry in entries(folder, split) if items is None else items:
         counts += np.bincount(np.asarray(read_scaled(folder, entry)[1]).ravel(), minlength=256)[:num_classes]
     return counts
 
@@ -80,7 +82,8 @@ class CropDataset(Dataset):
     """Items: image (3, ch, cw) float32 RGB 0..255 and mask (ch, cw) int64, random crops of
     images drawn with replacement; `length` items per epoch, whatever the image count.
 
-    Images smaller than the crop are padded (image 0, mask `ignore_index`).
+    Images smaller than the crop are padded (image 0, mask `ignore_index`). `items`: these
+    train or val entries instead of the split's (a cross-validation fold's).
     """
 
     def __init__(
@@ -94,8 +97,10 @@ class CropDataset(Dataset):
         transform: A.Compose | None = None,
         class_crops: float = 0.0,
         class_weights: np.ndarray | None = None,
+        items: Sequence[Entry] | None = None,
     ) -> None:
-        self.folder, self.entries = Path(folder), entries(folder, split)
+        self.folder = Path(folder)
+        self.entries = entries(folder, split) if items is None else list(items)
         if not self.entries:
             raise SegflowError(
                 f"no {split} images in {folder}: add photos, or lower preprocess.val_fraction / test_fraction"

@@ -87,6 +87,10 @@ def evaluate(params: Params, preprocess_dir: Path, train_dir: Path, out_dir: Pat
         },
         "majority_class_miou": _clean(majority_baseline(train_counts, confusion)),
     }
+    if "cv" in run:  # train.folds > 1: the out-of-fold estimate beside the test score
+        metrics["cv"] = {"folds": run["cv"]["folds"], "model": run["cv"]["model"]} | {
+            key: _clean(run["cv"][key]) for key in ("miou_mean", "miou_std", "miou_pooled")
+        }
     per_image = [
         {"filename": entry.filename, "miou": miou, "pixel_accuracy": accuracy}
         for entry, miou, accuracy in zip(split.entries, scores.per_image_miou, scores.per_image_accuracy)

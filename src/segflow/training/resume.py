@@ -26,10 +26,11 @@ def resume_key(params: Params, split_hash: str) -> str:
     """What a resume file must match: every param that shapes training, and the data.
 
     ``train.processes`` is left out: the data order does not depend on it, so a run may
-    resume on another number of processes.
+    resume on another number of processes; so is ``train.fold_model``, which only picks
+    the model registered from the folds.
     """
     relevant = params.model_dump(mode="json", include={"seed", "classes", "preprocess", "model", "augment", "train"})
-    for key in ("resume", "processes"):
+    for key in ("resume", "processes", "fold_model"):
         relevant["train"].pop(key)
     blob = json.dumps({"params": relevant, "split": split_hash}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()

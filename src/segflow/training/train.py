@@ -11,6 +11,11 @@ exactly as a run that was never interrupted, and it continues the same MLflow ru
 
 Several processes (`train.processes`, see `segflow.training.distributed`): each trains on
 its share of every global batch under DDP; only rank 0 logs, writes and registers.
+
+Cross-validation (`train.folds` K > 1, `segflow.training.folds`): the same, once per fold,
+in one MLflow run; the resume file also holds the finished folds' best weights, so a run
+interrupted in fold k resumes in fold k. One model is registered (ensemble or best fold);
+the out-of-fold scores go to the run's metrics (cv_miou_*) and run.json (``cv``).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from segflow.config import Params
 from segflow.errors import Interrupted
 from segflow.inference.network import load_checkpoint, save_checkpoint
 from segflow.outputs import atomic_dir, file_sha256
-from segflow.prepared import PLAN, SPLIT_INDEX, entries
+from segflow.prepared import PLAN, SPLIT_INDEX, read_plan
 from segflow.registry import tracking
 from segflow.registry.register import register_model
 from segflow.training.distributed import (
@@ -39,6 +44,15 @@ from segflow.training.distributed import (
     current_world,
     from_latest,
     process_group,
+)
+from segflow.training.folds import (
+    cv_metrics,
+    cv_summary,
+    final_model,
+    fold_record,
+    fresh_progress,
+    interrupted_message,
+    make_folds,
 )
 from segflow.training.model import checkpoint_fields
 from segflow.training.resume import load_resume, resume_key, save_resume
@@ -84,7 +98,7 @@ def _flat_params(params: Params) -> dict[str, object]:
     return flat
 
 
-def _start_logging(params: Params, trainer: Trainer, folder: Path, tags: dict, report_dir: Path | None) -> None:
+def _start_logging(params: Params, plan: dict, folder: Path, tags: dict, report_dir: Path | None) -> None:
     """What a new MLflow run records before its first epoch: params, tags, the dataset."""
     mlflow.log_params(_flat_params(params))
     mlflow.set_tags(tags)
@@ -93,7 +107,6 @@ def _start_logging(params: Params, trainer: Trainer, folder: Path, tags: dict, r
     for name in ("duplicates.json", PLAN):
         if (folder / name).is_file():
             mlflow.log_artifact(str(folder / name), artifact_path="dataset")
-    plan = trainer.plan
     mlflow.log_params(
         {
             "plan.long_side": plan["long_side"],
@@ -133,21 +146,24 @@ def _train(
     report_dir: Path | None,
     world: World,
 ) -> dict:
-    trainer = Trainer(params, preprocess_dir, world)
+    folds = make_folds(preprocess_dir, params.train.folds, params.seed)
+    plan = read_plan(preprocess_dir)
     # The split and the plan name every stored file; their content follows from them and
     # the fetched data (DVC's hashes), so hashing the two small files identifies the data.
     split_hash = file_sha256(preprocess_dir / SPLIT_INDEX, preprocess_dir / PLAN)
     key = resume_key(params, split_hash)
-    # One process per machine reads its resume file; the newest is sent to every process (on
-    # several machines rank 0 may land on one whose disk does not hold it).
+    # One process per machine reads its resume file; the newest (folds done, then epochs)
+    # is sent to every process (on several machines rank 0 may land on one without it).
     local = load_resume(resume_file, key, params.train.resume) if world.local_rank == 0 else None
-    resumed = from_latest(local, local["progress"]["epoch"] if local else -1, world)
-    state = {"epoch": 0, "best_miou": -1.0, "best_epoch": 0, "best_model": None, "history": [], "bad_epochs": 0}
+    done = (len(local["progress"]["folds"]) * (params.train.epochs + 1) + local["progress"]["epoch"]) if local else -1
+    resumed = from_latest(local, done, world)
+    state = fresh_progress([])
+    saved_trainer = None
     if resumed:
-        trainer.load_state(resumed["trainer"])
-        state = resumed["progress"]
+        state, saved_trainer = resumed["progress"], resumed["trainer"]
         if world.main:
-            log.info("resuming after epoch %d of run %s", state["epoch"], resumed["run_id"])
+            where = f" of fold {len(state['folds']) + 1}" if len(folds) > 1 else ""
+            log.info("resuming after epoch %d%s of run %s", state["epoch"], where, resumed["run_id"])
 
     if world.main:
         if warning := budget_warning(params):
@@ -163,70 +179,82 @@ def _train(
         run_args = {"run_id": resumed["run_id"]} if resumed else {"experiment_id": experiment}
         if not resumed and "dvc.exp_name" in tags:  # mlflow ui lists the run by DVC's name
             run_args["run_name"] = tags["dvc.exp_name"]
-        log.info(
-            "training on %d x %s (%d threads each): %d steps of %d crops of %s per epoch, drawn from %d "
-            "images, %d val images, class weights %s",
-            world.size,
-            trainer.device,
-            torch.get_num_threads(),
-            params.train.steps_per_epoch,
-            params.train.batch_size,
-            trainer.plan["crop"],
-            len(trainer.train_set.entries),
-            len(entries(preprocess_dir, "val")),
-            None if trainer.class_weights is None else [round(w, 2) for w in trainer.class_weights],
-        )
     output = atomic_dir(out_dir) if world.main else nullcontext(None)
     run_context = mlflow.start_run(**run_args) if world.main else nullcontext(None)
+    digests: list[str] = []
     with output as staging, run_context as run:
         if world.main and not resumed:
-            _start_logging(params, trainer, preprocess_dir, tags, report_dir)
+            _start_logging(params, plan, preprocess_dir, tags, report_dir)
         if world.main:
             _log_processes(world.size, resumed)
         try:
-            _epochs(params, trainer, preprocess_dir, state, key, world, run, resume_file)
+            for fold in folds[len(state["folds"]) :]:
+                trainer = Trainer(params, preprocess_dir, world, fold)
+                if saved_trainer is not None:  # the fold the resume file stopped in
+                    trainer.load_state(saved_trainer)
+                    saved_trainer = None
+                if world.main:
+                    log.info("training %s", trainer.describe())
+                _epochs(params, trainer, preprocess_dir, state, key, world, run, resume_file)
+                # Every process's scores are the reduced ones, so all stop at the same epoch.
+                digests = check_same_weights(trainer.model, world)
+                state = fresh_progress([*state["folds"], fold_record(state, fold)])
+                if world.main:  # a fold finished is never trained again
+                    save_resume(
+                        resume_file, {"key": key, "run_id": run.info.run_id, "trainer": None, "progress": state}
+                    )
         except KeyboardInterrupt:
             if world.main:  # KILLED, not FAILED: the resume file continues this run
                 mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-            done = state["epoch"]
-            raise Interrupted(
-                f"interrupted after epoch {done} of {params.train.epochs}; rerun (dvc repro) to resume"
-                + (f" from epoch {done + 1}" if done else "")
-            ) from None
-        # Every process's scores are the reduced ones, so all stop at the same epoch.
-        digests = check_same_weights(trainer.model, world)
+            raise Interrupted(interrupted_message(state, len(folds), params.train.epochs)) from None
         if not world.main:
             return {}
-        trainer.model.load_state_dict(state["best_model"])
-        save_checkpoint(
-            trainer.model.cpu(),
-            staging / "model.pt",
-            **checkpoint_fields(params, trainer.plan),
-            epoch=state["best_epoch"],
-            val_miou=state["best_miou"],
-        )
-        with (staging / "history.csv").open("w", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=HISTORY_FIELDS)
-            writer.writeheader()
-            writer.writerows(state["history"])
-        mlflow.log_artifact(str(staging / "history.csv"))
-        best, meta = load_checkpoint(staging / "model.pt")
-        mlflow.log_metrics({"best_val_miou": state["best_miou"], "best_epoch": meta["epoch"]})
-        version = register_model(best, params, tags, meta, record_dir=out_dir.parent / "promotions")
-        summary = {
-            "run_id": run.info.run_id,
-            "experiment_id": run.info.experiment_id,
-            "model_name": params.mlflow.model_name,
-            "model_version": version,
-            "best_epoch": meta["epoch"],
-            "best_val_miou": state["best_miou"],
-            "epochs_run": state["epoch"],
-            "processes": world.size,
-            # The last epoch's weights in each process: all the same (checked).
-            "rank_weights_sha256": digests,
-        }
-        (staging / "run.json").write_text(json.dumps(summary, indent=1))
+        summary = _finish(params, plan, state["folds"], staging, out_dir, run, tags, world.size, digests)
     resume_file.unlink(missing_ok=True)
+    return summary
+
+
+def _finish(
+    params: Params,
+    plan: dict,
+    records: list[dict],
+    staging: Path,
+    out_dir: Path,
+    run: object,
+    tags: dict,
+    processes: int,
+    digests: list[str],
+) -> dict:
+    """Write model.pt, history.csv and run.json, log the scores and register the model."""
+    model, fields = final_model(records, params)
+    save_checkpoint(model, staging / "model.pt", **checkpoint_fields(params, plan), **fields)
+    with (staging / "history.csv").open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=(("fold",) if len(records) > 1 else ()) + HISTORY_FIELDS)
+        writer.writeheader()
+        writer.writerows(row for record in records for row in record["history"])
+    mlflow.log_artifact(str(staging / "history.csv"))
+    best, meta = load_checkpoint(staging / "model.pt")
+    cv = cv_summary(records, params.train.fold_model) if len(records) > 1 else None
+    metrics = {"best_val_miou": meta["val_miou"], **(cv_metrics(cv) if cv else {})}
+    if meta["epoch"] is not None:
+        metrics["best_epoch"] = meta["epoch"]
+    mlflow.log_metrics(metrics)
+    version = register_model(best, params, tags, meta, record_dir=out_dir.parent / "promotions")
+    summary = {
+        "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
+        "model_name": params.mlflow.model_name,
+        "model_version": version,
+        "best_epoch": meta["epoch"],
+        "best_val_miou": meta["val_miou"],
+        "epochs_run": sum(record["epochs_run"] for record in records),
+        "processes": processes,
+        # The last epoch's weights in each process: all the same (checked).
+        "rank_weights_sha256": digests,
+    }
+    if cv:  # the registered model (ensemble or best fold) and the out-of-fold scores
+        summary["cv"] = {**cv, "fold": meta.get("fold")}
+    (staging / "run.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
@@ -251,9 +279,17 @@ def _epochs(
     resume_file: Path,
 ) -> None:
     """Train from the epoch after ``state["epoch"]``, validating and saving the resume file
-    after each; `state` is updated in place (best model, history, early-stopping count)."""
+    after each; `state` is updated in place (best model, history, early-stopping count).
+    A fold of several logs its metrics as ``fold<k>_<name>``."""
     names, ignore = params.classes.names, params.classes.ignore_index
+    fold, patience = trainer.fold, params.train.early_stopping_patience
+    prefix, where = ("", "") if fold.count == 1 else (f"fold{fold.number}_", f"fold {fold.number}/{fold.count} ")
     for epoch in range(state["epoch"] + 1, params.train.epochs + 1):
+        # Checked first: a run resumed after its early stop does not train on.
+        if patience and state["bad_epochs"] >= patience:
+            if world.main:
+                log.info("early stop: no better val mIoU for %d epochs", patience)
+            break
         start = time.perf_counter()
         train_loss, rate = trainer.train_epoch(epoch)
         val_loss, meter = validate(
@@ -264,6 +300,7 @@ def _epochs(
             len(names),
             ignore,
             world=world,
+            items=trainer.val_entries,
         )
         scores = meter.compute()
         row = {
@@ -284,16 +321,18 @@ def _epochs(
                 best_epoch=epoch,
                 bad_epochs=0,
                 best_model={k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()},
+                best_confusion=meter.confusion.tolist(),  # the out-of-fold scores of the fold
             )
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
         if world.main:
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            mlflow.log_metrics({prefix + k: v for k, v in row.items() if k != "epoch"}, step=epoch)
             payload = {"key": key, "run_id": run.info.run_id, "trainer": trainer.state(), "progress": state}
             save_resume(resume_file, payload)
             log.info(
-                "epoch %d/%d  loss %.4f  val loss %.4f  mIoU %.4f  Dice %.4f  %.1f img/s  %.1fs%s",
+                "%sepoch %d/%d  loss %.4f  val loss %.4f  mIoU %.4f  Dice %.4f  %.1f img/s  %.1fs%s",
+                where,
                 epoch,
                 params.train.epochs,
                 train_loss,
@@ -304,8 +343,3 @@ def _epochs(
                 row["seconds"],
                 "  best" if improved else "",
             )
-        patience = params.train.early_stopping_patience
-        if patience and state["bad_epochs"] >= patience:
-            if world.main:
-                log.info("early stop: no better val mIoU for %d epochs", patience)
-            break

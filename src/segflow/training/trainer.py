@@ -1,7 +1,8 @@
 """One training process's model, optimiser, schedule and data, and its pass over an epoch.
 
 Every epoch's randomness is seeded from (seed, epoch) alone (the crops and their
-augmentation from (seed, epoch, item)), so a resumed epoch replays exactly.
+augmentation from (seed, epoch, item)), so a resumed epoch replays exactly. A
+cross-validation fold (`segflow.training.folds.Fold`) brings its own images and seed.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from segflow.config import Params
-from segflow.prepared import read_plan
+from segflow.prepared import entries, read_plan
 from segflow.training.dataset import CropDataset, build_augmentation, class_pixel_counts
 from segflow.training.distributed import ONE_PROCESS, World, all_sum, check_batch, sync_buffers
+from segflow.training.folds import Fold
 from segflow.training.losses import build_loss, class_weights
 from segflow.training.model import model_from_params
 
@@ -75,33 +77,41 @@ def _seed(seed: int) -> None:
 
 
 class Trainer:
-    """One training run: model, optimiser, schedule and the loop over epochs."""
+    """One training run: model, optimiser, schedule and the loop over epochs.
 
-    def __init__(self, params: Params, preprocess_dir: Path, world: World) -> None:
-        self.params, self.world = params, world
+    `fold`: train on its images with its seed, validate on its val images (`val_entries`);
+    None: the preprocess split's train and val, and params.seed.
+    """
+
+    def __init__(self, params: Params, preprocess_dir: Path, world: World, fold: Fold | None = None) -> None:
+        self.params, self.world, self.fold = params, world, fold
+        self.seed = params.seed if fold is None else fold.seed
         self.device = select_device(params.train.device, world)
         names, ignore = params.classes.names, params.classes.ignore_index
         self.plan = read_plan(preprocess_dir)
         crop = tuple(self.plan["crop"])
-        counts = class_pixel_counts(preprocess_dir, "train", len(names))
+        train_items = None if fold is None else fold.train
+        self.val_entries = entries(preprocess_dir, "val") if fold is None else list(fold.val)
+        counts = class_pixel_counts(preprocess_dir, "train", len(names), train_items)
         # Crops centred on a class are drawn with weight inverse to its pixel share.
         rarity = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
-        self.augment = build_augmentation(params.augment, crop, ignore, params.seed)
+        self.augment = build_augmentation(params.augment, crop, ignore, self.seed)
         self.train_set = CropDataset(
             preprocess_dir,
             "train",
             crop,
             params.train.steps_per_epoch * params.train.batch_size,
             ignore,
-            params.seed,
+            self.seed,
             transform=self.augment,
             class_crops=params.train.class_crops,
             class_weights=rarity,
+            items=train_items,
         )
         # The same sampler on one process or many: (seed, epoch) orders the crops, and
         # process r takes every world.size-th of them, so the global batches are the same:
         # steps_per_epoch of them (the batch divides among the processes, check_batch).
-        self.sampler = DistributedSampler(self.train_set, world.size, world.rank, shuffle=True, seed=params.seed)
+        self.sampler = DistributedSampler(self.train_set, world.size, world.rank, shuffle=True, seed=self.seed)
         self.train_loader = DataLoader(
             self.train_set,
             batch_size=check_batch(params.train.batch_size, world),
@@ -109,7 +119,7 @@ class Trainer:
             sampler=self.sampler,
         )
 
-        _seed(params.seed)  # initial weights
+        _seed(self.seed)  # initial weights
         self.model = model_from_params(params).to(self.device)
         if params.train.channels_last:  # before DDP, whose gradient buckets follow the layout
             self.model.to(memory_format=torch.channels_last)
@@ -130,6 +140,18 @@ class Trainer:
         self.amp_dtype = autocast_dtype(params.train.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
+    def describe(self) -> str:
+        """What is trained on what, for the log."""
+        fold, train = self.fold, self.params.train
+        weights = None if self.class_weights is None else [round(w, 2) for w in self.class_weights]
+        return (
+            ("" if fold is None or fold.count == 1 else f"fold {fold.number} of {fold.count} ")
+            + f"on {self.world.size} x {self.device} ({torch.get_num_threads()} threads each): "
+            f"{train.steps_per_epoch} steps of {train.batch_size} crops of {self.plan['crop']} per epoch, "
+            f"drawn from {len(self.train_set.entries)} images, {len(self.val_entries)} val images, "
+            f"class weights {weights}"
+        )
+
     def state(self) -> dict:
         return {
             "model": self.model.state_dict(),
@@ -148,15 +170,21 @@ class Trainer:
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         """`train.steps_per_epoch` optimizer steps; returns (mean loss, crops per second)."""
         # Seeding from (seed, epoch) alone makes a resumed epoch replay exactly.
-        epoch_seed = self.params.seed * 100_003 + epoch
+        # Modulo numpy's seed range: a fold's derived seed is large (the same for the rest).
+        epoch_seed = (self.seed * 100_003 + epoch) % 2**32
         _seed(epoch_seed)
         self.sampler.set_epoch(epoch)
         self.train_set.set_epoch(epoch)
         self.model.train()
         total, count, start = 0.0, 0, time.perf_counter()
         epochs = self.params.train.epochs
+        where = "" if self.fold is None else f"fold {self.fold.number}/{self.fold.count} "
         bar = tqdm(
-            self.train_loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, disable=not self.world.main
+            self.train_loader,
+            desc=f"{where}epoch {epoch}/{epochs}",
+            unit="batch",
+            leave=False,
+            disable=not self.world.main,
         )
         for images, masks in bar:
             images, masks = images.to(self.device, non_blocking=True), masks.to(self.device, non_blocking=True)

@@ -9,6 +9,7 @@ the processes, so every process reads the same scores.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from segflow.inference.network import SegmentationNet
 from segflow.inference.segment import Segmenter, torch_runner
 from segflow.metrics import SegmentationMeter
-from segflow.prepared import entries, read_scaled
+from segflow.prepared import Entry, entries, read_scaled
 from segflow.training.distributed import ONE_PROCESS, World, all_sum
 
 __all__ = ["validate"]
@@ -33,14 +34,16 @@ def validate(
     ignore_index: int,
     split: str = "val",
     world: World = ONE_PROCESS,
+    items: Sequence[Entry] | None = None,
 ) -> tuple[float, SegmentationMeter]:
-    """Mean loss per image and the accumulated metrics of `model` over `split`, summed
-    over all training processes of `world`."""
+    """Mean loss per image and the accumulated metrics of `model` over `split` (or these
+    train or val `items`: a cross-validation fold), summed over all training processes of
+    `world`."""
     model.eval()
     device = next(model.parameters()).device
     segmenter = Segmenter(torch_runner(model), None, tile)  # images are already at the working resolution
     meter = SegmentationMeter(num_classes, ignore_index)
-    total, items = 0.0, entries(folder, split)
+    total, items = 0.0, entries(folder, split) if items is None else list(items)
     for entry in items[world.rank :: world.size]:
         image, mask = read_scaled(folder, entry)
         logits = torch.from_numpy(segmenter.logits(np.asarray(image)))[None].to(device)

@@ -1,0 +1,212 @@
+"""Cross-validation (`train.folds` K > 1, nnU-Net's default for small datasets).
+
+The non-test images (the preprocess split's train and val, pooled) are partitioned into K
+folds, near-duplicate groups whole (``split.json``'s group keys), seeded by params.seed;
+the test split is never touched. Model k trains on the other K - 1 folds and is validated
+on fold k, so every non-test image is scored once, out of fold, by a model that never saw
+it: the cross-validation mIoU (mean and spread over the folds, and pooled over all
+out-of-fold pixels). One model is registered: the ensemble of the K networks (their mean
+softmax, `segflow.inference.network.SegmentationEnsemble`) or the best fold
+(`train.fold_model`).
+
+K = 1 is one fold: the preprocess split's own train and val, and params.seed itself, so a
+run without folds trains exactly as it always did.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segflow.config import Params
+from segflow.errors import ConfigError
+from segflow.inference.graph import GraphOptions
+from segflow.inference.network import SegmentationEnsemble, SegmentationNet, build_model
+from segflow.metrics import scores_from_confusion
+from segflow.prepared import Entry, entries, groups
+
+__all__ = [
+    "Fold",
+    "fold_seed",
+    "assign_folds",
+    "make_folds",
+    "fresh_progress",
+    "interrupted_message",
+    "fold_record",
+    "cv_summary",
+    "cv_metrics",
+    "final_model",
+]
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One of `count` train/val partitions: fold `index` (0-based) is validated on `val`."""
+
+    index: int
+    count: int
+    train: tuple[Entry, ...]
+    val: tuple[Entry, ...]
+    seed: int
+
+    @property
+    def number(self) -> int:
+        """1-based, as logs, metric names and history.csv show it."""
+        return self.index + 1
+
+
+def fold_seed(seed: int, index: int, count: int) -> int:
+    """The seed of fold `index` of `count` (initial weights, crops, augmentation): `seed`
+    itself without folds; derived from (seed, index) with them, so the K models differ."""
+    if count == 1:
+        return seed
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] % 2**31)
+
+
+def assign_folds(keys: Sequence[str], count: int, seed: int) -> list[int]:
+    """Each image's fold (0..count-1) from its group key: groups shuffled by `seed`, then
+    placed largest first on the fold holding the fewest images, so folds are near equal.
+
+    Raises:
+        ConfigError: fewer groups than folds (a fold would be empty).
+    """
+    sizes = Counter(keys)
+    if len(sizes) < count:
+        raise ConfigError(
+            f"train.folds: {count} folds need at least {count} groups of non-duplicate images; "
+            f"the train and val splits hold {len(sizes)}: lower train.folds"
+        )
+    names = sorted(sizes)
+    shuffled = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    shuffled.sort(key=lambda key: -sizes[key])  # stable: equal sizes stay shuffled
+    load, fold_of = [0] * count, {}
+    for key in shuffled:
+        fold = min(range(count), key=lambda f: (load[f], f))
+        fold_of[key] = fold
+        load[fold] += sizes[key]
+    return [fold_of[key] for key in keys]
+
+
+def make_folds(folder: Path, count: int, seed: int) -> list[Fold]:
+    """The `count` folds of the preprocess folder's non-test images (see the module doc)."""
+    if count == 1:
+        return [Fold(0, 1, tuple(entries(folder, "train")), tuple(entries(folder, "val")), seed)]
+    pooled = entries(folder, "train") + entries(folder, "val")
+    keys = groups(folder, "train") + groups(folder, "val")
+    assigned = assign_folds(keys, count, seed)
+    return [
+        Fold(
+            index,
+            count,
+            tuple(e for e, f in zip(pooled, assigned) if f != index),
+            tuple(e for e, f in zip(pooled, assigned) if f == index),
+            fold_seed(seed, index, count),
+        )
+        for index in range(count)
+    ]
+
+
+def fresh_progress(folds: list[dict]) -> dict:
+    """The progress of a fold about to start (the resume file's ``progress``), after the
+    finished `folds` (`fold_record`s, best weights included: never trained again)."""
+    return {
+        "epoch": 0,
+        "best_miou": -1.0,
+        "best_epoch": 0,
+        "best_model": None,
+        "best_confusion": None,
+        "history": [],
+        "bad_epochs": 0,
+        "folds": folds,
+    }
+
+
+def interrupted_message(progress: dict, folds: int, epochs: int) -> str:
+    """The line an interrupted run ends with: where it stopped, and how to resume."""
+    epoch, fold = progress["epoch"], len(progress["folds"]) + 1
+    where = "" if folds == 1 else f" in fold {fold} of {folds}"
+    resume = "" if not epoch else f" from epoch {epoch + 1}" + ("" if folds == 1 else f" of fold {fold}")
+    return f"interrupted{where} after epoch {epoch} of {epochs}; rerun (dvc repro) to resume{resume}"
+
+
+def fold_record(progress: dict, fold: Fold) -> dict:
+    """What a finished fold leaves for the rest of the run (and the resume file): its best
+    weights, their score and validation confusion, its history and size."""
+    return {
+        "fold": fold.number,
+        "val_images": len(fold.val),
+        "best_model": progress["best_model"],
+        "best_miou": progress["best_miou"],
+        "best_epoch": progress["best_epoch"],
+        "confusion": progress["best_confusion"],
+        "epochs_run": progress["epoch"],
+        # With folds, history.csv's first column: the fold a row (an epoch) belongs to.
+        "history": [({"fold": fold.number} if fold.count > 1 else {}) | row for row in progress["history"]],
+    }
+
+
+def cv_summary(records: list[dict], mode: str) -> dict:
+    """The cross-validation scores: each fold's best validation mIoU (on images its model
+    never trained on), their mean and spread, and the mIoU of all out-of-fold pixels pooled."""
+    scores = [record["best_miou"] for record in records]
+    pooled = np.sum([np.asarray(record["confusion"], np.int64) for record in records], axis=0)
+    return {
+        "folds": len(records),
+        "model": mode,
+        "miou_mean": statistics.fmean(scores),
+        "miou_std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+        "miou_min": min(scores),
+        "miou_max": max(scores),
+        "miou_pooled": scores_from_confusion(pooled)["miou"],
+        "images": sum(record["val_images"] for record in records),
+        "per_fold": [
+            {key: record[key] for key in ("fold", "val_images", "best_miou", "best_epoch", "epochs_run")}
+            for record in records
+        ],
+    }
+
+
+def cv_metrics(summary: dict) -> dict[str, float]:
+    """`cv_summary` as MLflow metrics: cv_miou_mean/std/min/max/pooled, foldK_best_val_miou."""
+    flat = {f"cv_miou_{key}": summary[f"miou_{key}"] for key in ("mean", "std", "min", "max", "pooled")}
+    flat.update({f"fold{f['fold']}_best_val_miou": f["best_miou"] for f in summary["per_fold"]})
+    return flat
+
+
+def final_model(records: list[dict], params: Params) -> tuple[SegmentationNet | SegmentationEnsemble, dict]:
+    """The model to register, on the CPU, and its checkpoint fields (epoch, val_miou, ...).
+
+    One fold: its best weights, as a run without folds. Several: `train.fold_model`
+    ensemble = all K networks as one; best = the fold with the highest validation mIoU
+    (the first on ties).
+    """
+    mode, names = params.train.fold_model, params.classes.names
+    graph = GraphOptions.from_params(params.model)
+
+    def network(record: dict) -> SegmentationNet:
+        # The architecture alone: the weights, normalisation buffers included, are the fold's.
+        net = build_model(params.model.arch, params.model.encoder, len(names), graph=graph)
+        net.load_state_dict(record["best_model"])
+        return net.eval()
+
+    if len(records) == 1:
+        only = records[0]
+        return network(only), {"epoch": only["best_epoch"], "val_miou": only["best_miou"]}
+    summary = cv_summary(records, mode)
+    fields = {"folds": len(records), "fold_model": mode, "cv_miou_mean": summary["miou_mean"]}
+    if mode == "best":
+        best = max(records, key=lambda record: record["best_miou"])
+        return network(best), {
+            **fields,
+            "fold": best["fold"],
+            "epoch": best["best_epoch"],
+            "val_miou": best["best_miou"],
+        }
+    # No image was held out from every member: the ensemble's own estimate is the CV mean.
+    ensemble = SegmentationEnsemble([network(record) for record in records]).eval()
+    return ensemble, {**fields, "epoch": None, "val_miou": summary["miou_mean"]}
