@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from segflow.config import Params
 from segflow.errors import ConfigError
@@ -189,8 +190,11 @@ def final_model(records: list[dict], params: Params) -> tuple[SegmentationNet | 
     graph = GraphOptions.from_params(params.model)
 
     def network(record: dict) -> SegmentationNet:
-        # The architecture alone: the weights, normalisation buffers included, are the fold's.
+        # The architecture alone: the weights, normalisation buffers included, are the fold's;
+        # in training's memory layout, so the checkpoint holds the bytes training held.
         net = build_model(params.model.arch, params.model.encoder, len(names), graph=graph)
+        if params.train.channels_last:
+            net.to(memory_format=torch.channels_last)
         net.load_state_dict(record["best_model"])
         return net.eval()
 
