@@ -116,7 +116,7 @@ def test_metrics_and_plots_diff_compare_the_commit_with_the_experiment(repro):
             r"var spec = (\{.*?\});\s*vegaEmbed\('#([^']+)'", (out / "index.html").read_text(), re.S
         )
     }
-    assert {"loss", "validation_scores", "per-image_test_mIoU", "test_confusion_matrix"} <= set(specs)
+    assert {"loss", "validation_scores", "convergence", "per-image_test_mIoU", "test_confusion_matrix"} <= set(specs)
     curves = specs["loss"]["data"]["values"]
     # Epoch 2 exists only in the experiment's curve: both sides' data are in the page.
     assert {(row["rev"], row["epoch"]) for row in curves} == {("HEAD", "1"), ("workspace", "1"), ("workspace", "2")}

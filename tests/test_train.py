@@ -82,6 +82,7 @@ def test_interrupted_run_resumes_to_the_same_result_in_the_same_mlflow_run(
     resumed = train(tiny_params, tiny_split, tmp_path / "out", tmp_path, resume)
     assert not resume.exists()
     assert history(tmp_path / "out") == history(tmp_path / "ref")  # the lr column included
+    assert [row["steps"] for row in history(tmp_path / "ref")] == [4.0, 8.0, 12.0]  # the convergence plot's x
     lrs = [row["lr"] for row in history(tmp_path / "ref")]
     assert lrs[0] > lrs[1] > lrs[2]  # past the warm-up, decaying over the whole run
     assert resumed["best_val_miou"] == reference["best_val_miou"]
