@@ -178,7 +178,7 @@ class Trainer:
         self.model.train()
         total, count, start = 0.0, 0, time.perf_counter()
         epochs = self.params.train.epochs
-        where = "" if self.fold is None else f"fold {self.fold.number}/{self.fold.count} "
+        where = "" if self.fold is None or self.fold.count == 1 else f"fold {self.fold.number}/{self.fold.count} "
         bar = tqdm(
             self.train_loader,
             desc=f"{where}epoch {epoch}/{epochs}",
