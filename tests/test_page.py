@@ -54,8 +54,13 @@ def test_upload_segment_and_read_the_legend(colour_rule_onnx, browser_page, tmp_
     path = tmp_path / "street.png"
     Image.fromarray(photo).save(path)
     truth = colour_rule_mask(photo)
+    refused = []  # what the Content-Security-Policy blocked: the page must need nothing it forbids
+    page.on(
+        "console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None
+    )
     with live_server(create_app(colour_rule_onnx, ServeParams(poll_seconds=0))) as url:
-        page.goto(url)
+        answer = page.goto(url)
+        assert "script-src 'self'" in answer.headers["content-security-policy"]
         expect(page.get_by_test_id("model-info")).to_contain_text("colour-rule version 7")
         expect(page.get_by_test_id("model-info")).to_contain_text("test mIoU 50.0%")
         page.get_by_test_id("file").set_input_files(path)
@@ -91,3 +96,4 @@ def test_upload_segment_and_read_the_legend(colour_rule_onnx, browser_page, tmp_
         page.get_by_test_id("segment").click()
         expect(page.get_by_test_id("error")).to_contain_text("not an image")
         expect(legend).to_have_count(len(SERVE_CLASSES))  # the last result stays on screen
+    assert refused == []

@@ -206,6 +206,13 @@ def _truncated_jpeg() -> bytes:
     return data[: len(data) // 2]
 
 
+def _bad_crc_png() -> bytes:
+    """A valid 30x30 PNG with one bit of its IHDR checksum flipped (bytes 29-32)."""
+    data = bytearray(encode(scene(30, 30)))
+    data[32] ^= 1
+    return bytes(data)
+
+
 def _multipart(content: bytes, name: str = "photo.png") -> dict:
     return {"files": {"file": (name, content, "application/octet-stream")}}
 
@@ -217,7 +224,17 @@ BAD_INPUTS = {
     "a truncated JPEG": ({"content": _truncated_jpeg()}, 422, "truncated"),
     "an empty body": ({"content": b""}, 400, "empty body"),
     "an empty file part": (_multipart(b""), 400, "empty body"),
-    "a form without a file": ({"data": {"note": "no file"}, "files": {"x": ("", b"", "text/plain")}}, 400, "file"),
+    "a form without a file": (
+        {"data": {"note": "no file"}, "files": {"x": ("", b"", "text/plain")}},
+        422,
+        "no file in the field 'file'",
+    ),
+    "a file in another field": (
+        {"files": {"photo": ("street.png", encode(scene(30, 30)), "image/png")}},
+        422,
+        "send the image as the field 'file'",
+    ),
+    "a PNG whose header checksum is bad": ({"content": _bad_crc_png()}, 422, "corrupt PNG"),
     "a body over the limit": ({"content": b"\x89PNG" + bytes(1_000_000)}, 413, "upload limit"),
     "a chunked body over the limit": ({"content": iter([bytes(400_000)] * 3)}, 413, "upload limit"),
     "a decompression bomb": ({"content": encode(np.zeros((2000, 2000), np.uint8))}, 413, "pixels"),
@@ -476,6 +493,124 @@ def test_the_host_header_must_be_allowed(colour_rule_onnx, host, allowed, answer
 def test_allowed_hosts_are_names_not_urls():
     with pytest.raises(ValueError, match="allowed_hosts"):
         ServeParams(allowed_hosts=["http://seg.example.com:8000"])
+
+
+#: The headers every response carries, exactly (segflow.serving.security).
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+
+
+def test_every_response_carries_the_security_headers(client):
+    page = client.get("/")
+    responses = {
+        "page": page,
+        "script": client.get("/static/page.js"),
+        "styles": client.get("/static/page.css"),
+        "model": client.get("/model"),
+        "metrics": client.get("/metrics"),
+        "predict": client.post("/predict", content=encode(scene(30, 30))),
+        "bad input": client.post("/predict", content=b"not a photo"),
+        "unknown path": client.get("/nowhere"),
+        "refused host": client.get("/health", headers={"host": "evil.example"}),
+    }
+    for name, response in responses.items():
+        for header, value in SECURITY_HEADERS.items():
+            assert response.headers.get(header) == value, (name, header)
+    # The policy allows no inline code: the page has none, its script and styles are files.
+    assert "<script>" not in page.text and "<style>" not in page.text and "style=" not in page.text
+    assert '<script src="/static/page.js" defer></script>' in page.text
+    assert responses["script"].headers["content-type"] == "text/javascript; charset=utf-8"
+    assert "async function segment()" in responses["script"].text
+    assert responses["styles"].headers["content-type"] == "text/css; charset=utf-8"
+    assert client.get("/static/index.html").status_code == 404
+    assert client.get("/static/../app.py").status_code == 404
+
+
+def test_head_of_the_page_is_its_headers_without_a_body(client):
+    head, get = client.head("/"), client.get("/")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"] == "text/html; charset=utf-8"
+    assert int(head.headers["content-length"]) == len(get.content) > 1000
+    assert head.headers["content-security-policy"] == SECURITY_HEADERS["content-security-policy"]
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json"])
+def test_api_docs_are_off_unless_serve_docs_turns_them_on(colour_rule_onnx, client, path):
+    assert client.get(path).status_code == 404
+    with TestClient(create_app(colour_rule_onnx, serve_params(docs=True)), base_url=BASE_URL) as with_docs:
+        response = with_docs.get(path)
+    assert response.status_code == 200
+    if path == "/openapi.json":
+        assert {"/predict", "/reload", "/model"} <= set(response.json()["paths"])
+    else:  # its own policy: the CDN it loads from, Swagger UI's one inline script by its hash
+        csp = response.headers["content-security-policy"]
+        assert "script-src https://cdn.jsdelivr.net" in csp and "frame-ancestors 'none'" in csp
+        assert "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
+        assert "/openapi.json" in response.text
+
+
+def test_serve_docs_is_a_boolean_key():
+    assert ServeParams().docs is False
+    with pytest.raises(ValueError, match="docs"):
+        ServeParams.model_validate({"docs": "sometimes"})
+
+
+CROSS_SITE = {
+    "a form from another site": {"origin": "https://evil.example", "content-type": "text/plain"},
+    "fetch from another site, JSON": {"origin": "https://evil.example", "content-type": "application/json"},
+    "an opaque origin": {"origin": "null", "content-type": "text/plain"},
+    "another port of this machine": {"origin": "http://localhost:9999"},
+    "only a Referer from another site": {"referer": "https://evil.example/page.html"},
+    "Sec-Fetch-Site cross-site": {"sec-fetch-site": "cross-site", "content-type": "application/json"},
+    "an old browser's form post without Origin": {"content-type": "application/x-www-form-urlencoded"},
+}
+
+
+@pytest.mark.parametrize("case", CROSS_SITE, ids=list(CROSS_SITE))
+def test_reload_from_another_site_is_refused_on_loopback(colour_rule_onnx, monkeypatch, case):
+    monkeypatch.delenv("SEGFLOW_SERVE_TOKEN", raising=False)
+    with TestClient(create_app(colour_rule_onnx, LIMITS), base_url=BASE_URL) as client:
+        response = client.post("/reload", headers=CROSS_SITE[case], content=b"x=1")
+        assert client.post("/predict", content=encode(scene(30, 30))).status_code == 200  # uploads stay open
+    assert response.status_code == 403, response.text
+    assert "another web site" in response.json()["detail"] and "curl -X POST" in response.json()["detail"]
+
+
+SAME_SITE = {
+    "curl -X POST (no body, no Origin)": ({}, None),
+    "a script's JSON": ({"content-type": "application/json"}, b"{}"),
+    "the service's own page": ({"origin": "http://localhost", "content-type": "text/plain"}, b"x"),
+    "its own page, by Referer": ({"referer": "http://localhost/", "sec-fetch-site": "same-origin"}, None),
+}
+
+
+@pytest.mark.parametrize("case", SAME_SITE, ids=list(SAME_SITE))
+def test_reload_from_this_machine_or_the_page_works(colour_rule_onnx, monkeypatch, case):
+    monkeypatch.delenv("SEGFLOW_SERVE_TOKEN", raising=False)
+    headers, body = SAME_SITE[case]
+    with TestClient(create_app(colour_rule_onnx, LIMITS), base_url=BASE_URL) as client:
+        response = client.post("/reload", headers=headers, content=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["reloaded"] is False
+
+
+def test_with_the_token_any_body_type_works_but_another_site_does_not(colour_rule_onnx, monkeypatch):
+    monkeypatch.setenv("SEGFLOW_SERVE_TOKEN", "s3cret-token")
+    token = {"authorization": "Bearer s3cret-token"}
+    with TestClient(create_app(colour_rule_onnx, LIMITS), base_url=BASE_URL) as client:
+        form = client.post("/reload", headers={**token, "content-type": "text/plain"}, content=b"x")
+        cross = client.post("/reload", headers={**token, "origin": "https://evil.example"})
+        without = client.post("/reload", headers={"origin": "http://localhost"})
+    assert form.status_code == 200, form.text
+    assert cross.status_code == 403 and "Origin: https://evil.example" in cross.json()["detail"]
+    assert without.status_code == 401
 
 
 def test_source_spec_errors_say_what_to_give(tmp_path):

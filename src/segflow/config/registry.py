@@ -64,6 +64,9 @@ class ServeParams(Section):
     #: 0.0.0.0 or ::. Anything else is refused with 400, so a web page whose domain is re-pointed
     #: at this machine (DNS rebinding) cannot use the service; "*" allows any name.
     allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"])
+    #: Serve the API's description (/docs, /redoc, /openapi.json). Off: it maps every endpoint
+    #: for whoever can reach the service, and its pages load Swagger UI and ReDoc from a CDN.
+    docs: bool = False
 
     @field_validator("allowed_hosts")
     @classmethod

@@ -1,6 +1,7 @@
 """The web service: `create_app(source, serve)` builds the FastAPI application.
 
     GET  /          the page: choose or drop a photo, Segment, see mask, overlay, legend
+                    (HEAD too; its script and styles are /static/page.js and page.css)
     POST /predict   an image (multipart field 'file', or the raw body) -> a palette PNG of
                     class indices, or JSON (?format=json): per-class pixel shares, and with
                     ?polygons=true each class region as a polygon, ?mask=true the PNG inline
@@ -9,6 +10,7 @@
     GET  /metrics   Prometheus (text, or OpenMetrics if asked): requests, latency and
                     inference histograms, the model, reloads
     POST /reload    load the source's model now if it changed (e.g. @champion moved)
+    GET  /docs, /redoc, /openapi.json   the API's description, only with serve.docs: true
 
 Bad input is a 4xx whose JSON ``detail`` says what is wrong (`segflow.serving.decode`);
 the service keeps serving. Decoding, the model and encoding run in worker threads, so the
@@ -25,18 +27,17 @@ once a resized copy exists, the working image and its float32 logits take (3 + 4
 (s²·N <= long_side²), the uint8 mask N, the bilinear resize back is capped (`segflow.inference.segment`).
 Measured: a 16 MP 16-bit PNG with C = 3 at s = 1 peaks at about 16 bytes a pixel (bound 23).
 
-Guards, for a service reachable beyond this machine: every request's Host header must be
-in `serve.allowed_hosts` (or be `serve.host`), else 400, so a web page whose domain is
-re-pointed at this machine (DNS rebinding) cannot use it; and POST /reload needs
-``Authorization: Bearer $SEGFLOW_SERVE_TOKEN`` when that variable is set, and is refused
-outright (403) on a non-loopback `serve.host` when it is not.
+Guards (`segflow.serving.security`): every request's Host header must be in
+`serve.allowed_hosts` (or be `serve.host`), else 400 (DNS rebinding); every response carries
+a Content-Security-Policy (the service's own scripts and styles only, never framed),
+nosniff and no-referrer; POST /reload needs ``Authorization: Bearer $SEGFLOW_SERVE_TOKEN``
+when that variable is set, is refused outright (403) on a non-loopback `serve.host` when it
+is not, and is refused (403) when a browser sends it from another web site.
 """
 
 from __future__ import annotations
 
 import base64
-import hmac
-import ipaddress
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -49,7 +50,7 @@ from typing import Literal
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers, UploadFile
+from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
@@ -60,6 +61,7 @@ from segflow.serving.gate import Gate
 from segflow.serving.holder import ModelHolder
 from segflow.serving.metrics import Metrics
 from segflow.serving.regions import class_shares, mask_png, polygons
+from segflow.serving.security import TOKEN_ENV, AllowedHosts, SecurityHeaders, add_docs, allowed_hosts, mutation_guard
 from segflow.serving.source import ModelSource
 
 __all__ = ["UPLOAD_ENV", "TOKEN_ENV", "CLIENT_CLOSED", "upload_limit", "create_app"]
@@ -68,12 +70,12 @@ log = logging.getLogger(__name__)
 
 #: Environment variable that overrides serve.max_upload_bytes on one machine.
 UPLOAD_ENV = "SEGFLOW_MAX_UPLOAD_BYTES"
-#: Environment variable holding the bearer token POST /reload requires (a secret: never in params.yaml).
-TOKEN_ENV = "SEGFLOW_SERVE_TOKEN"
 #: Status recorded for a request whose client hung up before sending its body (nginx's
 #: "client closed request"): the client's doing, so not a 5xx that would page someone.
 CLIENT_CLOSED = 499
-PAGE = Path(__file__).with_name("static") / "index.html"
+#: The page and the files it loads (GET / and /static/NAME), with their media types.
+STATIC = Path(__file__).with_name("static")
+ASSETS = {"page.js": "text/javascript", "page.css": "text/css"}
 
 
 def upload_limit(serve: ServeParams) -> int:
@@ -108,88 +110,18 @@ async def _read_upload(request: Request, limit: int) -> bytes:
         form = await MultiPartParser(request.headers, _limited(request, limit), max_files=1, max_fields=8).parse()
     except MultiPartException as exc:
         raise InputError(400, f"malformed multipart body ({exc}): send one file in the field 'file'") from None
-    files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
-    if not files:
-        raise InputError(400, "the multipart body has no file: send the image in the field 'file'")
     try:
-        return await files[0].read()
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            fields = sorted(set(form.keys()))
+            raise InputError(
+                422,
+                f"the multipart body has no file in the field 'file' (its fields: {fields}): send the image "
+                "as the field 'file', e.g. curl -F file=@photo.jpg",
+            )
+        return await upload.read()
     finally:
         await form.close()
-
-
-def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """serve.host as an IP address; None for a name (which may resolve to anything)."""
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
-def _allowed_hosts(serve: ServeParams) -> frozenset[str]:
-    """serve.allowed_hosts and serve.host, unless that is a wildcard like 0.0.0.0: browsers
-    reach this machine by that name too, so allowing it would let any web page in."""
-    address = _address(serve.host)
-    bound = set() if address is not None and address.is_unspecified else {serve.host.lower()}
-    return frozenset(serve.allowed_hosts) | bound
-
-
-def _host_name(header: str) -> str:
-    """The name in a Host header, without the port: "[::1]:8000" -> "::1"."""
-    header = header.strip().lower()
-    if header.startswith("["):
-        return header[1:].partition("]")[0]
-    return header.partition(":")[0]
-
-
-class _AllowedHosts:
-    """ASGI middleware: a 400 for a Host header not in `allowed` (unless it holds "*")."""
-
-    def __init__(self, app, allowed: frozenset[str]) -> None:  # noqa: ANN001 (an ASGI app)
-        self.app, self.allowed = app, allowed
-
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
-        if scope["type"] != "http" or "*" in self.allowed:
-            return await self.app(scope, receive, send)
-        host = _host_name(Headers(scope=scope).get("host", ""))
-        if host in self.allowed:
-            return await self.app(scope, receive, send)
-        detail = (
-            f"Host header {host!r} is not in serve.allowed_hosts {sorted(self.allowed)}: add the name "
-            "clients use to reach the service there in params.yaml ('*' allows any)"
-        )
-        await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
-
-
-def _token_guard(serve: ServeParams):  # noqa: ANN202 (a FastAPI dependency)
-    """The dependency of mutating endpoints: the bearer token of $SEGFLOW_SERVE_TOKEN."""
-    token = os.environ.get(TOKEN_ENV) or None
-    address = _address(serve.host)
-    exposed = serve.host.lower() != "localhost" and not (address is not None and address.is_loopback)
-    if exposed and token is None:
-        log.warning(
-            "POST /reload is refused: %s is reachable beyond this machine and %s is not set", serve.host, TOKEN_ENV
-        )
-
-    async def require_token(request: Request) -> None:
-        if token is None:
-            if exposed:
-                raise HTTPException(
-                    403,
-                    f"{request.method} {request.url.path} is disabled: the service listens on "
-                    f"{serve.host} (serve.host), beyond this machine, without a token; set "
-                    f"{TOKEN_ENV} where it runs and send 'Authorization: Bearer <token>'",
-                )
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise HTTPException(
-                401,
-                f"missing or wrong token: send 'Authorization: Bearer <the value of {TOKEN_ENV} "
-                "where the service runs>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    return require_token
 
 
 class _Measure:
@@ -217,6 +149,13 @@ class _Measure:
             self.metrics.observe_request(scope["method"], route, status, perf_counter() - start)
 
 
+def _body_unless_head(request: Request, body: bytes, media_type: str) -> Response:
+    """`body`, or for HEAD its headers alone (the same Content-Length, no body)."""
+    if request.method != "HEAD":
+        return Response(body, media_type=media_type)
+    return Response(media_type=media_type, headers={"content-length": str(len(body))})
+
+
 def create_app(source: ModelSource | str | Path, serve: ServeParams | None = None) -> FastAPI:
     """The service for `source` (a `ModelSource`, or its spec); loads the model now.
 
@@ -226,9 +165,10 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
     serve = serve or ServeParams()
     holder = ModelHolder(source if isinstance(source, ModelSource) else ModelSource(source, serve.runtime))
     limit = upload_limit(serve)
-    require_token = _token_guard(serve)
+    guard = mutation_guard(serve)
     gate = Gate(serve.max_concurrent, serve.queue_seconds)
-    page = PAGE.read_text()
+    page = (STATIC / "index.html").read_bytes()
+    assets = {name: (STATIC / name).read_bytes() for name in ASSETS}
 
     def model_state() -> tuple[dict[str, str], int]:
         info = holder.current.info
@@ -242,12 +182,20 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
         yield
         holder.stop_polling()
 
+    # The API docs only when serve.docs asks: they describe every endpoint to whoever can reach
+    # the service, and their pages load code from a CDN.
     app = FastAPI(
-        title="segflow", summary="Semantic segmentation of photos with the @champion model", lifespan=lifespan
+        title="segflow",
+        summary="Semantic segmentation of photos with the @champion model",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if serve.docs else None,
     )
     app.state.holder = holder
     app.state.metrics = metrics
-    app.add_middleware(_AllowedHosts, allowed=_allowed_hosts(serve))
+    app.add_middleware(AllowedHosts, allowed=allowed_hosts(serve))
+    app.add_middleware(SecurityHeaders, policies=add_docs(app) if serve.docs else None)
     app.add_middleware(_Measure, metrics=metrics)  # added last = outermost: refused hosts are counted too
 
     @app.exception_handler(InputError)
@@ -265,9 +213,15 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
         )
         return Response(status_code=CLIENT_CLOSED)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> HTMLResponse:
-        return HTMLResponse(page)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
+    async def index(request: Request) -> Response:
+        return _body_unless_head(request, page, "text/html; charset=utf-8")
+
+    @app.api_route("/static/{name}", methods=["GET", "HEAD"], include_in_schema=False)
+    async def static(request: Request, name: str) -> Response:
+        if name not in assets:
+            raise HTTPException(404, f"no static file {name!r}: the page loads {sorted(assets)}")
+        return _body_unless_head(request, assets[name], f"{ASSETS[name]}; charset=utf-8")
 
     @app.get("/health")
     async def health() -> dict:
@@ -288,7 +242,7 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
         body, content_type = metrics.exposition(request.headers.get("accept", ""))
         return Response(body, media_type=content_type)
 
-    @app.post("/reload", dependencies=[Depends(require_token)])
+    @app.post("/reload", dependencies=[Depends(guard)])
     async def reload() -> JSONResponse:
         try:
             changed = await run_in_threadpool(holder.reload)

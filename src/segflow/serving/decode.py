@@ -7,7 +7,9 @@ Each refusal is an `InputError` carrying the HTTP status the service answers wit
   is read from the header before anything is decoded, so a decompression bomb (a small
   file that decodes to gigapixels) never gets decoded;
 * 415: not an image, or not PNG, JPEG, WebP or BMP;
-* 422: an image that cannot be used: truncated or corrupt, or a side under ``min_side``.
+* 422: an image that cannot be used: truncated or corrupt (a file that starts as one of
+  `FORMATS` does but that Pillow cannot open, e.g. a PNG header with a bad checksum, is
+  corrupt, not of an unknown kind), or a side under ``min_side``.
 
 16-bit, grayscale, palette, CMYK and RGBA images are converted to 8-bit RGB (alpha
 dropped, as `segflow.registry.pyfunc` does), and the EXIF orientation is applied, so the mask lines
@@ -37,6 +39,14 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 #: EOFError, struct.error, IndexError, ... A hostile file can reach any of them, and a file
 #: that cannot be decoded is the sender's problem, never a 500: so every Exception.
 _DECODE_ERRORS = (Exception,)
+#: The first bytes of each of `FORMATS`, and what else must hold: WebP is RIFF, a size, then
+#: WEBP; BMP's two letters are too common alone, so its info header size (bytes 14-17) must be a known one.
+_SIGNATURES = {
+    "PNG": (b"\x89PNG\r\n\x1a\n", lambda data: True),
+    "JPEG": (b"\xff\xd8\xff", lambda data: True),
+    "WEBP": (b"RIFF", lambda data: data[8:12] == b"WEBP"),
+    "BMP": (b"BM", lambda data: int.from_bytes(data[14:18], "little") in (12, 40, 52, 56, 64, 108, 124)),
+}
 #: Pixels converted at a time (a band of rows): 4 MP is at most 16 MB of temporaries.
 _BAND_PIXELS = 4_000_000
 
@@ -47,6 +57,14 @@ class InputError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def _claimed_format(data: bytes) -> str | None:
+    """The format of `FORMATS` whose signature `data` starts with, or None."""
+    for name, (signature, rest) in _SIGNATURES.items():
+        if data.startswith(signature) and rest(data):
+            return name
+    return None
 
 
 def _orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
@@ -105,6 +123,11 @@ def decode_image(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
         try:
             image = Image.open(io.BytesIO(data), formats=FORMATS)
         except UnidentifiedImageError:
+            claimed = _claimed_format(data)
+            if claimed is not None:  # Pillow's PNG reader, e.g., gives up on a bad IHDR checksum
+                raise InputError(
+                    422, f"corrupt {claimed} file: it starts as one but cannot be read; send an intact file"
+                ) from None
             raise InputError(
                 415, f"not an image ({len(data)} bytes, starting {data[:8]!r}): send a PNG, JPEG, WebP or BMP file"
             ) from None
