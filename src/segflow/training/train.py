@@ -63,20 +63,9 @@ __all__ = ["HISTORY_FIELDS", "MIN_STEPS", "budget_warning", "train"]
 
 log = logging.getLogger(__name__)
 
-#: Columns of the per-epoch history (a DVC plot).
-#: ``steps``: optimizer steps so far, the x of the convergence plot (the same on 7 or 700
-#: photos, unlike epochs of old); also an MLflow metric, to plot val_miou against.
-HISTORY_FIELDS = (
-    "epoch",
-    "steps",
-    "train_loss",
-    "val_loss",
-    "val_miou",
-    "val_mdice",
-    "lr",
-    "images_per_s",
-    "seconds",
-)
+#: Columns of the per-epoch history (DVC plots). ``steps``: optimizer steps so far, the x of
+#: the convergence plot (the same work on 7 or 700 photos); also an MLflow metric.
+HISTORY_FIELDS = tuple("epoch steps train_loss val_loss val_miou val_mdice lr images_per_s seconds".split())
 
 
 #: Fewer optimizer steps in a whole run than this draws a warning: one nnU-Net epoch; a
