@@ -19,6 +19,7 @@ def main(params, args) -> None:
         label_map=params.classes.label_map,
         label_key=params.fetch.label_key,
         unlabeled=params.rasterize.unlabeled,
+        fetch=params.fetch,
     )
     failed = [o for o in run.outcomes if o.status == FAILED]
     for outcome in failed:

@@ -6,8 +6,11 @@ import copy
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,6 +61,65 @@ def write_image(path: Path, width: int = 40, height: int = 30, value: int = 128)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), image)
     return path
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_bomb(path: Path, width: int = 30_000, height: int = 30_000) -> Path:
+    """A valid 8-bit grey PNG of zeros: 30000x30000 (900 MP, 2.7 GB as RGB) is 3.9 MB on disk
+    (at zlib level 1: 1 s to make; the issue's 875 KB is level 9, 3 s). Rows are compressed
+    a few MB at a time, so making it never holds the pixels."""
+    packer = zlib.compressobj(1)
+    row = bytes(1 + width)  # filter byte 0, then the row
+    per_block = max(1, (4 << 20) // len(row))
+    parts = []
+    for top in range(0, height, per_block):
+        parts.append(packer.compress(row * min(per_block, height - top)))
+    parts.append(packer.flush())
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", b"".join(parts))
+        + _png_chunk(b"IEND", b"")
+    )
+    return path
+
+
+def zip_bomb(path: Path, megabytes: int = 300, beside: Path | None = None) -> Path:
+    """A zip holding `megabytes` MB of zeros (300 MB -> about 300 KB, under 1 s), plus the
+    files of the folder `beside` (a dataset), written a few MB at a time."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as bundle:
+        for file in sorted(beside.rglob("*")) if beside else []:
+            if file.is_file():
+                bundle.write(file, file.relative_to(beside).as_posix())
+        with bundle.open("zeros.bin", "w", force_zip64=True) as out:
+            block = bytes(1 << 20)
+            for _ in range(megabytes):
+                out.write(block)
+    return path
+
+
+def peak_rss_mb(command: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
+    """Run a Python script's command line (``[script, *args]``) in a fresh interpreter; its
+    result and its peak resident memory (VmHWM, MB), read in the process as it exits."""
+    wrapper = (
+        "import runpy, sys\n"
+        "sys.argv = sys.argv[1:]\n"
+        "try:\n"
+        "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "finally:\n"
+        "    peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+        "    print(f'VmHWM {int(peak) / 1024:.0f}', file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper, *map(str, command)], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+    peak = float(done.stderr.rsplit("VmHWM ", 1)[1].split()[0])
+    return done, peak
 
 
 VIA_HEADER = "filename,file_size,file_attributes,region_count,region_id,region_shape_attributes,region_attributes"

@@ -443,3 +443,36 @@ def test_detecting_a_missing_or_broken_xml_says_so(tmp_path):
     broken.write_text("<annotations")
     with pytest.raises(AnnotationError, match=r"broken\.xml line 1 column \d+: not valid XML"):
         read_detected(broken, "auto", "label")
+
+
+# --- issue 22: XML's own bombs stay refused ---
+
+_LAUGHS = "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10}">' for i in range(1, 10))
+HOSTILE_XML = {  # case: (text, what the error says)
+    "billion laughs": (
+        f'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY l0 "lol">{_LAUGHS}]><annotations>&l9;</annotations>',
+        "amplification",
+    ),
+    "external entity": (
+        '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]><annotations>&x;</annotations>',
+        "undefined entity",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_XML))
+def test_entity_bombs_and_external_entities_are_refused(case, cvat_folder, tmp_path):
+    text, fragment = HOSTILE_XML[case]
+    path = tmp_path / "data" / "annotations.xml"
+    path.write_text(text)
+    with pytest.raises(AnnotationError) as raised:
+        read_detected(path, "cvat", "label")
+    assert str(raised.value).startswith(f"{path} line 1 column ") and fragment in str(raised.value)
+    assert "root:" not in str(raised.value)  # /etc/passwd was never read into a label
+
+
+def test_deeply_nested_xml_is_read_without_recursion(cvat_folder, tmp_path):
+    path = tmp_path / "data" / "annotations.xml"
+    path.write_text(cvat_xml("<x>" * 100_000 + "</x>" * 100_000 + cvat_image("")))  # expat does not recurse
+    _, records = read_detected(path, "cvat", "label")
+    assert [record.filename for record in records] == ["a.jpg"]

@@ -25,6 +25,7 @@ SHARED = {
     "segflow.colours",
     "segflow.cityscapes_labels",
     "segflow.prepared",
+    "segflow.pixel_limit",
 }
 ALLOWED = {
     "inference": {"segflow", "segflow.errors"},

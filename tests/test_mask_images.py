@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import SHARED_DATASETS, write_image
+from conftest import SHARED_DATASETS, png_bomb, write_image
 from PIL import Image
 
 from segflow.cityscapes_labels import train_id_lut
@@ -151,6 +151,8 @@ def _spoil(root: Path, case: str) -> None:
         write_image(images / "d.jpg")
     elif case == "two images for a mask":
         write_image(images / "a.png")
+    elif case == "mask bomb":  # 30000x30000 zeros: refused from the header, never decoded
+        png_bomb(labels / "a.png")
 
 
 BAD = {  # case: message fragments, each naming both files
@@ -167,6 +169,10 @@ BAD = {  # case: message fragments, each naming both files
     ],
     "mask without image": ["train/labels/c.png: the mask has no image", "train/images/c.*"],
     "image without mask": ["train/images/d.jpg: an image without a mask", "train/labels/d.png"],
+    "mask bomb": [
+        "train/labels/a.png (mask of",
+        "900,000,000 pixels, over the limit of 100,000,000 (fetch.max_pixels)",
+    ],
     "two images for a mask": ["train/labels/a.png: the mask matches several images ['a.jpg', 'a.png']"],
 }
 

@@ -5,17 +5,19 @@ globs, pre-annotations, and the command line on an ONNX file and on @champion.""
 from __future__ import annotations
 
 import json
+import resource
+import tempfile
 import zipfile
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import SERVE_CLASSES, SERVE_PALETTE, colour_rule_mask, scene
+from conftest import SERVE_CLASSES, SERVE_PALETTE, colour_rule_mask, png_bomb, scene, zip_bomb
 from PIL import Image
 
 from segflow.cli import main
-from segflow.config import PredictParams
+from segflow.config import FetchParams, PredictParams
 from segflow.errors import SourceError
 from segflow.inference.segment import confidence, torch_runner
 from segflow.predict.batch import predict_source
@@ -216,3 +218,37 @@ def test_the_command_uses_champion_by_default(
     assert "tiny v1" in " ".join(capsys.readouterr().out.split())
     mask = read_mask(tmp_path / "out" / "masks" / "sub" / "g_scene.png")
     assert mask.shape == SIZES["sub/g_scene.png"] and (mask == 1).all()
+
+
+def test_a_bomb_photo_fails_from_its_header_and_the_others_are_predicted(predictor, photos, tmp_path):
+    png_bomb(photos / "bomb.png")  # 30000x30000: the run reached 4.5 GB in 24 s
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run = predict_source(predictor, photos, tmp_path / "out", PredictParams(), progress=False)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    by_name = {o.name: o for o in run.outcomes}
+    assert by_name["bomb.png"].status == FAILED
+    assert f"{photos / 'bomb.png'}: the image is 900,000,000 pixels" in by_name["bomb.png"].error
+    assert "over the limit of 100,000,000 (fetch.max_pixels)" in by_name["bomb.png"].error
+    assert sum(o.status == PREDICTED for o in run.outcomes) == len(SIZES)
+    assert grown_mb < 300, grown_mb  # the decoded bomb alone would be 2,700 MB
+    lowered = predict_source(
+        predictor, photos, tmp_path / "low", PredictParams(), progress=False, fetch=FetchParams(max_pixels=5_000)
+    )
+    too_large = {o.name for o in lowered.outcomes if o.status == FAILED and "(fetch.max_pixels)" in o.error}
+    assert too_large == {"bomb.png", "sub/g_scene.png"}  # 130 x 90 = 11,700 pixels
+
+
+def test_an_archive_bomb_is_refused_naming_the_key_and_its_folder_removed(predictor, photos, tmp_path, monkeypatch):
+    bomb = zip_bomb(tmp_path / "photos.zip", 100, beside=photos)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    limits = FetchParams(max_extract_bytes=20_000_000)
+    with pytest.raises(
+        SourceError,
+        match=r"photos.zip: extracting it writes more than 20,000,000 bytes, the limit \(fetch.max_extract_bytes\)",
+    ):
+        predict_source(predictor, bomb, tmp_path / "out", PredictParams(), progress=False, fetch=limits)
+    made = list((tmp_path / "tmp").iterdir())
+    assert made == []  # the run's temporary folder, with the partial extraction, is gone
+    with pytest.raises(SourceError, match=r"\(200x, fetch.max_compression_ratio\)"), open_source(bomb):
+        pass

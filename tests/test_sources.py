@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import resource
 import tarfile
 import threading
 import zipfile
@@ -17,7 +18,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from conftest import write_cityscapes
+from conftest import write_cityscapes, zip_bomb
 from pydantic import ValidationError
 
 from segflow.data import sources
@@ -213,3 +214,82 @@ def test_cityscapes_download_through_cityscapesscripts(tmp_path, make_params, si
     asked = len(state.requests)
     fetch(params, tmp_path / "fetch", cache_dir=tmp_path / "cache")  # downloaded and extracted once
     assert len(state.requests) == asked
+
+
+# --- issue 22: archive bombs, counted while extracting; nothing partial left ---
+
+BOMB_LIMITS = {  # fetch settings: (the key named, what the message says)
+    "ratio": ({}, "fetch.max_compression_ratio", "x), over the limit (200x, fetch.max_compression_ratio)"),
+    "bytes": (
+        {"max_compression_ratio": 1e6, "max_extract_bytes": 50_000_000},
+        "fetch.max_extract_bytes",
+        "writes more than 50,000,000 bytes, the limit (fetch.max_extract_bytes)",
+    ),
+    "files": (
+        {"max_extract_files": 3},
+        "fetch.max_extract_files",
+        "makes more than 3 files, the limit (fetch.max_extract_files)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BOMB_LIMITS))
+def test_zip_bomb_stops_at_the_limit_names_the_key_and_leaves_nothing(case, via_dataset, make_params, tmp_path):
+    settings, key, fragment = BOMB_LIMITS[case]
+    bomb = zip_bomb(tmp_path / "photos.zip", 300, beside=via_dataset)  # 300 MB of zeros in ~300 KB
+    assert bomb.stat().st_size < 1_000_000
+    cache = tmp_path / "artifacts" / "cache"
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(SourceError) as raised:
+        fetch(make_params(fetch={"source": str(bomb), **settings}), tmp_path / "artifacts" / "fetch", cache_dir=cache)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    message = str(raised.value)
+    assert message.startswith(f"{bomb}: extracting it ") and key in message and fragment in message, message
+    assert "partial extraction was deleted" in message and f"raise {key}" in message
+    assert list((cache / "extracted").iterdir()) == []  # the staging folder is gone
+    assert not (tmp_path / "artifacts" / "fetch").exists()
+    assert grown_mb < 100  # streamed a chunk at a time
+
+
+def test_tar_bomb_is_stopped_too_and_a_dataset_within_the_limits_extracts(via_dataset, make_params, tmp_path):
+    (via_dataset / "zeros.bin").write_bytes(bytes(100 << 20))
+    bomb = tmp_path / "photos.tar.gz"
+    with tarfile.open(bomb, "w:gz") as bundle:
+        bundle.add(via_dataset, arcname="photos")
+    cache = tmp_path / "cache"
+    with pytest.raises(
+        SourceError, match=r"photos.tar.gz: extracting it writes .* \(200x, fetch.max_compression_ratio\)"
+    ):
+        fetch(make_params(fetch={"source": str(bomb)}), tmp_path / "fetch", cache_dir=cache)
+    assert list((cache / "extracted").iterdir()) == []
+    lenient = {"source": str(bomb), "max_compression_ratio": 10_000}
+    manifest = fetch(make_params(fetch=lenient), tmp_path / "fetch", cache_dir=cache)
+    assert manifest["images"] == 2
+    assert len(list((cache / "extracted").iterdir())) == 1  # the complete extraction, kept
+
+
+def test_members_may_not_leave_the_folder(tmp_path):
+    into = tmp_path / "into" / "deep"
+    sneaky = tmp_path / "sneaky.zip"
+    with zipfile.ZipFile(sneaky, "w") as bundle:
+        bundle.writestr("../up.txt", "x")
+        bundle.writestr("/abs.txt", "x")
+        bundle.writestr("C:/drive.txt", "x")
+        bundle.writestr("ok/in.txt", "x")
+    sources.unpack(sneaky, into)
+    assert sorted(p.relative_to(into).as_posix() for p in into.rglob("*.txt")) == [
+        "abs.txt",
+        "drive.txt",
+        "ok/in.txt",
+        "up.txt",
+    ]
+    assert not (tmp_path / "into" / "up.txt").exists()
+    for kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+        linked = tmp_path / f"link-{kind!r}.tar"
+        with tarfile.open(linked, "w") as bundle:
+            member = tarfile.TarInfo("out")
+            member.type, member.linkname = kind, "../../outside.txt" if kind == tarfile.SYMTYPE else "/etc/passwd"
+            bundle.addfile(member)
+        with pytest.raises(SourceError, match=f"{linked}: cannot extract the archive .*(outside|absolute)"):
+            sources.unpack(linked, tmp_path / f"t-{kind!r}")
+        assert not (tmp_path / f"t-{kind!r}" / "out").exists()

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from segflow.data.collect import check_sizes
+from segflow.data.fetch import fetch
 from segflow.data.readers import FORMATS, read_annotation_file
 from segflow.data.readers.via import CSV_COLUMNS, read_via_csv, read_via_json
 from segflow.data.records import ImageAnnotation
@@ -474,3 +476,38 @@ def test_real_balloon_layout_reads_unlabeled_polylines() -> None:
     assert {region.label for image in images for region in image.regions} == {""}
     [val] = read_via_json(BALLOON / "val" / "via_region_data.json", "label")[:1]
     assert val.filename == "1.jpg" and val.regions[0].shape == "polygon" and val.regions[0].label == ""
+
+
+# --- issue 22: structured-input limits ---
+
+
+def test_deeply_nested_json_is_a_clear_error_not_a_recursion_traceback(tmp_path):
+    path = tmp_path / "via_region_data.json"
+    path.write_text("[" * 100_000)  # the issue's file: an uncaught RecursionError before
+    for fmt in ("auto", "via_json"):
+        with pytest.raises(AnnotationError) as raised:
+            read_annotation_file(path, fmt, "label")
+        assert str(raised.value).startswith(f"{path}: JSON nested deeper than "), str(raised.value)
+        assert "export the annotations again" in str(raised.value)
+    cell = '"' + "[" * 100_000 + '"'
+    csv_path = tmp_path / "via.csv"
+    csv_path.write_text(f"{','.join(CSV_COLUMNS)}\na.jpg,1,{{}},1,0,{cell},{{}}\n")
+    with pytest.raises(
+        AnnotationError, match=r"via.csv row 2 \(image a.jpg\): region_shape_attributes is JSON nested deeper"
+    ):
+        read_via_csv(csv_path, "label")
+
+
+def test_an_annotation_file_over_the_size_limit_is_refused_before_it_is_read(via_dataset, make_params, tmp_path):
+    csv = via_dataset / "via_region_data.csv"
+    size = csv.stat().st_size
+    with pytest.raises(AnnotationError) as raised:
+        fetch(make_params(fetch={"source": str(via_dataset), "max_annotation_bytes": size - 1}), tmp_path / "fetch")
+    assert f"{csv}: the annotation file is {size:,} bytes, over the limit of {size - 1:,}" in str(raised.value)
+    assert "(fetch.max_annotation_bytes)" in str(raised.value) and not (tmp_path / "fetch").exists()
+    fetch(make_params(fetch={"source": str(via_dataset), "max_annotation_bytes": size}), tmp_path / "fetch")
+    labelme = tmp_path / "labelme"
+    labelme.mkdir()
+    (labelme / "a.json").write_text(" " * 1000)  # a folder format: each file below it is checked
+    with pytest.raises(AnnotationError, match=r"a.json: the annotation file is 1,000 bytes"):
+        check_sizes(labelme, 999)

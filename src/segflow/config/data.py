@@ -186,6 +186,23 @@ class FetchParams(Section):
     #: classes.names auto, "report" lists them in the report and leaves them out of the
     #: classes (a class with no pixel cannot be learned or scored); "class" makes them classes.
     unused_labels: Literal["report", "class"] = "report"
+    #: Decompression-bomb guard: an image of more pixels is refused from its header, never
+    #: decoded (a bad record: skipped and counted under bad_records: skip), by fetch,
+    #: preprocess and `segflow predict`. 100 MP is above any camera's photo; decoding one
+    #: takes about 3 bytes a pixel (300 MB). The service has its own, serve.max_pixels.
+    max_pixels: int = Field(100_000_000, ge=1)
+    #: Archive-bomb guards for an archive source (and `segflow predict`'s archives),
+    #: counted while extracting, member by member, on the bytes actually written: the
+    #: extracted bytes (50 GB: Cityscapes' two packages are 11 GB), the files (Cityscapes:
+    #: about 25,000; COCO 2017: 160,000) and the extracted bytes per byte of archive (real
+    #: datasets: 1-20, JPEG/PNG do not compress; a zip of zeros: ~1000). Over one, the
+    #: partial extraction is deleted and the error names the key.
+    max_extract_bytes: int = Field(50_000_000_000, ge=1)
+    max_extract_files: int = Field(1_000_000, ge=1)
+    max_compression_ratio: float = Field(200.0, gt=1.0)
+    #: Largest annotation file (JSON, XML, CSV) read, in bytes: a parsed JSON takes about
+    #: 10x its size in memory. 2 GB is above COCO's largest export (450 MB, LVIS 1 GB).
+    max_annotation_bytes: int = Field(2_000_000_000, ge=1)
 
     @field_validator("sha256")
     @classmethod

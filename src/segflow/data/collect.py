@@ -35,7 +35,15 @@ from segflow.data.readers.mask_images import MaskRules
 from segflow.data.records import ImageAnnotation
 from segflow.errors import AnnotationError
 
-__all__ = ["SPLIT_FOLDERS", "Collected", "folder_split", "annotation_paths", "uncovered_images", "collect"]
+__all__ = [
+    "SPLIT_FOLDERS",
+    "Collected",
+    "folder_split",
+    "annotation_paths",
+    "uncovered_images",
+    "check_sizes",
+    "collect",
+]
 
 #: Folder names (lower case) that put the images below them in a split.
 SPLIT_FOLDERS = {
@@ -50,6 +58,8 @@ SPLIT_FOLDERS = {
 _GLOB = re.compile(r"[*?\[]")
 # Formats whose records name their images, so an image no record names is not annotated.
 _NAMING_FORMATS = ("via_csv", "via_json", "coco", "labelme", "cvat", "label_studio")
+# Annotation files (text) a folder of them may hold; the size limit applies to each.
+_TEXT_SUFFIXES = (".json", ".xml", ".csv", ".txt")
 _NOT_FOUND = "set fetch.source and fetch.annotations in params.yaml (did you run `dvc pull`?)"
 
 
@@ -163,6 +173,21 @@ def _reorigin(record: ImageAnnotation, path: Path, relative: str) -> ImageAnnota
     return replace(record, origin=fix(record.origin), regions=regions)
 
 
+def check_sizes(path: Path, max_bytes: int) -> None:
+    """Refuse an annotation file (or, for a folder, any annotation file below it) of more than
+    `max_bytes` (``fetch.max_annotation_bytes``) before it is read: a parsed JSON takes
+    about 10x its size in memory."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.suffix.lower() in _TEXT_SUFFIXES]
+    for file in files:
+        size = file.stat().st_size
+        if size > max_bytes:
+            raise AnnotationError(
+                f"{file}: the annotation file is {size:,} bytes, over the limit of {max_bytes:,} "
+                "(fetch.max_annotation_bytes); is it an annotation export? If so, raise the limit in params.yaml",
+                reason="unreadable file",
+            )
+
+
 def collect(root: Path, settings: FetchParams, drops: Drops, masks: MaskRules | None = None) -> Collected:
     """Read every annotation file `settings.annotations` names in `root` into canonical records.
 
@@ -173,6 +198,7 @@ def collect(root: Path, settings: FetchParams, drops: Drops, masks: MaskRules | 
     by_name: dict[str, tuple[ImageAnnotation, Path]] = {}
     for path in paths:
         images = root / settings.images if settings.images else None
+        check_sizes(path, settings.max_annotation_bytes)
         fmt, records = read_detected(
             path, settings.format, settings.label_key, drops, crowd=settings.coco_crowd, images=images, masks=masks
         )

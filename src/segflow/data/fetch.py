@@ -77,7 +77,7 @@ def _cache(cache_dir: Path | None, out_dir: Path) -> Iterator[Path]:
         yield Path(folder)
 
 
-def _copy_image(source: Path, record: ImageAnnotation, target: Path) -> np.ndarray:
+def _copy_image(source: Path, record: ImageAnnotation, target: Path, max_pixels: int) -> np.ndarray:
     """Copy (or, for embedded data, write) the image to `target`; returns it decoded, (H, W, 3) RGB."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if record.image_data and not source.is_file():
@@ -89,7 +89,7 @@ def _copy_image(source: Path, record: ImageAnnotation, target: Path) -> np.ndarr
                 reason="unreadable image",
             ) from exc
         source = target
-    image = read_rgb(source, origin=record.origin)
+    image = read_rgb(source, origin=record.origin, max_pixels=max_pixels)
     if source != target:
         shutil.copyfile(source, target)
     return image
@@ -193,7 +193,7 @@ def _snapshot(
         name = record.filename  # the image's path inside the source (segflow.data.collect)
         target = staging / "images" / name
         try:
-            image = _copy_image(root.resolve() / name, record, target)
+            image = _copy_image(root.resolve() / name, record, target, params.fetch.max_pixels)
         except SegflowError as exc:
             drops.bad(exc)
             continue

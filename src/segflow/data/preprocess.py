@@ -129,7 +129,7 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
             index[split] = []
             for row, i in enumerate(tqdm(splits[split], desc=f"preprocess {split}", unit="img")):
                 record = images[i]
-                image = read_rgb(fetch_dir / "images" / record.filename)
+                image = read_rgb(fetch_dir / "images" / record.filename, max_pixels=params.fetch.max_pixels)
                 mask = cv2.imread(str(masks_dir / mask_name(record.filename)), cv2.IMREAD_UNCHANGED)
                 entry = Entry(record.filename, *mask.shape, f"{split}/{row:05d}")
                 index[split].append(asdict(entry) | {"group": hashes[i]})

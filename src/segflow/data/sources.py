@@ -22,9 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tarfile
 import tempfile
-import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -33,13 +31,12 @@ from cityscapesscripts.download import downloader
 from tqdm import tqdm
 
 from segflow.config import FetchParams
+from segflow.data.archives import ARCHIVE_SUFFIXES, ExtractLimits, unpack
 from segflow.errors import SourceError
 from segflow.outputs import file_sha256
 
 __all__ = ["ARCHIVE_SUFFIXES", "CITYSCAPES_SITE", "materialise", "download", "extract", "unpack"]
 
-#: File endings read as archives.
-ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
 #: Where Cityscapes requests go. cityscapesscripts writes the official address into its
 #: code; tests point this at a local server.
 CITYSCAPES_SITE = "https://www.cityscapes-dataset.com"
@@ -107,37 +104,24 @@ def download(url: str, sha256: str, folder: Path) -> Path:
     return final
 
 
-def unpack(archive: Path, into: Path) -> None:
-    """Extract `archive` into the folder `into`, refusing paths that leave it."""
-    try:
-        if archive.name.lower().endswith(".zip"):
-            with zipfile.ZipFile(archive) as bundle:
-                bundle.extractall(into)  # zipfile drops "..", absolute and drive parts
-        else:
-            with tarfile.open(archive) as bundle:
-                bundle.extractall(into, filter="data")  # no links or paths out of `into`
-    except (OSError, zipfile.BadZipFile, tarfile.TarError) as exc:
-        raise SourceError(
-            f"{archive}: cannot extract the archive ({exc}); is it complete and a {'/'.join(ARCHIVE_SUFFIXES)} file?",
-            reason="unreadable file",
-        ) from exc
-
-
 def _inside(folder: Path) -> Path:
     """`folder`, or its only sub-folder when that is all it holds (an archive's wrapper)."""
     entries = [entry for entry in folder.iterdir() if entry.name != "__MACOSX"]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else folder
 
 
-def extract(archives: list[Path], folder: Path, key: str) -> Path:
-    """Extract `archives` together into ``folder/key`` once; returns the data folder."""
+def extract(archives: list[Path], folder: Path, key: str, limits: ExtractLimits | None = None) -> Path:
+    """Extract `archives` together into ``folder/key`` once; returns the data folder.
+
+    `limits` hold for each archive (see `segflow.data.archives`); an archive over one, or
+    unreadable, leaves nothing behind: the staging folder is deleted."""
     target = folder / key
     if not target.is_dir():
         folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder))
         try:
             for archive in archives:
-                unpack(archive, staging)
+                unpack(archive, staging, limits)
             staging.rename(target)  # only a complete extraction gets the final name
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -213,10 +197,10 @@ def materialise(fetch: FetchParams, cache: Path) -> Path:
     if source == "cityscapes":
         archives = download_cityscapes(fetch.cityscapes_packages, cache / "cityscapes")
         key = hashlib.sha256("\n".join(fetch.cityscapes_packages).encode()).hexdigest()[:16]
-        return extract(archives, cache / "extracted", f"cityscapes-{key}")
+        return extract(archives, cache / "extracted", f"cityscapes-{key}", ExtractLimits.of(fetch))
     if source.startswith(("http://", "https://")):
         archive = download(source, str(fetch.sha256), cache / "downloads")
-        return extract([archive], cache / "extracted", str(fetch.sha256)[:16])
+        return extract([archive], cache / "extracted", str(fetch.sha256)[:16], ExtractLimits.of(fetch))
     path = Path(source)
     if path.is_dir():
         return path
@@ -230,4 +214,4 @@ def materialise(fetch: FetchParams, cache: Path) -> Path:
     digest = file_sha256(path)
     if fetch.sha256 and digest != fetch.sha256:
         raise SourceError(f"{path}: sha256 mismatch: expected {fetch.sha256} (fetch.sha256), got {digest}")
-    return extract([path], cache / "extracted", digest[:16])
+    return extract([path], cache / "extracted", digest[:16], ExtractLimits.of(fetch))

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from segflow.config import PredictParams
+from segflow.config import FetchParams, PredictParams
+from segflow.data.archives import ExtractLimits
 from segflow.data.writers import export_labels
 from segflow.predict.annotations import export_annotations
 from segflow.predict.inputs import open_source
@@ -49,6 +50,7 @@ def predict_source(
     unlabeled: str | None = None,
     force: bool = False,
     progress: bool = True,
+    fetch: FetchParams | None = None,
 ) -> PredictRun:
     """Segment the photos `source` names (a folder, glob, archive or image) into `out`.
 
@@ -58,12 +60,24 @@ def predict_source(
         label_key: the VIA region attribute holding the label (``fetch.label_key``).
         unlabeled: ``rasterize.unlabeled``: that class is exported only where it makes holes.
         force: predict photos done before (by the same model) again.
+        fetch: params' fetch section, for its intake limits: ``max_pixels`` (a photo over it
+            fails from its header, undecoded) and the archive limits (``max_extract_*``,
+            ``max_compression_ratio``); None = their defaults.
     """
+    fetch = fetch or FetchParams()
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     names = list(predictor.info.class_names)
-    with open_source(source) as photos:
-        outcomes = segment_photos(predictor, photos, out, overlay=options.overlay, force=force, progress=progress)
+    with open_source(source, ExtractLimits.of(fetch)) as photos:
+        outcomes = segment_photos(
+            predictor,
+            photos,
+            out,
+            overlay=options.overlay,
+            force=force,
+            progress=progress,
+            max_pixels=fetch.max_pixels,
+        )
     seconds = time.perf_counter() - start
     outcomes = ordered(outcomes, options.sort)
     model = model_id(predictor)

@@ -97,6 +97,7 @@ def predict_command(args: argparse.Namespace) -> int:
         label_key=params.fetch.label_key,
         unlabeled=params.rasterize.unlabeled,
         force=args.force,
+        fetch=params.fetch,
     )
     counts = {status: sum(o.status == status for o in run.outcomes) for status in (PREDICTED, DONE_BEFORE, FAILED)}
     order = "least confident first" if options.sort == "uncertain" else "by name"

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from segflow.data.archives import ARCHIVE_SUFFIXES, ExtractLimits, unpack
 from segflow.data.readers.image_files import IMAGE_SUFFIXES
-from segflow.data.sources import ARCHIVE_SUFFIXES, unpack
 from segflow.errors import SourceError
 
 __all__ = ["Photo", "open_source"]
@@ -47,17 +47,19 @@ def _folder(root: Path) -> list[Photo]:
     return photos
 
 
-def _extract(archive: Path, into: Path) -> Path:
-    """Extract `archive` into `into` (no path may leave it); returns the photos' root."""
-    unpack(archive, into)
+def _extract(archive: Path, into: Path, limits: ExtractLimits | None) -> Path:
+    """Extract `archive` into `into` (no path may leave it, within `limits`); returns the photos' root."""
+    unpack(archive, into, limits)
     entries = [entry for entry in into.iterdir() if entry.name != "__MACOSX"]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else into
 
 
 @contextmanager
-def open_source(source: str | Path) -> Iterator[list[Photo]]:
+def open_source(source: str | Path, limits: ExtractLimits | None = None) -> Iterator[list[Photo]]:
     """The photos `source` names, sorted by name: a folder (with its sub-folders), a glob
     (``photos/**/*.jpg``), a .zip / .tar(.gz, .bz2, .xz) / .tgz archive, or one image.
+    An archive is extracted within `limits` (default: params' defaults) into a temporary
+    folder, deleted when the run ends or an archive is refused.
 
     Raises:
         SourceError: nothing there, or no image in it.
@@ -68,7 +70,7 @@ def open_source(source: str | Path) -> Iterator[list[Photo]]:
         if path.is_dir():
             photos = _folder(path)
         elif path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES):
-            photos = _folder(_extract(path, Path(tmp)))
+            photos = _folder(_extract(path, Path(tmp), limits))
         elif path.is_file():
             photos = [Photo(path.name, path)]
         elif any(char in text for char in "*?["):

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from segflow.colours import overlay as blend
 from segflow.data.images import read_rgb
 from segflow.errors import ImageError
+from segflow.pixel_limit import DEFAULT_MAX_PIXELS
 from segflow.predict.inputs import Photo
 from segflow.serving.predictor import Predictor
 from segflow.serving.regions import class_shares, mask_png
@@ -90,11 +91,11 @@ def _done(files: dict[str, Path], model: str, overlay: bool) -> dict | None:
     return record if record.get("model") == model else None
 
 
-def _read(photo: Photo) -> np.ndarray | ImageError:
+def _read(photo: Photo, max_pixels: int) -> np.ndarray | ImageError:
     """The photo's pixels, or why they cannot be had (never raised: one bad photo must not
-    stop the batch)."""
+    stop the batch); a photo over `max_pixels` is refused from its header, undecoded."""
     try:
-        return read_rgb(photo.path)
+        return read_rgb(photo.path, max_pixels=max_pixels)
     except ImageError as exc:
         return exc
     except (cv2.error, MemoryError) as exc:  # e.g. over OpenCV's pixel limit (CV_IO_MAX_IMAGE_PIXELS)
@@ -109,8 +110,11 @@ def segment_photos(
     overlay: bool = False,
     force: bool = False,
     progress: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[Outcome]:
     """Segment `photos` into `out` (see the module docstring); one outcome per photo.
+
+    A photo over `max_pixels` (``fetch.max_pixels``) fails, refused from its header.
 
     `force` predicts photos done before again. Photos whose names differ only in the
     suffix (``a.jpg``, ``a.png``) would share outputs: the second fails, saying so.
@@ -133,10 +137,10 @@ def segment_photos(
             todo.append((photo, files))
     colours = np.array(info.palette, dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(_read, todo[0][0]) if todo else None
+        pending = pool.submit(_read, todo[0][0], max_pixels) if todo else None
         for index, (photo, files) in enumerate(tqdm(todo, desc="predict", unit="img", disable=not progress)):
             image = pending.result()
-            pending = pool.submit(_read, todo[index + 1][0]) if index + 1 < len(todo) else None
+            pending = pool.submit(_read, todo[index + 1][0], max_pixels) if index + 1 < len(todo) else None
             if isinstance(image, ImageError):
                 outcomes.append(Outcome(photo.name, FAILED, error=str(image)))
                 continue

@@ -28,6 +28,8 @@ import warnings
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from segflow.pixel_limit import over_limit
+
 __all__ = ["FORMATS", "InputError", "decode_image"]
 
 #: Formats accepted (Pillow's names): what cameras, phones and browsers produce. (Pillow
@@ -136,12 +138,9 @@ def decode_image(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
         except _DECODE_ERRORS as exc:
             raise InputError(422, f"unreadable image header ({exc}): send an intact PNG, JPEG, WebP or BMP") from None
         width, height = image.size
-        if width * height > max_pixels:
-            raise InputError(
-                413,
-                f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
-                f"{max_pixels:,} (serve.max_pixels): send a smaller image",
-            )
+        too_many = over_limit(width, height, max_pixels, "serve.max_pixels")  # the intake paths' check too
+        if too_many:
+            raise InputError(413, f"{too_many}: send a smaller image")
         if min(width, height) < min_side:
             raise InputError(
                 422,

@@ -9,12 +9,14 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
-from segflow.errors import AnnotationError
+from segflow.errors import AnnotationError, ImageError
+from segflow.pixel_limit import DEFAULT_MAX_PIXELS, check_pixels
 
-__all__ = ["read_text", "load_json", "number", "points_from_pairs"]
+__all__ = ["read_text", "load_json", "guard_pixels", "number", "points_from_pairs"]
 
 _NUMBERS = (int, float)
 _PAIRS = (list, tuple)
@@ -36,15 +38,39 @@ def read_text(path: Path, tool: str) -> str:
 
 
 def load_json(path: Path, tool: str) -> Any:
-    """Parse a JSON file; a truncated or broken file names its line and column."""
+    """Parse a JSON file; a truncated or broken file names its line and column.
+
+    Nesting deeper than Python's recursion limit (about 1,000 levels; an annotation file
+    nests under 10) is refused with an error, not a `RecursionError` traceback: a file of
+    100,000 ``[`` is hostile or broken, never an export.
+    """
     try:
         return json.loads(read_text(path, tool))
+    except RecursionError:
+        raise AnnotationError(
+            f"{path}: JSON nested deeper than {sys.getrecursionlimit():,} levels (an annotation "
+            f"file nests under 10); the file is corrupt or hostile: export the annotations again from {tool}",
+            reason="unreadable file",
+        ) from None
     except json.JSONDecodeError as exc:
         raise AnnotationError(
             f"{path} line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg}); "
             f"the file may be truncated: export the annotations again from {tool}",
             reason="unreadable file",
         ) from exc
+
+
+def guard_pixels(source: Path | bytes, name: str) -> None:
+    """Refuse a mask image or bitmap of more than ``fetch.max_pixels``' default from its
+    header, before Pillow or OpenCV decodes it (see `segflow.pixel_limit`).
+
+    Raises:
+        AnnotationError: naming `name`, the size and the key (a bad record).
+    """
+    try:
+        check_pixels(source, DEFAULT_MAX_PIXELS, "fetch.max_pixels", name)
+    except ImageError as exc:
+        raise AnnotationError(str(exc), reason=exc.reason) from None
 
 
 def number(value: Any, key: str, where: str, fix: str) -> float:

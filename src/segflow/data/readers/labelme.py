@@ -34,7 +34,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from segflow.data.drops import Drops
-from segflow.data.readers.common import load_json, points_from_pairs
+from segflow.data.readers.common import guard_pixels, load_json, points_from_pairs
 from segflow.data.records import ImageAnnotation, Region
 from segflow.errors import AnnotationError
 
@@ -63,6 +63,8 @@ def _bitmap(
         data = np.frombuffer(base64.b64decode(shape.get("mask") or "", validate=True), np.uint8)
     except (binascii.Error, ValueError) as exc:
         raise AnnotationError(f"{where}: 'mask' is not base64 ({exc}); {_FIX}", reason="bad geometry") from exc
+    if data.size:
+        guard_pixels(data.tobytes(), f"{where}: 'mask'")
     bitmap = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
     if bitmap is None:
         raise AnnotationError(f"{where}: 'mask' is not a PNG bitmap; {_FIX}", reason="bad geometry")

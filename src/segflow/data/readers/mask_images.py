@@ -41,6 +41,7 @@ from pycocotools import mask as coco_mask
 
 from segflow.config import AUTO, IGNORE, Params
 from segflow.data.drops import Drops
+from segflow.data.readers.common import guard_pixels
 from segflow.data.readers.image_files import IMAGE_SUFFIXES
 from segflow.data.readers.masks import image_size
 from segflow.data.records import ImageAnnotation, Region
@@ -202,6 +203,7 @@ def _labels(present: list[int], kind: str, rules: MaskRules) -> tuple[dict[int, 
 def _record(mask: Path, image: Path, name: str, mask_name: str, rules: MaskRules) -> ImageAnnotation:
     """One mask as a record of one ``mask`` region per value; `name` is the image's record name."""
     both = f"{mask} (mask of {image})"
+    guard_pixels(mask, both)
     try:
         keys, kind = _pixels(mask)
         size = image_size(image)

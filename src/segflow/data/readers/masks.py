@@ -34,7 +34,7 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as coco_mask
 
 from segflow.data.drops import Drops
-from segflow.data.readers.common import read_text
+from segflow.data.readers.common import guard_pixels, read_text
 from segflow.data.readers.image_files import IMAGE_SUFFIXES
 from segflow.data.records import ImageAnnotation, Region
 from segflow.errors import AnnotationError
@@ -114,6 +114,7 @@ def _record(mask: Path, image: str, layout: Path, labels: dict, labelmap: Path) 
     """One mask as a record of one ``mask`` region per colour."""
     name = mask.relative_to(layout).as_posix()
     both = f"{layout / name} (mask of {layout / image})"
+    guard_pixels(mask, both)
     try:
         keys, colours = _colours(mask)
         size = image_size(layout / image)

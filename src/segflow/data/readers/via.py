@@ -76,6 +76,12 @@ def _json_cell(text: str, column: str, where: str) -> Any:
     """Parse one JSON-valued CSV cell, naming the column if it is not JSON."""
     try:
         return json.loads(text)
+    except RecursionError:
+        raise AnnotationError(
+            f"{where}: {column} is JSON nested deeper than Python can parse (an annotation nests under 10); "
+            "fix the row or export it again from VIA",
+            reason="bad record",
+        ) from None
     except json.JSONDecodeError as exc:
         problem = exc.msg.removesuffix(" at")  # "Invalid control character at"
         raise AnnotationError(
