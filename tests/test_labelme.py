@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import SHARED_DATASETS, write_image
+from conftest import SHARED_DATASETS, png_bomb, write_image
 from PIL import Image
 from pycocotools import mask as coco_mask
 
@@ -190,3 +190,16 @@ def test_a_shape_without_a_label_reads_as_unlabeled(tmp_path):
     path = labelme_file(tmp_path / "a.json", [shape("polygon", [[0, 0], [5, 0], [5, 5]], label="  ")])
     [image] = read_labelme(path)
     assert image.regions[0].label == ""  # fetch gives it fetch.default_label
+
+
+def test_a_bomb_mask_bitmap_is_refused_from_its_header(tmp_path):
+    bomb = png_bomb(tmp_path / "bomb.png", 20_000, 10_000)  # 200 MP of zeros, 0.6 GB decoded
+    path = labelme_file(
+        tmp_path / "a.json",
+        [shape("mask", [[0, 0], [19_999, 9_999]], mask=base64.b64encode(bomb.read_bytes()).decode())],
+    )
+    with pytest.raises(AnnotationError) as raised:
+        read_labelme(path)
+    assert "a.json shape 0: 'mask': the image is 200,000,000 pixels" in str(raised.value)
+    assert "over the limit of 100,000,000 (fetch.max_pixels)" in str(raised.value)
+    assert raised.value.reason == "too many pixels"
