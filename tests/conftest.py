@@ -38,6 +38,24 @@ def _merge(base: dict, overrides: dict) -> dict:
     return merged
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_process_uris() -> Iterator[None]:
+    """MLflow's process-wide tracking and registry URIs (mlflow.set_tracking_uri,
+    set_registry_uri) unset again after each test: one test's store must not become the
+    registry of a later test's client (monkeypatch restores the variables, not these)."""
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def raw_params() -> dict:
     """The repository's params.yaml as a plain dict."""

@@ -168,7 +168,8 @@ def test_ctrl_c_stops_with_one_line_and_the_run_resumes_on_two_processes(split, 
 
     import mlflow
 
-    client = mlflow.MlflowClient()
+    store = os.environ["MLFLOW_TRACKING_URI"]  # the overrides fixture's
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
     (run,) = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
     assert run.info.status == "KILLED" and run.data.tags["train.world_size"] == "1"
 

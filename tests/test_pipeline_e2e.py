@@ -51,7 +51,8 @@ def test_mlflow_run_and_registered_candidate(repro):
     root, env, _ = repro
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
     run_info = json.loads((root / "artifacts/train/run.json").read_text())
     run = client.get_run(run_info["run_id"])
     assert run.data.params["train.lr"] == str(yaml.safe_load((root / "params.yaml").read_text())["train"]["lr"])

@@ -127,7 +127,8 @@ def test_newcomer_path_own_folder_and_a_queue_of_two_experiments(tmp_path):
 
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
     runs = client.search_runs([client.get_experiment_by_name("segflow").experiment_id])
     by_exp = {run.data.tags.get("dvc.exp_name"): run for run in runs}
     assert {"seed-1", "seed-2", "seed-3"} <= set(by_exp), [run.data.tags for run in runs]
