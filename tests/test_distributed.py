@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -77,6 +78,11 @@ def stage_command(tmp_path, raw, processes, out, resume):
     ]
 
 
+def run_stage(command: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The train stage script as `dvc repro` runs it; its output captured."""
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
 def history(out):
     with (out / "history.csv").open() as stream:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(stream)]
@@ -87,14 +93,7 @@ def test_two_processes_train_like_one_and_resume_after_a_killed_rank(split, over
     one = train(Params.model_validate(raw), split, tmp_path / "one", tmp_path, tmp_path / "resume-one.pt")
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        stage_command(tmp_path, raw, 2, tmp_path / "two", tmp_path / "resume-two.pt"),
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_stage(stage_command(tmp_path, raw, 2, tmp_path / "two", tmp_path / "resume-two.pt"), tmp_path, env)
     assert done.returncode == 0, done.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "run.json").read_text())
     assert two["processes"] == 2
@@ -121,7 +120,7 @@ def test_two_processes_train_like_one_and_resume_after_a_killed_rank(split, over
     finished = torch.load(resume, weights_only=True)["progress"]["epoch"]
     assert 1 <= finished < 6
 
-    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    rerun = run_stage(command, tmp_path, env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"resuming after epoch {finished}" in rerun.stdout + rerun.stderr
     assert not resume.exists()
@@ -132,13 +131,7 @@ def test_two_processes_train_like_one_and_resume_after_a_killed_rank(split, over
 
 def test_a_global_batch_that_does_not_divide_among_the_processes_is_refused(split, overrides, raw_params, tmp_path):
     raw = _merge(raw_params, _merge(overrides, {"train": {"batch_size": 5}}))
-    done = subprocess.run(
-        stage_command(tmp_path, raw, 2, tmp_path / "out", tmp_path / "resume.pt"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_stage(stage_command(tmp_path, raw, 2, tmp_path / "out", tmp_path / "resume.pt"), tmp_path)
     assert done.returncode != 0
     assert "train.batch_size 5 is the global batch" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
@@ -173,14 +166,7 @@ def test_ctrl_c_stops_with_one_line_and_the_run_resumes_on_two_processes(split, 
     (run,) = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
     assert run.info.status == "KILLED" and run.data.tags["train.world_size"] == "1"
 
-    rerun = subprocess.run(
-        stage_command(tmp_path, raw, 2, tmp_path / "out", resume),
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    rerun = run_stage(stage_command(tmp_path, raw, 2, tmp_path / "out", resume), tmp_path, env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     run = client.get_run(run.info.run_id)
     assert run.info.status == "FINISHED"

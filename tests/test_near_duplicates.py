@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -28,15 +29,20 @@ def _photo(n: int) -> np.ndarray:
     return cv2.GaussianBlur(cv2.resize(coarse, (64, 48), interpolation=cv2.INTER_CUBIC), (5, 5), 0)
 
 
-@pytest.fixture
-def with_copy(tmp_path):
-    """Ten photos p0..p9.png and "p3 copy.jpg": p3 shrunk to 56x42, 8 levels brighter, JPEG quality 70."""
-    source = tmp_path / "data"
+def _ten_photos(source: Path) -> tuple[Path, list[str]]:
+    """`source` with p0..p9.png, each with a car rectangle; the VIA CSV rows so far."""
     source.mkdir()
     rows = [VIA_HEADER]
     for n in range(10):
         cv2.imwrite(str(source / f"p{n}.png"), _photo(n))
         rows.append(via_row(f"p{n}.png", 1, 0, _RECT, '{"label":"car"}'))
+    return source, rows
+
+
+@pytest.fixture
+def with_copy(tmp_path):
+    """Ten photos p0..p9.png and "p3 copy.jpg": p3 shrunk to 56x42, 8 levels brighter, JPEG quality 70."""
+    source, rows = _ten_photos(tmp_path / "data")
     copy = cv2.resize(_photo(3), (56, 42), interpolation=cv2.INTER_AREA).astype(np.int16) + 8
     cv2.imwrite(str(source / "p3 copy.jpg"), np.clip(copy, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 70])
     rows.append(via_row("p3 copy.jpg", 0, 0, "{}", "{}"))
@@ -116,12 +122,7 @@ def test_a_real_photo_and_its_shifted_resaved_copy_never_straddle_splits_by_defa
     from segflow.data.rasterize import rasterize
     from segflow.prepared import groups
 
-    source = tmp_path / "data"
-    source.mkdir()
-    rows = [VIA_HEADER]
-    for n in range(10):
-        cv2.imwrite(str(source / f"p{n}.png"), _photo(n))
-        rows.append(via_row(f"p{n}.png", 1, 0, _RECT, '{"label":"car"}'))
+    source, rows = _ten_photos(tmp_path / "data")
     photo = cv2.imread(str(REAL_PHOTO))
     cv2.imwrite(str(source / "scene.png"), photo)
     shifted = np.roll(photo, (2, 2), axis=(0, 1))
