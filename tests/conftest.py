@@ -459,9 +459,13 @@ def live_server(app) -> Iterator[str]:
 # --- End to end: the repository in a fresh git repo, shrunk, for `dvc repro` ---
 
 
-def run_checked(args: list[str], cwd: Path, env: dict) -> str:
-    """Run a command; its output, or an AssertionError that shows it."""
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+def run_checked(args: list[str], cwd: Path, env: dict, timeout: float = 900) -> str:
+    """Run a command; its output, or an AssertionError that shows it (also when it runs past
+    `timeout` seconds: a hung command fails its test rather than the whole CI run)."""
+    try:
+        result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        raise AssertionError(f"{' '.join(args)} ran past {timeout} s:\n{error.stdout}\n{error.stderr}") from None
     if result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result.stdout + result.stderr
