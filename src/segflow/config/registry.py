@@ -48,6 +48,13 @@ class ServeParams(Section):
     #: Largest request body in bytes (a multipart upload's framing counts too); the
     #: environment variable SEGFLOW_MAX_UPLOAD_BYTES overrides it per machine.
     max_upload_bytes: int = Field(20_000_000, ge=1)
+    #: Seconds a request may take to send its whole body: a stalled or trickled upload
+    #: (slowloris) is cut off with 408 after this, whatever it has sent.
+    upload_seconds: float = Field(60.0, gt=0.0)
+    #: Upload bytes held at once by all requests still sending or waiting for a turn (spooled
+    #: to a temporary file past 1 MiB each): a request that would pass it gets 503 with
+    #: Retry-After, so many slow uploads cannot fill the memory or the disk.
+    max_buffered_bytes: int = Field(100_000_000, ge=1)
     #: Largest image in pixels, read from the header before decoding, so a decompression
     #: bomb (a small file that decodes to gigapixels) is refused; 50 MP fits a 48 MP photo.
     max_pixels: int = Field(50_000_000, ge=1)

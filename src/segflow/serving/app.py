@@ -17,14 +17,19 @@ the service keeps serving. Decoding, the model and encoding run in worker thread
 event loop keeps accepting requests while a photo is being segmented. A client that hangs
 up mid-upload is counted as status 499 (client closed request), not as a server error.
 
+Uploads (`segflow.serving.uploads`): a body is received before its request waits for a turn,
+within serve.upload_seconds (else 408), under the upload limit (else 413) and under
+serve.max_buffered_bytes for all unfinished uploads together (else 503 with Retry-After).
+
 Memory: at most `serve.max_concurrent` requests decode, segment and encode at once (others
 wait `serve.queue_seconds`, then get 503 with Retry-After; `segflow.serving.gate`). For an
 image of N <= `serve.max_pixels` pixels, C classes and working scale s (the model's
 long_side / the image's longer side; 1 without one), each holds at most
-8·N + (3 + 4·C)·s²·N bytes, plus min(10·N, `UPSAMPLE_BYTES` = 256 MiB) when s != 1, plus the
-upload: decoding peaks at 7N (`segflow.serving.decode`), the full-size image (3N) is freed
-once a resized copy exists, the working image and its float32 logits take (3 + 4·C)·s²·N
-(s²·N <= long_side²), the uint8 mask N, the bilinear resize back is capped (`segflow.inference.segment`).
+8·N + (3 + 4·C)·s²·N bytes, plus min(10·N, `UPSAMPLE_BYTES` = 256 MiB) when s != 1 (the
+upload waits in a temporary file past 1 MiB): decoding peaks at 7N (`segflow.serving.decode`),
+the full-size image (3N) is freed once a resized copy exists, the working image and its
+float32 logits take (3 + 4·C)·s²·N (s²·N <= long_side²), the uint8 mask N, the bilinear
+resize back is capped (`segflow.inference.segment`).
 Measured: a 16 MP 16-bit PNG with C = 3 at s = 1 peaks at about 16 bytes a pixel (bound 23).
 
 Guards (`segflow.serving.security`): every request's Host header must be in
@@ -39,7 +44,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -50,12 +54,9 @@ from typing import Literal
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from segflow.config import ServeParams
-from segflow.errors import ConfigError
 from segflow.serving.decode import InputError, decode_image
 from segflow.serving.gate import Gate
 from segflow.serving.holder import ModelHolder
@@ -63,65 +64,18 @@ from segflow.serving.metrics import Metrics
 from segflow.serving.regions import class_shares, mask_png, polygons
 from segflow.serving.security import TOKEN_ENV, AllowedHosts, SecurityHeaders, add_docs, allowed_hosts, mutation_guard
 from segflow.serving.source import ModelSource
+from segflow.serving.uploads import UPLOAD_ENV, UploadBudget, receive_upload, upload_limit
 
 __all__ = ["UPLOAD_ENV", "TOKEN_ENV", "CLIENT_CLOSED", "upload_limit", "create_app"]
 
 log = logging.getLogger(__name__)
 
-#: Environment variable that overrides serve.max_upload_bytes on one machine.
-UPLOAD_ENV = "SEGFLOW_MAX_UPLOAD_BYTES"
 #: Status recorded for a request whose client hung up before sending its body (nginx's
 #: "client closed request"): the client's doing, so not a 5xx that would page someone.
 CLIENT_CLOSED = 499
 #: The page and the files it loads (GET / and /static/NAME), with their media types.
 STATIC = Path(__file__).with_name("static")
 ASSETS = {"page.js": "text/javascript", "page.css": "text/css"}
-
-
-def upload_limit(serve: ServeParams) -> int:
-    """The request body limit: $SEGFLOW_MAX_UPLOAD_BYTES, else serve.max_upload_bytes."""
-    raw = os.environ.get(UPLOAD_ENV)
-    if raw is None:
-        return serve.max_upload_bytes
-    if not raw.strip().isdigit() or int(raw) < 1:
-        raise ConfigError(f"{UPLOAD_ENV}={raw!r}: give a positive number of bytes, e.g. 20000000")
-    return int(raw)
-
-
-async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """The request body in chunks, stopped with a 413 as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length", "")
-    too_big = f"is over the upload limit of {limit:,} bytes (serve.max_upload_bytes, or {UPLOAD_ENV})"
-    if declared.isdigit() and int(declared) > limit:
-        raise InputError(413, f"request body of {int(declared):,} bytes {too_big}")
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InputError(413, f"request body {too_big}")
-        yield chunk
-
-
-async def _read_upload(request: Request, limit: int) -> bytes:
-    """The uploaded file: the multipart form's file part, or the whole raw body."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return b"".join([chunk async for chunk in _limited(request, limit)])
-    try:
-        form = await MultiPartParser(request.headers, _limited(request, limit), max_files=1, max_fields=8).parse()
-    except MultiPartException as exc:
-        raise InputError(400, f"malformed multipart body ({exc}): send one file in the field 'file'") from None
-    try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            fields = sorted(set(form.keys()))
-            raise InputError(
-                422,
-                f"the multipart body has no file in the field 'file' (its fields: {fields}): send the image "
-                "as the field 'file', e.g. curl -F file=@photo.jpg",
-            )
-        return await upload.read()
-    finally:
-        await form.close()
 
 
 class _Measure:
@@ -164,7 +118,8 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
     """
     serve = serve or ServeParams()
     holder = ModelHolder(source if isinstance(source, ModelSource) else ModelSource(source, serve.runtime))
-    limit = upload_limit(serve)
+    limit = upload_limit(serve.max_upload_bytes)
+    budget = UploadBudget(serve.max_buffered_bytes, serve.upload_seconds)
     guard = mutation_guard(serve)
     gate = Gate(serve.max_concurrent, serve.queue_seconds)
     page = (STATIC / "index.html").read_bytes()
@@ -200,7 +155,7 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
 
     @app.exception_handler(InputError)
     async def refuse(request: Request, exc: InputError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(ClientDisconnect)
     async def client_closed(request: Request, exc: ClientDisconnect) -> Response:
@@ -264,9 +219,9 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
         predictor = holder.current  # this request's model, even if a reload swaps it meanwhile
         info = predictor.info
         start = perf_counter()
-        data = await _read_upload(request, limit)
-        async with gate.turn():  # decode to encode: the part whose memory the docstring bounds
-            load = partial(decode_image, data, serve.max_pixels, serve.min_side)
+        # The body first (bounded in size, time and in all: segflow.serving.uploads), then a turn.
+        async with receive_upload(request, limit, budget) as upload, gate.turn():
+            load = partial(decode_image, upload, serve.max_pixels, serve.min_side)
             result, model_seconds = await run_in_threadpool(predictor.predict_from, load)
             metrics.observe_inference(info.runtime, model_seconds)
             headers = {"X-Model-Version": str(info.version), "X-Model-Runtime": info.runtime}

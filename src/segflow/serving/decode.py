@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import BinaryIO
 
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
@@ -54,11 +55,12 @@ _BAND_PIXELS = 4_000_000
 
 
 class InputError(Exception):
-    """A request the service refuses: `status` is the HTTP status, the message the reason."""
+    """A request the service refuses: `status` is the HTTP status, the message the reason,
+    `headers` any the answer needs (Retry-After)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers
 
 
 def _claimed_format(data: bytes) -> str | None:
@@ -107,12 +109,18 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return _orient(rgb, orientation)
 
 
-def decode_image(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
-    """Decode an uploaded image file to (H, W, 3) uint8 RGB.
+def decode_image(source: bytes | BinaryIO, max_pixels: int, min_side: int) -> np.ndarray:
+    """Decode an uploaded image file (its bytes, or a binary file at its start, e.g. the
+    service's spooled upload, which Pillow then reads without a copy in memory) to (H, W, 3) uint8 RGB.
 
     Raises:
         InputError: see the module docstring for each status.
     """
+    stream = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+    start = stream.tell()
+    data = stream.read(32)  # enough for every signature check and error message below
+    size = stream.seek(0, io.SEEK_END) - start
+    stream.seek(start)
     if not data:
         raise InputError(
             400,
@@ -123,7 +131,7 @@ def decode_image(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
         # Pillow's own bomb guard warns between its limit and twice that: make it an error.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data), formats=FORMATS)
+            image = Image.open(stream, formats=FORMATS)
         except UnidentifiedImageError:
             claimed = _claimed_format(data)
             if claimed is not None:  # Pillow's PNG reader, e.g., gives up on a bad IHDR checksum
@@ -131,7 +139,7 @@ def decode_image(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
                     422, f"corrupt {claimed} file: it starts as one but cannot be read; send an intact file"
                 ) from None
             raise InputError(
-                415, f"not an image ({len(data)} bytes, starting {data[:8]!r}): send a PNG, JPEG, WebP or BMP file"
+                415, f"not an image ({size} bytes, starting {data[:8]!r}): send a PNG, JPEG, WebP or BMP file"
             ) from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise InputError(413, f"image refused as a decompression bomb ({exc})") from None
