@@ -30,6 +30,22 @@ def test_rect_covers_width_times_height_pixels():
     assert mask[2:6, 1:8].min() == 1
 
 
+def test_a_via_rect_dragged_up_and_left_is_the_same_rect_and_stays_when_partly_outside():
+    from segflow.data.readers.via_regions import via_region
+
+    def rect(x, y, width, height):
+        shape = {"name": "rect", "x": x, "y": y, "width": width, "height": height}
+        return via_region(shape, {"label": "sky"}, "label", "row 2", "a.csv:2")
+
+    dragged = rect(8, 6, -7, -4)  # from (8, 6) up and left: x 1..7, y 2..5
+    assert dragged.geometry == rect(1, 2, 7, 4).geometry
+    assert (paint(dragged) == 1).sum() == 28
+    # Dragged from a corner past the right edge back into the 30x20 image: partly inside, kept.
+    partly = rect(40, 5, -20, 3)
+    x0, _, x1, _ = partly.bounds()
+    assert (x0, x1) == (20, 39) and (paint(partly) == 1).sum() == 10 * 3
+
+
 def test_later_region_paints_over_earlier():
     sky = Region("sky", "rect", geometry={"x": 0, "y": 0, "width": 30, "height": 20})
     car = Region("car", "rect", geometry={"x": 0, "y": 0, "width": 10, "height": 10})

@@ -140,6 +140,12 @@ def via_region(
     if name == "point":
         point = ((geometry["cx"], geometry["cy"]),)
         return Region(label=label, shape=name, points=point, origin=origin)
+    if name == "rect":
+        # A rectangle dragged up or left may be stored with a negative width or height from
+        # its starting corner: the same rectangle from its top-left corner.
+        for start, size in (("x", "width"), ("y", "height")):
+            if geometry[size] < 0:
+                geometry[start], geometry[size] = geometry[start] + geometry[size], -geometry[size]
     if name == "ellipse":
         # Older VIA versions write no theta: their ellipses are never rotated.
         geometry["theta"] = _number(shape.get("theta", 0), "theta", where)
