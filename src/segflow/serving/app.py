@@ -6,7 +6,9 @@
                     class indices, or JSON (?format=json): per-class pixel shares, and with
                     ?polygons=true each class region as a polygon, ?mask=true the PNG inline
     GET  /health    liveness, the model version, the last failed reload
-    GET  /model     name, version, alias, runtime, classes and colours, test metrics
+    GET  /model     name, version, alias, runtime, classes and colours, test metrics, and
+                    under ``browser`` what the page's in-browser mode loads (`segflow.serving.browser`:
+                    GET /browser/model/<sha256>.onnx, /browser/runtime/..., /browser/worker.mjs)
     GET  /metrics   Prometheus (text, or OpenMetrics if asked): requests, latency and
                     inference histograms, the model, reloads
     POST /reload    load the source's model now if it changed (e.g. @champion moved)
@@ -57,8 +59,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from segflow.config import ServeParams
+from segflow.serving.browser import CrossOriginIsolation, add_browser
 from segflow.serving.decode import InputError, decode_image
-from segflow.serving.gate import Gate
+from segflow.serving.gate import Gate, GiveBackMemory
 from segflow.serving.holder import ModelHolder
 from segflow.serving.metrics import Metrics
 from segflow.serving.regions import class_shares, mask_png, polygons
@@ -149,8 +152,12 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
     )
     app.state.holder = holder
     app.state.metrics = metrics
+    app.add_middleware(GiveBackMemory)
     app.add_middleware(AllowedHosts, allowed=allowed_hosts(serve))
-    app.add_middleware(SecurityHeaders, policies=add_docs(app) if serve.docs else None)
+    # The in-browser mode (segflow.serving.browser): its routes, its worker's policy, isolation.
+    describe_browser, browser_policies = add_browser(app, holder)
+    app.add_middleware(SecurityHeaders, policies={**browser_policies, **(add_docs(app) if serve.docs else {})})
+    app.add_middleware(CrossOriginIsolation)
     app.add_middleware(_Measure, metrics=metrics)  # added last = outermost: refused hosts are counted too
 
     @app.exception_handler(InputError)
@@ -190,7 +197,7 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
 
     @app.get("/model")
     async def model() -> dict:
-        return holder.current.info.as_dict()
+        return {**holder.current.info.as_dict(), "browser": await describe_browser()}
 
     @app.get("/metrics", response_class=Response)
     async def prometheus(request: Request) -> Response:

@@ -16,7 +16,31 @@ from weakref import WeakKeyDictionary
 
 from fastapi import HTTPException
 
-__all__ = ["Gate"]
+__all__ = ["Gate", "GiveBackMemory", "give_back_memory"]
+
+
+def _malloc_trim() -> object | None:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def give_back_memory() -> None:
+    """Return the heap pages freed by a finished request to the system (glibc's malloc_trim).
+
+    A request's large arrays are freed when it ends, but glibc keeps the pages in the worker
+    thread's arena for reuse; with requests landing on different threads, the service's
+    resident size crept up by about 6 MB a request of a 49 MP photo (120 MB after 20).
+    """
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 class Gate:
@@ -56,3 +80,18 @@ class Gate:
             yield
         finally:
             semaphore.release()
+
+
+class GiveBackMemory:
+    """ASGI middleware: after each POST (an upload, decoded and segmented), once its response
+    is sent and its arrays are gone, `give_back_memory` in a worker thread."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001 (an ASGI app)
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if scope["type"] == "http" and scope["method"] == "POST":
+                await asyncio.to_thread(give_back_memory)
