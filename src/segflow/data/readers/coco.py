@@ -25,7 +25,7 @@ from pycocotools import mask as coco_mask
 
 from segflow.config.data import CrowdRule
 from segflow.data.drops import Drops
-from segflow.data.readers.common import load_json, number
+from segflow.data.readers.common import declared_side, load_json, number
 from segflow.data.records import ImageAnnotation, Region
 from segflow.errors import AnnotationError
 
@@ -175,9 +175,7 @@ def parse_coco(
             if annotation.get("iscrowd") and crowd == "ignore":
                 label = "ignore"
             origin = f"{path.name} annotation id {annotation.get('id')}"
-            height, width = (
-                int(v) if type(v) in (int, float) else 0 for v in (image.get("height"), image.get("width"))
-            )
+            height, width = declared_side(image.get("height")), declared_side(image.get("width"))
             regions.extend(_regions(annotation, label, height, width, where, origin))
             boxes_only += not annotation.get("segmentation")
         except AnnotationError as exc:

@@ -16,7 +16,7 @@ from typing import Any
 from segflow.errors import AnnotationError, ImageError
 from segflow.pixel_limit import DEFAULT_MAX_PIXELS, check_pixels
 
-__all__ = ["read_text", "load_json", "guard_pixels", "number", "points_from_pairs"]
+__all__ = ["read_text", "load_json", "guard_pixels", "number", "points_from_pairs", "declared_side"]
 
 _NUMBERS = (int, float)
 _PAIRS = (list, tuple)
@@ -103,3 +103,11 @@ def points_from_pairs(pairs: Any, key: str, where: str, fix: str) -> list[tuple[
             raise AnnotationError(f"{where}: {key}[{i}] is {pair!r}, not an [x, y] pair; {fix}", reason="bad geometry")
         points.append((number(pair[0], f"{key}[{i}][0]", where, fix), number(pair[1], f"{key}[{i}][1]", where, fix)))
     return points
+
+
+def declared_side(value: Any) -> int:
+    """An image side as an export declares it (COCO's width, LabelMe's imageHeight): a finite
+    number, else 0, which fails only the shapes that need the size, with their own message."""
+    if type(value) in (int, float) and math.isfinite(value) and 0 <= value <= 1e9:
+        return int(value)
+    return 0

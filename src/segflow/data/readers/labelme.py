@@ -34,7 +34,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from segflow.data.drops import Drops
-from segflow.data.readers.common import guard_pixels, load_json, points_from_pairs
+from segflow.data.readers.common import declared_side, guard_pixels, load_json, points_from_pairs
 from segflow.data.records import ImageAnnotation, Region
 from segflow.errors import AnnotationError
 
@@ -138,9 +138,7 @@ def parse_labelme(path: Path, data: Any, drops: Drops | None = None, prefix: str
             f"{path}: 'shapes' is not a list; save the file again in LabelMe", reason="unreadable file"
         )
     # Only mask shapes need the size; a missing or odd one fails those with a clear message.
-    height, width = (
-        int(v) if type(v) in (int, float) else 0 for v in (data.get("imageHeight"), data.get("imageWidth"))
-    )
+    height, width = declared_side(data.get("imageHeight")), declared_side(data.get("imageWidth"))
     name = posixpath.join(prefix, path.name)
     regions = []
     for number, shape in enumerate(data["shapes"]):
