@@ -37,6 +37,8 @@ ALLOWED = {
     # `segflow predict`: above serving and data, like the command line (a model loaded as
     # the service loads it; predictions written back in the annotation tools' formats).
     "predict": SHARED | {"data", "inference", "registry", "serving"},
+    # `segflow sweep`: on top of the registry (trials are DVC experiments run by DVC's own queue).
+    "sweep": SHARED | {"registry"},
     "shared": SHARED,
 }
 

@@ -29,6 +29,7 @@ from rich.table import Table
 
 from segflow.config.registry import Runtime
 from segflow.predict.command import add_predict_command
+from segflow.sweep.command import add_sweep_command
 
 __all__ = ["main"]
 
@@ -331,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default %(default)s)")
     serve.set_defaults(func=_serve)
     add_predict_command(commands)
+    add_sweep_command(commands)
 
     args = parser.parse_args(argv)
     from segflow.errors import SegflowError

@@ -1,0 +1,164 @@
+"""One sweep, start to end: queue trials, watch DVC's queue, collect results, resume, stop.
+
+A grid queues every point at once and lets ``-j`` workers take them. A search keeps ``jobs``
+trials in flight: it asks Optuna's TPE sampler for a point (ask/tell; ``constant_liar`` keeps
+parallel asks apart), queues it, and tells the validation mIoU back when the trial ends; its
+study lives in ``optuna.db`` beside the state, so a resumed search continues the same study.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segflow.config import Params
+from segflow.errors import SegflowError
+from segflow.sweep import queue, runs
+from segflow.sweep.space import SweepSpec, grid_points, suggest
+from segflow.sweep.state import FAILED, PENDING, SUCCESS, SweepState, Trial
+
+__all__ = ["SweepRun", "run_sweep"]
+
+log = logging.getLogger(__name__)
+
+#: A queued trial may be briefly absent from `dvc queue status` (between the queue and a
+#: worker); one absent this long was removed by hand and is queued again.
+GRACE_S = 120.0
+
+
+@dataclass
+class SweepRun:
+    root: Path
+    params: Params
+    name: str
+    spec: SweepSpec
+    jobs: int
+    folder: Path  # artifacts/sweeps/<name>
+    poll_s: float = 5.0
+
+
+class _Search:
+    """Optuna's side of a search: ask a point, tell a result."""
+
+    def __init__(self, run: SweepRun) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.optuna = optuna
+        storage = f"sqlite:///{(run.folder / 'optuna.db').resolve()}"
+        sampler = optuna.samplers.TPESampler(seed=run.spec.seed, constant_liar=True)
+        self.study = optuna.create_study(
+            study_name=run.name, storage=storage, sampler=sampler, direction="maximize", load_if_exists=True
+        )
+        self.spec = run.spec
+
+    def ask(self) -> tuple[int, dict[str, Any]]:
+        trial = self.study.ask()
+        return trial.number, suggest(trial, self.spec)
+
+    def tell(self, trial: Trial) -> None:
+        if trial.number is None:
+            return
+        state = self.optuna.trial.TrialState
+        if trial.status == SUCCESS:
+            self.study.tell(trial.number, trial.val_miou, skip_if_finished=True)
+        else:
+            self.study.tell(trial.number, state=state.FAIL, skip_if_finished=True)
+
+
+def _finish_trial(run: SweepRun, state: SweepState, parent: str, trial: Trial, ok: bool, started: dict) -> None:
+    if trial.name in started:
+        trial.wall_s = round(time.monotonic() - started.pop(trial.name), 1)
+    if ok and runs.collect_trial(run.root, run.params, parent, trial):
+        trial.status = SUCCESS
+        log.info("%s: validation mIoU %.4f (version %s)", trial.name, trial.val_miou, trial.version)
+    else:
+        trial.status = FAILED
+        if ok:
+            trial.error = "finished, but its MLflow run (tag dvc.exp_name) has no best_val_miou"
+        else:
+            trial.error = queue.trial_error(run.root, trial.name)
+        runs.record_failure(run.root, run.params, parent, trial)
+        log.warning("%s failed: %s", trial.name, trial.error)
+
+
+def run_sweep(run: SweepRun, state: SweepState, parent: str, on_change: Callable[[], None]) -> str:
+    """Run the sweep's open trials to the end; "finished", or "interrupted" on Ctrl-C."""
+    search = _Search(run) if run.spec.mode == "tpe" else None
+    if search is None and not state.trials:
+        for k, point in enumerate(grid_points(run.spec), 1):
+            state.trials.append(Trial(f"{run.name}-{k}", point))
+    in_dvc = queue.queue_status(run.root) or {}
+    in_flight: list[Trial] = []
+    for trial in state.open_trials():  # resumed: still in DVC's queue, or queued again
+        if not trial.requeue and in_dvc.get(trial.name) in ("Queued", "Running", "Success"):
+            in_flight.append(trial)
+    started: dict[str, float] = {}
+    seen: dict[str, str | None] = {}
+    missing: dict[str, float] = {}  # since when a trial is not in `dvc queue status`
+    try:
+        while True:
+            queued_now = False
+            for trial in state.open_trials():
+                if trial not in in_flight and (search is None or len(in_flight) < run.jobs):
+                    if trial.requeue:
+                        queue.forget(run.root, trial.name)
+                    queue.queue_trial(run.root, trial.name, trial.params)
+                    missing[trial.name] = time.monotonic()
+                    trial.requeue, queued_now = False, True
+                    in_flight.append(trial)
+            while search is not None and len(in_flight) < run.jobs and len(state.trials) < run.spec.budget():
+                number, point = search.ask()
+                trial = Trial(f"{run.name}-{len(state.trials) + 1}", point, number=number)
+                state.trials.append(trial)
+                queue.queue_trial(run.root, trial.name, point)
+                missing[trial.name] = time.monotonic()
+                in_flight.append(trial)
+                queued_now = True
+            if queued_now:
+                state.save(run.folder / "state.json")
+                queue.start_workers(run.root, run.jobs)
+            if not in_flight:
+                return "finished"
+            time.sleep(run.poll_s)
+            status = queue.queue_status(run.root)
+            if status is None:
+                log.warning("`dvc queue status` did not answer in time; asking again")
+                continue
+            for trial in list(in_flight):
+                now = status.get(trial.name)
+                if now is not None:
+                    missing.pop(trial.name, None)
+                if now != seen.get(trial.name):
+                    log.info("%s: %s", trial.name, (now or "gone from the queue").lower())
+                    seen[trial.name] = now
+                if now == "Running":
+                    started.setdefault(trial.name, time.monotonic())
+                elif now in ("Success", "Failed"):
+                    _finish_trial(run, state, parent, trial, now == "Success", started)
+                    in_flight.remove(trial)
+                    if search is not None:
+                        search.tell(trial)
+                    state.save(run.folder / "state.json")
+                    on_change()
+                elif now is None and time.monotonic() - missing.setdefault(trial.name, time.monotonic()) > GRACE_S:
+                    in_flight.remove(trial)  # gone from the queue (removed by hand): queue it again
+                    trial.requeue = True
+            if in_flight and not any(status.get(t.name) == "Running" for t in in_flight):
+                queue.start_workers(run.root, run.jobs)  # idle workers exit after 10 s
+    except KeyboardInterrupt:
+        log.warning("interrupted: stopping this sweep's trials (finished ones are kept)")
+        try:
+            status = queue.queue_status(run.root) or {name: "Running" for name in started}
+        except SegflowError:
+            status = {name: "Running" for name in started}
+        running = [t.name for t in in_flight if status.get(t.name) == "Running"]
+        queue.stop_trials(run.root, running, [t.name for t in in_flight if t.name not in running])
+        for trial in in_flight:
+            trial.status, trial.requeue = PENDING, True
+        state.save(run.folder / "state.json")
+        return "interrupted"

@@ -1,0 +1,124 @@
+"""DVC's experiment queue, through its command line (the interface DVC keeps stable).
+
+A trial is ``dvc exp run --queue -S key=value ... -n <name>``; ``dvc queue start -j N``
+starts the workers that are missing (DVC's workers exit after 10 s without work, so calling
+it again after queueing more is how a search keeps them busy). Two trainings on two cores,
+each spinning OpenMP's default thread count, slow each other down tens of times: workers get
+``OMP_NUM_THREADS = max(1, cores // N)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from segflow.errors import SegflowError
+from segflow.sweep.space import cli_value
+
+__all__ = ["queue_trial", "start_workers", "queue_status", "trial_error", "stop_trials", "forget", "worker_env"]
+
+#: Seconds a dvc command may take before the sweep gives up on it (it never trains).
+DVC_TIMEOUT = 300
+#: `dvc queue status` asks the workers too; one that does not answer is asked again next poll.
+STATUS_TIMEOUT = 60
+_STATUSES = ("Queued", "Running", "Success", "Failed")
+
+
+def _dvc(
+    root: Path, *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = DVC_TIMEOUT
+) -> str:
+    try:
+        done = subprocess.run(
+            ["dvc", *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+    except FileNotFoundError:
+        raise SegflowError("`dvc` is not on PATH: activate the environment segflow is installed in") from None
+    if check and done.returncode != 0:
+        raise SegflowError(f"`dvc {' '.join(args)}` failed in {root}: {(done.stderr or done.stdout).strip()[-800:]}")
+    return done.stdout + done.stderr
+
+
+def worker_env(jobs: int) -> dict[str, str]:
+    """The environment `dvc queue start -j jobs` passes to its workers (and their stages)."""
+    cores = os.cpu_count() or 1
+    return {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // jobs))}
+
+
+def queue_trial(root: Path, name: str, params: dict[str, Any]) -> None:
+    """Queue one trial as a DVC experiment of the workspace's commit with `params` set."""
+    assignments = [arg for key, value in params.items() for arg in ("-S", f"{key}={cli_value(value)}")]
+    _dvc(root, "exp", "run", "--queue", *assignments, "-n", name)
+
+
+def start_workers(root: Path, jobs: int) -> None:
+    """Start the missing workers. Their output goes to a file, not a pipe: a worker inherits
+    it, and a pipe would keep this call waiting until the worker exits."""
+    with tempfile.TemporaryFile("w+") as output:
+        done = subprocess.run(
+            ["dvc", "queue", "start", "-j", str(jobs)],
+            cwd=root,
+            env=worker_env(jobs),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            timeout=DVC_TIMEOUT,
+        )
+        if done.returncode != 0:
+            output.seek(0)
+            raise SegflowError(f"`dvc queue start -j {jobs}` failed in {root}: {output.read().strip()[-800:]}")
+
+
+def queue_status(root: Path) -> dict[str, str] | None:
+    """{experiment name: Queued | Running | Success | Failed} from `dvc queue status`; None
+    when it does not answer in time (it asks the workers, which may be shutting down).
+
+    A name queued again after a stop has an old Failed row and a new one: the live one wins."""
+    found: dict[str, str] = {}
+    try:
+        text = _dvc(root, "queue", "status", timeout=STATUS_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return None
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 3 and re.fullmatch(r"[0-9a-f]{7}", words[0]) and words[-1] in _STATUSES:
+            name, status = words[1], words[-1]
+            if found.get(name) in (None, "Failed"):
+                found[name] = status
+    return found
+
+
+def trial_error(root: Path, name: str) -> str:
+    """The reason a trial failed, from its queue log: the stage's own error (a segflow stage
+    logs one line naming the key and the fix), else DVC's last error line."""
+    log = _dvc(root, "queue", "logs", name, check=False)
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        # rich's log: "[12:00:00] ERROR    message", continued on indented lines
+        if match := re.match(r"^\[[\d:]+\]\s+ERROR\s+(.*)$", line) or re.match(r"^\s*ERROR\s{2,}(.*)$", line):
+            parts = [match[1]]
+            for more in lines[i + 1 :]:
+                if not more.startswith(" ") or not more.strip() or re.match(r"^\s*\[[\d:]+\]", more):
+                    break
+                parts.append(more.strip())
+            return " ".join(" ".join(parts).split())
+    dvc_errors = [line.strip() for line in lines if line.strip().startswith("ERROR:")]
+    tracebacks = [line.strip() for line in lines if re.match(r"^\w+(Error|Exception)\b", line.strip())]
+    return (tracebacks or dvc_errors or ["failed (see `dvc queue logs " + name + "`)"])[-1][:500]
+
+
+def stop_trials(root: Path, running: list[str], queued: list[str]) -> None:
+    """Ctrl-C: kill the sweep's running trials and take its queued ones off the queue
+    (they are queued again on resume). Other experiments in the queue are left alone."""
+    if running:  # as Ctrl-C: the train stage ends its MLflow run as KILLED
+        _dvc(root, "queue", "kill", *running, check=False)
+    if queued:
+        _dvc(root, "queue", "remove", *queued, check=False)
+
+
+def forget(root: Path, name: str) -> None:
+    """Remove a stopped trial's old task (killed: Failed) before it is queued again."""
+    _dvc(root, "queue", "remove", name, check=False)

@@ -1,0 +1,131 @@
+"""`segflow sweep`: the space's syntax, and a real grid through DVC's queue into MLflow,
+stopped mid-trial with Ctrl-C and resumed, its best trial @candidate and judged by the gate."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import run_checked, shrunk_clone
+
+from segflow.errors import ConfigError
+from segflow.sweep.space import Range, SweepSpec, build_spec, grid_points, parse_assignment
+
+SEGFLOW = str(Path(sys.executable).parent / "segflow")
+
+
+def test_the_command_line_space():
+    assert parse_assignment("train.lr=0.001,0.003") == ("train.lr", [0.001, 0.003])
+    assert parse_assignment("model.encoder=resnet18") == ("model.encoder", ["resnet18"])
+    assert parse_assignment("train.lr=1e-4..1e-2:log") == ("train.lr", Range(low=1e-4, high=1e-2, log=True))
+    assert parse_assignment("train.steps_per_epoch=4..16")[1].integer
+    spec = build_spec({"space": dict([parse_assignment("a.b=1,2"), parse_assignment("c=x,y,z")])}, "-S")
+    assert spec.mode == "grid" and spec.budget() == 6
+    assert grid_points(spec)[:2] == [{"a.b": 1, "c": "x"}, {"a.b": 1, "c": "y"}]
+    assert SweepSpec(space={"train.lr": Range(low=0.1, high=1)}, trials=4, seed=3).budget() == 4
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ({"space": {"train.lr": Range(low=1e-4, high=1e-2)}}, "a range needs a search (--trials N)"),
+        ({"space": {"train lr": [1]}}, "is not a params.yaml key"),
+        ({"space": {"train.lr": [1]}, "trials": 0}, "trials: Input should be greater than or equal to 1"),
+        ({"space": {"train.lr": [1]}, "budget": 3}, "budget: Extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_sweep_names_the_key(raw, says):
+    with pytest.raises(ConfigError, match=says.replace("(", r"\(").replace(")", r"\)")):
+        build_spec(raw, "sweep.yaml")
+
+
+def test_bad_flags_are_one_line_errors(tmp_path):
+    for args, says in (
+        (["s", "-S", "train.lr"], "write KEY=VALUES"),
+        (["s", "-S", "train.lr=b..1"], "a range's ends must be numbers"),
+        (["s/1", "-S", "train.lr=1"], "use letters, digits"),
+        (["s", "-S", "train.lr=2..1:log", "--trials", "2"], "must be below high"),
+    ):
+        done = subprocess.run([SEGFLOW, "sweep", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and says in " ".join(done.stdout.split()), done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def _state(root: Path) -> dict:
+    path = root / "artifacts/sweeps/lr/state.json"
+    return json.loads(path.read_text()) if path.is_file() else {"trials": []}
+
+
+@pytest.mark.slow
+def test_a_grid_with_a_bad_trial_is_stopped_resumed_ranked_and_gated(tmp_path):
+    env = shrunk_clone(tmp_path)
+    root = tmp_path
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"].update(steps_per_epoch=2, batch_size=4)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_checked(["dvc", "repro"], root, env)  # the baseline: its version is the first @champion
+    run_checked(["git", "add", "-A"], root, env)
+    run_checked(["git", "commit", "-qm", "baseline"], root, env)
+    sweep = [SEGFLOW, "sweep", "lr", "-S", "train.lr=0.001,0.01,-1", "--poll", "1"]
+    try:
+        # One worker: lr-1 finishes, then Ctrl-C lands while lr-2 trains.
+        first = subprocess.Popen([*sweep, "-j", "1"], cwd=root, env=env, stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while not any(t["status"] == "success" for t in _state(root)["trials"]):
+            assert time.monotonic() < deadline and first.poll() is None, "lr-1 did not finish"
+            time.sleep(1)
+        first.send_signal(signal.SIGINT)
+        out, _ = first.communicate(timeout=180)
+        assert first.returncode == 130 and "rerun the same command to resume" in out, out
+        stopped = {t["name"]: t["status"] for t in _state(root)["trials"]}
+        assert stopped["lr-1"] == "success" and stopped["lr-2"] == "pending", stopped
+
+        second = subprocess.run(
+            [*sweep, "-j", "2"], cwd=root, env={**env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=600
+        )
+    finally:
+        subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=root, env=env, capture_output=True, timeout=120)
+    out = second.stdout
+    assert second.returncode == 0, out + second.stderr[-3000:]
+    assert "skipped: lr-1" in out, out
+
+    import mlflow
+
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
+    experiment = client.get_experiment_by_name("segflow").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`segflow.sweep` = 'lr' and params.`sweep.mode` = 'grid'")
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweep.status"] == "finished"
+    assert parent.data.params["sweep.budget"] == "3" and json.loads(parent.data.params["sweep.space"]) == {
+        "train.lr": [0.001, 0.01, -1]
+    }
+    children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    by_name = {run.data.tags["dvc.exp_name"]: run for run in children}
+    assert set(by_name) == {"lr-1", "lr-2", "lr-3"}
+    assert by_name["lr-1"].info.status == by_name["lr-2"].info.status == "FINISHED"
+    assert by_name["lr-3"].info.status == "FAILED" and "train.lr" in by_name["lr-3"].data.tags["sweep.error"]
+    finished = client.search_runs([experiment], "tags.`dvc.exp_name` = 'lr-1' and attributes.status = 'FINISHED'")
+    assert len(finished) == 1, "the resumed sweep ran lr-1 again"
+
+    rows = list(csv.DictReader((root / "artifacts/sweeps/lr/trials.csv").open()))
+    assert [r["status"] for r in rows] == ["success", "success", "failed"]
+    scores = {name: by_name[name].data.metrics["best_val_miou"] for name in ("lr-1", "lr-2")}
+    best = max(scores, key=scores.get)
+    assert rows[0]["trial"] == best and float(rows[0]["val_miou"]) == pytest.approx(scores[best])
+    assert rows[0]["rank"] == "1" and rows[2]["rank"] == "" and "train.lr" in rows[2]["error"]
+    assert (root / "artifacts/sweeps/lr/trials.png").stat().st_size > 5000
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
+    assert artifacts == {"sweep/trials.csv", "sweep/trials.png"}
+
+    candidate = client.get_model_version_by_alias("segflow-unet", "candidate")
+    assert candidate.run_id == by_name[best].info.run_id
+    assert f"segflow promote --version {candidate.version}" in out
+    assert f"version {candidate.version} promoted" in out or f"version {candidate.version} refused" in out, out
+    assert any((root / "artifacts/promotions").glob("*.json"))
