@@ -11,7 +11,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: install run lint test test-fast sample browser postgres
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed node_modules/.installed
 
 # constraints.txt pins every package, so a fresh install gets the versions tested here.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -19,6 +19,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,team]'
 	touch $@
+
+# onnxruntime-web for the page's in-browser mode (package.json pins it, package-lock.json
+# its files); segflow serve serves it from node_modules. Without npm the page keeps its
+# server mode and says why the other is unavailable.
+node_modules/.installed: package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --ignore-scripts --no-audit --no-fund && touch $@; \
+	else echo "npm is absent: the page's in-browser mode will be unavailable (install Node.js, then make install)"; fi
 
 run: install
 	# --allow-missing: the embedded remote holds the sample only; repro rebuilds the outputs.
