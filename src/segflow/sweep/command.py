@@ -1,7 +1,7 @@
 """`segflow sweep NAME -S key=values ... [--trials N --seed S] [-j N]`: the command line.
 
-Trials are DVC experiments of the workspace's commit (commit or stash your edits first: a
-queued experiment copies the commit plus params changes). The results go to
+Trials are DVC experiments of the workspace (commit first, so that each trial is the commit
+plus its ``-S`` values). The results go to
 ``artifacts/sweeps/NAME/`` (state.json, trials.csv, trials.png; a search's optuna.db) and to
 the parent run; the best trial on validation becomes ``@candidate`` and `segflow promote`
 judges it on the test split (``--no-promote``: only print the command).
@@ -103,7 +103,7 @@ def sweep(args: argparse.Namespace) -> int:
     rprint(f"sweep [bold]{args.name}[/]: {spec.mode}, {spec.budget()} trials, {jobs} worker(s); parent run "
            f"{state.parent_run_id}")  # fmt: skip
     run = SweepRun(root, params, args.name, spec, jobs, folder, args.poll)
-    status = run_sweep(run, state, state.parent_run_id, lambda: None)
+    status = run_sweep(run, state, state.parent_run_id)
     ranked = report.ranked(state)
     best = ranked[0] if ranked and ranked[0].status == SUCCESS and ranked[0].version else None
     if status == "finished" and best is not None:

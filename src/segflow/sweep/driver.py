@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +85,7 @@ def _finish_trial(run: SweepRun, state: SweepState, parent: str, trial: Trial, o
         log.warning("%s failed: %s", trial.name, trial.error)
 
 
-def run_sweep(run: SweepRun, state: SweepState, parent: str, on_change: Callable[[], None]) -> str:
+def run_sweep(run: SweepRun, state: SweepState, parent: str) -> str:
     """Run the sweep's open trials to the end; "finished", or "interrupted" on Ctrl-C."""
     search = _Search(run) if run.spec.mode == "tpe" else None
     if search is None and not state.trials:
@@ -144,7 +143,6 @@ def run_sweep(run: SweepRun, state: SweepState, parent: str, on_change: Callable
                     if search is not None:
                         search.tell(trial)
                     state.save(run.folder / "state.json")
-                    on_change()
                 elif now is None and time.monotonic() - missing.setdefault(trial.name, time.monotonic()) > GRACE_S:
                     in_flight.remove(trial)  # gone from the queue (removed by hand): queue it again
                     trial.requeue = True
