@@ -9,6 +9,9 @@
     segflow serve [--model SPEC | --onnx FILE]    web page + JSON API on @champion
     segflow predict SOURCE --out DIR [--export via]
                                                   new photos -> masks, pre-annotations
+    segflow backend [--label-studio URL]          the service + Label Studio's ML backend (/labelstudio)
+    segflow pull-annotations --project N --out DIR
+                                                  a Label Studio project's annotations -> DIR
 
 The registry commands read params.yaml (model name, promotion rule) and the frozen test
 split in artifacts/preprocess; decisions are written to artifacts/promotions/.
@@ -29,6 +32,7 @@ from rich.table import Table
 
 from segflow.config.registry import Runtime
 from segflow.predict.command import add_predict_command
+from segflow.predict.labelstudio_commands import add_labelstudio_commands
 from segflow.sweep.command import add_sweep_command
 
 __all__ = ["main"]
@@ -332,6 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default %(default)s)")
     serve.set_defaults(func=_serve)
     add_predict_command(commands)
+    add_labelstudio_commands(commands)
     add_sweep_command(commands)
 
     args = parser.parse_args(argv)
