@@ -58,8 +58,8 @@ def test_bad_flags_are_one_line_errors(tmp_path):
         assert "Traceback" not in done.stderr
 
 
-def _state(root: Path) -> dict:
-    path = root / "artifacts/sweeps/lr/state.json"
+def _state(root: Path, name: str = "lr") -> dict:
+    path = root / "artifacts/sweeps" / name / "state.json"
     return json.loads(path.read_text()) if path.is_file() else {"trials": []}
 
 
@@ -129,3 +129,48 @@ def test_a_grid_with_a_bad_trial_is_stopped_resumed_ranked_and_gated(tmp_path):
     assert f"segflow promote --version {candidate.version}" in out
     assert f"version {candidate.version} promoted" in out or f"version {candidate.version} refused" in out, out
     assert any((root / "artifacts/promotions").glob("*.json"))
+
+
+@pytest.mark.slow
+def test_a_search_asks_optuna_and_a_rerun_continues_its_study(tmp_path):
+    """A 2-trial TPE search on 2 workers from a fresh clone (no baseline: each trial runs the
+    whole pipeline), then the same command again: the study and the trials are not redone."""
+    env = {**shrunk_clone(tmp_path), "COLUMNS": "200"}
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["train"].update(steps_per_epoch=2, batch_size=4)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_checked(["git", "commit", "-qam", "short"], tmp_path, env)
+    search = [SEGFLOW, "sweep", "tpe", "-S", "train.lr=0.001..0.01:log", "-S", "train.loss=ce,ce+dice"]
+    search += ["--trials", "2", "--seed", "7", "-j", "2", "--poll", "1", "--no-promote"]
+    try:
+        first = subprocess.run(search, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert first.returncode == 0, first.stdout + first.stderr[-3000:]
+        again = subprocess.run(search, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    assert again.returncode == 0 and "skipped: tpe-1, tpe-2" in again.stdout, again.stdout + again.stderr[-2000:]
+    assert "segflow promote --version" in again.stdout
+
+    import optuna
+
+    study = optuna.load_study(study_name="tpe", storage=f"sqlite:///{tmp_path / 'artifacts/sweeps/tpe/optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]  # nothing asked on the rerun
+    trials = _state(tmp_path, "tpe")["trials"]
+    for trial, asked in zip(trials, study.trials):
+        assert trial["params"] == asked.params and trial["val_miou"] == pytest.approx(asked.value)
+        assert 0.001 <= trial["params"]["train.lr"] <= 0.01
+
+    import mlflow
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("segflow").experiment_id],
+        "tags.`segflow.sweep` = 'tpe' and params.`sweep.mode` = 'tpe'",
+    )
+    assert parent.data.params["sweep.seed"] == "7" and parent.data.params["sweep.budget"] == "2"
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(run.data.tags["dvc.exp_name"] for run in children) == ["tpe-1", "tpe-2"]
+    for run, trial in zip(sorted(children, key=lambda r: r.data.tags["dvc.exp_name"]), trials):
+        assert float(run.data.params["train.lr"]) == pytest.approx(trial["params"]["train.lr"])
+        assert run.data.params["train.loss"] == trial["params"]["train.loss"]

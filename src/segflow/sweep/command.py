@@ -74,6 +74,14 @@ def _spec(args: argparse.Namespace):  # noqa: ANN202 (SweepSpec, jobs)
 
 def sweep(args: argparse.Namespace) -> int:
     """Run (or resume) the sweep, print its table, crown the best, run the gate."""
+    try:
+        return _sweep(args)
+    except KeyboardInterrupt:  # outside the trials' loop (which stops them itself): nothing runs
+        print(f"interrupted: rerun the same command to resume sweep {args.name}", file=sys.stderr)
+        return 130
+
+
+def _sweep(args: argparse.Namespace) -> int:
     from rich import print as rprint
 
     from segflow.config import load_params
