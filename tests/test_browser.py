@@ -105,6 +105,10 @@ MASK_OF_THE_PAGE = """() => {
 }"""
 
 
+#: What the page may GET besides itself (/): its scripts and styles, /model, the runtime and the model.
+PAGE_PATHS = ("/static/", "/model", "/browser/")
+
+
 class _Recorder:
     """ASGI middleware: every request the server receives, with its body's size."""
 
@@ -114,7 +118,7 @@ class _Recorder:
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        entry = {"method": scope["method"], "path": scope["path"], "body": 0}
+        entry = {"method": scope["method"], "path": scope["path"], "query": scope["query_string"], "body": 0}
         self.seen.append(entry)
 
         async def counted() -> dict:
@@ -187,8 +191,10 @@ def test_the_page_segments_in_the_browser_as_the_server_does(int8_model):
     # The server saw the photos only from the test's own POSTs (one per photo), and the page's GETs.
     posts = [entry for entry in recorder.seen if entry["method"] == "POST"]
     assert [entry["body"] for entry in posts] == [len(photo) for photo in photos]
-    paths = {entry["path"] for entry in recorder.seen if entry["method"] == "GET"}
-    assert any(path.startswith("/browser/model/") for path in paths)
+    gets = [entry for entry in recorder.seen if entry["method"] == "GET"]
+    strays = [e for e in gets if e["query"] or not (e["path"] == "/" or e["path"].startswith(PAGE_PATHS))]
+    assert strays == []
+    assert any(entry["path"].startswith("/browser/model/") for entry in gets)
     assert refused == []
 
 
@@ -228,3 +234,33 @@ def test_without_the_runtime_the_page_says_why_and_keeps_the_server_mode(int8_mo
         assert browser["available"] is False and "make install" in browser["reason"]
         assert browser["runtime_url"] is None
         assert client.post("/predict", content=(DATASET / PHOTOS[0]).read_bytes()).status_code == 200
+
+
+@needs_chromium
+@needs_runtime
+def test_the_switch_sends_the_photo_to_the_server_only_when_asked(int8_model):
+    from playwright.sync_api import expect, sync_playwright
+
+    recorder = _Recorder(create_app(int8_model, ServeParams(poll_seconds=0)))
+    photo = DATASET / PHOTOS[1]
+    with live_server(recorder) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            expect(page.locator("body")).to_have_attribute("data-browser", "ready", timeout=60_000)
+            page.get_by_test_id("mode-server").check()
+            expect(page.get_by_test_id("mode-note")).to_contain_text("The photo is sent to the service")
+            page.get_by_test_id("file").set_input_files(photo)
+            page.get_by_test_id("segment").click()
+            expect(page.locator("body")).to_have_attribute("data-state", "done", timeout=60_000)
+            expect(page.get_by_test_id("status")).to_contain_text("on the server")
+            # Back to the browser: the next photo stays here.
+            page.get_by_test_id("mode-browser").check()
+            page.get_by_test_id("segment").click()
+            expect(page.get_by_test_id("status")).to_contain_text("in this browser", timeout=60_000)
+        finally:
+            browser.close()
+    posts = [entry for entry in recorder.seen if entry["method"] == "POST"]
+    assert [entry["path"] for entry in posts] == ["/predict"]  # one upload: the server-mode one
+    assert posts[0]["body"] > len(photo.read_bytes())  # the photo, in a multipart form
