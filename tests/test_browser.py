@@ -324,3 +324,33 @@ def test_segment_mjs_resizes_and_blends_as_segment_py(name, long_side, tile, tmp
     # rounding of the bilinear logits where two classes nearly tie (OpenCV's vector code
     # rounds in its own order): under 0.01% of pixels (measured: at most 0.005%).
     assert (mine != mask).mean() <= 1e-4
+
+
+@pytest.mark.slow
+def test_a_registered_champion_gives_the_browser_its_int8_file(
+    register_version, registry_params, frozen_split, monkeypatch, tmp_path
+):
+    import mlflow
+    from starlette.testclient import TestClient
+
+    from segflow.registry.register import move_champion
+    from segflow.serving import export
+
+    real_export = export.export_onnx  # the fast exporter: the export itself is test_export.py's
+    monkeypatch.setattr(export, "export_onnx", lambda model, path, size: real_export(model, path, size, dynamo=False))
+    first = register_version(1)
+    export.export_version(registry_params, frozen_split / "preprocess")
+    int8 = mlflow.artifacts.download_artifacts(
+        mlflow.MlflowClient().get_model_version("tiny", first).tags["onnx.int8"], dst_path=str(tmp_path / "int8")
+    )
+    second = register_version(2)  # not exported: served with PyTorch, nothing for the browser
+    app = create_app("models:/tiny@champion", ServeParams(poll_seconds=0))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        browser = client.get("/model").json()["browser"]
+        assert browser["version"] == first and browser["model_bytes"] == Path(int8).stat().st_size
+        assert client.get(browser["model_url"]).content == Path(int8).read_bytes()
+        move_champion(mlflow.MlflowClient(), "tiny", second, expected=first)
+        assert client.post("/reload").json()["reloaded"] is True
+        browser = client.get("/model").json()["browser"]
+        assert browser["available"] is False and browser["model_url"] is None
+        assert f"segflow export --version {second}" in browser["reason"]
