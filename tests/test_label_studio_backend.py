@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -33,8 +34,12 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from segflow.config import ServeParams
+from segflow.config.data import FetchParams
+from segflow.data.collect import collect
+from segflow.data.drops import Drops
 from segflow.data.readers.label_studio import read_label_studio
 from segflow.data.readers.label_studio_rle import decode_brush_rle
+from segflow.predict.pull import pull_annotations
 from segflow.serving.brush_rle import encode_brush_rle
 from segflow.serving.labelstudio import create_backend
 from segflow.serving.labelstudio_client import LabelStudio, LabelStudioError
@@ -291,11 +296,10 @@ def _install_label_studio() -> Path:
     return python
 
 
-@pytest.fixture(scope="module")
-def label_studio(tmp_path_factory) -> Iterator[tuple[str, str]]:
-    """(URL, token) of a Label Studio started for this module on 127.0.0.1, with a throwaway data dir."""
-    python = _install_label_studio()
-    data, port, token = tmp_path_factory.mktemp("label-studio"), _free_port(), "segflow-test-token-0123456789"
+@contextmanager
+def running_label_studio(python: Path, data: Path) -> Iterator[tuple[str, str]]:
+    """(URL, token) of Label Studio run by `python` on 127.0.0.1 with the data dir `data`, until the block ends."""
+    port, token = _free_port(), "segflow-test-token-0123456789"
     env = {
         **os.environ,
         "LABEL_STUDIO_BASE_DATA_DIR": str(data),
@@ -315,15 +319,14 @@ def label_studio(tmp_path_factory) -> Iterator[tuple[str, str]]:
         env=env,
         stdout=log,
         stderr=log,
-        start_new_session=True,
+        start_new_session=True,  # its own process group: stopped whole at the end
     )
     url, start = f"http://127.0.0.1:{port}", time.monotonic()
     try:
         while time.monotonic() - start < 240:
             if server.poll() is not None:
-                pytest.fail(
-                    f"Label Studio exited ({server.returncode}): {(data / 'label-studio.log').read_text()[-2000:]}"
-                )
+                tail = (data / "label-studio.log").read_text()[-2000:]
+                raise RuntimeError(f"Label Studio exited ({server.returncode}): {tail}")
             try:
                 if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     break
@@ -331,7 +334,7 @@ def label_studio(tmp_path_factory) -> Iterator[tuple[str, str]]:
                 pass
             time.sleep(0.5)
         else:
-            pytest.fail("Label Studio did not answer /health within 240 s")
+            raise RuntimeError("Label Studio did not answer /health within 240 s")
         print(f"Label Studio {LS_VERSION} answered after {time.monotonic() - start:.1f} s")
         yield url, token
     finally:
@@ -341,6 +344,13 @@ def label_studio(tmp_path_factory) -> Iterator[tuple[str, str]]:
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def label_studio(tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """(URL, token) of a Label Studio started for this module on 127.0.0.1, with a throwaway data dir."""
+    with running_label_studio(_install_label_studio(), tmp_path_factory.mktemp("label-studio")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -402,6 +412,14 @@ def test_label_studio_gets_predictions_and_the_corrections_come_back(label_studi
     health = httpx.get(f"{backend[0]}/labelstudio/health").json()
     assert health["annotation_events"] == 3  # the webhook heard each one
 
+    # A personal access token (Label Studio's default kind) works too: traded for access tokens.
+    personal = call("POST", "/api/token/")["token"]
+    assert LabelStudio(url, personal).get(f"/api/projects/{project}")["id"] == project
+    with pytest.raises(LabelStudioError, match="refused the token"):
+        LabelStudio(url, "not-the-token").get(f"/api/projects/{project}")
+    with pytest.raises(LabelStudioError, match=f"no project 999 .*{project} \\('segflow'\\)"):
+        pull_annotations(LabelStudio(url, token), 999, tmp_path / "nothing", 10_000_000)
+
     # Back into the pipeline: pull the finished annotations, read them with segflow's reader.
     out = tmp_path / "labelstudio"
     env = {**os.environ, "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": token}
@@ -434,3 +452,6 @@ def test_label_studio_gets_predictions_and_the_corrections_come_back(label_studi
             assert iou(coco_mask.decode(rle).astype(bool), expected == index) == 1.0, (name, region.label)
         present = {label for label, index in (("Sky", 1), ("Thing", 2)) if (expected == index).any()}
         assert {r.label for r in records[name].regions} == present
+    # The folder is a fetch.source as it is: fetch's collect finds the photos and the regions.
+    collected = collect(out, FetchParams(annotations=Path("label-studio.json")), Drops())
+    assert collected.formats == ["label_studio"] and len(collected.records) == 3 and not collected.uncovered

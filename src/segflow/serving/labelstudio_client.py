@@ -87,7 +87,7 @@ class LabelStudio:
         if self._token.count(".") != 2:
             return f"Token {self._token}"
         if self._access is None or renew:  # a personal access token: trade it for an access token
-            answer = self._send("POST", "/api/token/refresh", json={"refresh": self._token}, auth=False)
+            answer = self._send("POST", "/api/token/refresh/", json={"refresh": self._token}, auth=False)
             self._access = answer.json().get("access")
         return f"Bearer {self._access}"
 
