@@ -58,8 +58,8 @@ def _pull(args: argparse.Namespace) -> int:
 
     from segflow.config import load_params
     from segflow.predict.pull import EXPORT_NAME, pull_annotations
-    from segflow.serving.uploads import upload_limit
     from segflow.serving.labelstudio_client import LabelStudio
+    from segflow.serving.uploads import upload_limit
 
     params = load_params(args.params)
     studio = LabelStudio.from_env(args.label_studio)

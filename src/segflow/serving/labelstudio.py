@@ -43,7 +43,6 @@ from starlette.concurrency import run_in_threadpool
 
 from segflow.config import ServeParams
 from segflow.serving import ModelSource, create_app
-from segflow.serving.uploads import upload_limit
 from segflow.serving.brush_rle import encode_brush_rle
 from segflow.serving.decode import InputError, decode_image
 from segflow.serving.gate import Gate
@@ -51,6 +50,7 @@ from segflow.serving.labelstudio_client import LabelStudio, LabelStudioError
 from segflow.serving.labelstudio_config import Control, LabelConfigError, read_label_config
 from segflow.serving.regions import polygons
 from segflow.serving.security import TOKEN_ENV
+from segflow.serving.uploads import upload_limit
 
 __all__ = ["PREFIX", "ANNOTATION_EVENTS", "labelstudio_routes", "create_backend"]
 
