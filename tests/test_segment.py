@@ -80,3 +80,33 @@ def test_a_downscaled_prediction_is_resized_back_smoothly():
     mask = Segmenter(red_minus_blue, 50, (64, 64)).predict_one(image)
     truth = (xx > yy).astype(np.uint8)
     assert (mask != truth).mean() < 0.02
+
+
+@pytest.mark.parametrize(
+    "size, long_side",
+    [
+        ((7000, 2000), 320),  # 175 rows -> 8: bands of 175-row blocks
+        ((3024, 4032), 320),  # 63 -> 5
+        ((2449, 3264), 320),  # 2449 rows share no factor with 240: all rows at once
+        ((400, 300), 640),  # enlarged: all rows at once
+        ((6400, 2400), 320),  # 20 -> 1 (OpenCV's integer-ratio path)
+    ],
+)
+def test_shrinking_a_band_at_a_time_gives_the_same_bytes(size, long_side):
+    """Segmenter.scaled_rows (the service's path: Pillow's rows, never a full-size RGB copy)
+    equals Segmenter.scaled of the whole image, byte for byte, and asks for small bands."""
+    image = np.random.default_rng(1).integers(0, 256, (*size, 3), dtype=np.uint8)
+    segmenter = Segmenter(constant(1.0), long_side, (64, 64))
+    asked = []
+
+    def rows(top, bottom):
+        asked.append(bottom - top)
+        return image[top:bottom]
+
+    banded = segmenter.scaled_rows(*size, rows)
+    assert np.array_equal(banded, segmenter.scaled(image))
+    assert sum(asked) == size[0]
+    if size in ((7000, 2000), (3024, 4032), (6400, 2400)):
+        assert len(asked) > 1 and max(asked) * size[1] <= 8_000_000, asked
+    else:
+        assert asked == [size[0]]

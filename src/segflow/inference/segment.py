@@ -24,6 +24,7 @@ have one shape, which the runtime reuses).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 import cv2
@@ -63,6 +64,8 @@ UPSAMPLE_BYTES = 256 * 2**20
 _UPSAMPLE_BYTES_PER_PIXEL = 10
 #: Pixels per band when taking the argmax of full-size logits (bounds its int64 temporary).
 _ARGMAX_BAND = 1 << 20
+#: Largest band of full-size rows `Segmenter.scaled_rows` asks for (pixels).
+_SHRINK_BAND = 8_000_000
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -237,6 +240,31 @@ class Segmenter:
     def scaled(self, image: np.ndarray) -> np.ndarray:
         """`image` (H, W, 3) at the working resolution."""
         return rescale(image, working_factor(*image.shape[:2], self.long_side))
+
+    def scaled_rows(self, height: int, width: int, rows: Callable[[int, int], np.ndarray]) -> np.ndarray:
+        """`scaled` of the (height, width, 3) image whose rows top..bottom `rows(top, bottom)`
+        returns, built a band of rows at a time when that gives the same bytes, so the
+        full-size image never exists at once (the service's decoder hands its rows this way).
+
+        The same bytes: when shrinking, `height` rows become h working rows, and with
+        g = gcd(height, h) every height/g input rows cover exactly h/g working rows. OpenCV's
+        area resize of a band of such blocks is then the whole image's resize of those rows,
+        bit for bit (its ratio and weights are the same). When height/g rows are more than
+        `_SHRINK_BAND` pixels (sizes with no common factor), or the image is not shrunk,
+        all rows are asked for at once.
+        """
+        scale = working_factor(height, width, self.long_side)
+        out_h, out_w = scaled_size(height, width, scale)
+        block, block_out = height // math.gcd(height, out_h), out_h // math.gcd(height, out_h)
+        if scale >= 1.0 or block * width > _SHRINK_BAND:
+            return rescale(rows(0, height), scale)
+        step = block * max(1, _SHRINK_BAND // (block * width))
+        result = np.empty((out_h, out_w, 3), np.uint8)
+        for top in range(0, height, step):
+            band = rows(top, min(top + step, height))
+            first, count = top // block * block_out, len(band) // block * block_out
+            result[first : first + count] = cv2.resize(band, (out_w, count), interpolation=cv2.INTER_AREA)
+        return result
 
     def to_mask(self, logits: np.ndarray, height: int, width: int) -> np.ndarray:
         """(height, width) uint8 class indices from (C, h, w) working-scale logits."""

@@ -31,8 +31,10 @@ long_side / the image's longer side; 1 without one), each holds at most
 upload waits in a temporary file past 1 MiB): decoding peaks at 7N (`segflow.serving.decode`),
 the full-size image (3N) is freed once a resized copy exists, the working image and its
 float32 logits take (3 + 4·C)·s²·N (s²·N <= long_side²), the uint8 mask N, the bilinear
-resize back is capped (`segflow.inference.segment`).
-Measured: a 16 MP 16-bit PNG with C = 3 at s = 1 peaks at about 16 bytes a pixel (bound 23).
+resize back is capped (`segflow.inference.segment`). When s < 1 no full-size RGB copy exists:
+the decoder's rows are shrunk a band at a time (`Segmenter.scaled_rows`).
+Measured: a 16 MP 16-bit PNG with C = 3 at s = 1 peaks at about 16 bytes a pixel (bound 23).; a 49 MP
+16-bit PNG at s = 0.07 grows the peak by about 250 MB (tests/test_gate.py).
 
 Guards (`segflow.serving.security`): every request's Host header must be in
 `serve.allowed_hosts` (or be `serve.host`), else 400 (DNS rebinding); every response carries
@@ -60,7 +62,7 @@ from starlette.requests import ClientDisconnect
 
 from segflow.config import ServeParams
 from segflow.serving.browser import CrossOriginIsolation, add_browser
-from segflow.serving.decode import InputError, decode_image
+from segflow.serving.decode import InputError, open_image
 from segflow.serving.gate import Gate, GiveBackMemory
 from segflow.serving.holder import ModelHolder
 from segflow.serving.metrics import Metrics
@@ -228,7 +230,7 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
         start = perf_counter()
         # The body first (bounded in size, time and in all: segflow.serving.uploads), then a turn.
         async with receive_upload(request, limit, budget) as upload, gate.turn():
-            load = partial(decode_image, upload, serve.max_pixels, serve.min_side)
+            load = partial(open_image, upload, serve.max_pixels, serve.min_side)  # its rows, a band at a time
             result, model_seconds = await run_in_threadpool(predictor.predict_from, load)
             metrics.observe_inference(info.runtime, model_seconds)
             headers = {"X-Model-Version": str(info.version), "X-Model-Runtime": info.runtime}

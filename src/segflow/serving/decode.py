@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import BinaryIO
+from collections.abc import Callable
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from segflow.pixel_limit import over_limit
 
-__all__ = ["FORMATS", "InputError", "decode_image"]
+__all__ = ["FORMATS", "InputError", "DecodedImage", "decode_image", "open_image"]
+
+T = TypeVar("T")
 
 #: Formats accepted (Pillow's names): what cameras, phones and browsers produce. (Pillow
 #: opens the JPEG variant some cameras write, MPO, through JPEG: its first view is used.)
@@ -50,8 +53,8 @@ _SIGNATURES = {
     "WEBP": (b"RIFF", lambda data: data[8:12] == b"WEBP"),
     "BMP": (b"BM", lambda data: int.from_bytes(data[14:18], "little") in (12, 40, 52, 56, 64, 108, 124)),
 }
-#: Pixels converted at a time (a band of rows): 4 MP is at most 16 MB of temporaries.
-_BAND_PIXELS = 4_000_000
+#: Pixels converted at a time (a band of rows): 1 MP is at most 11 MB of temporaries.
+_BAND_PIXELS = 1_000_000
 
 
 class InputError(Exception):
@@ -85,6 +88,26 @@ def _orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
     return rgb if turned is None else np.ascontiguousarray(turned(rgb))
 
 
+def _band(image: Image.Image, top: int, bottom: int) -> np.ndarray:
+    """Rows top..bottom of a loaded Pillow image of any mode as (h, W, 3) uint8 RGB, converted
+    `_BAND_PIXELS` at a time into the result (Pillow's crop and conversion take 8 bytes a
+    pixel: never of more than that many pixels)."""
+    width = image.size[0]
+    rgb = np.empty((bottom - top, width, 3), np.uint8)
+    step = max(1, _BAND_PIXELS // width)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "palette images with transparency ...": alpha is dropped anyway
+        for start in range(top, bottom, step):
+            band = image.crop((0, start, width, min(start + step, bottom)))
+            if image.mode in _SIXTEEN_BIT:
+                # 0..65535 -> 0..255, rounded (x / 257 is never halfway), kept as gray in three channels.
+                gray = (np.asarray(band).astype(np.int64) + 128) // 257
+                rgb[start - top : start - top + step] = np.clip(gray, 0, 255).astype(np.uint8)[:, :, None]
+            else:
+                rgb[start - top : start - top + step] = np.asarray(band.convert("RGB"))
+    return rgb
+
+
 def _to_rgb(image: Image.Image) -> np.ndarray:
     """A loaded Pillow image of any mode -> (H, W, 3) uint8 RGB, upright; closes `image`.
 
@@ -92,21 +115,39 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     Pillow's (released here) and the result.
     """
     orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-    width, height = image.size
-    rgb = np.empty((height, width, 3), np.uint8)
-    rows = max(1, _BAND_PIXELS // width)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "palette images with transparency ...": alpha is dropped anyway
-        for top in range(0, height, rows):
-            band = image.crop((0, top, width, min(top + rows, height)))
-            if image.mode in _SIXTEEN_BIT:
-                # 0..65535 -> 0..255, rounded (x / 257 is never halfway), kept as gray in three channels.
-                gray = (np.asarray(band).astype(np.int64) + 128) // 257
-                rgb[top : top + rows] = np.clip(gray, 0, 255).astype(np.uint8)[:, :, None]
-            else:
-                rgb[top : top + rows] = np.asarray(band.convert("RGB"))
+    rgb = _band(image, 0, image.size[1])
     image.close()  # frees Pillow's copy now, not when the garbage collector gets to it
     return _orient(rgb, orientation)
+
+
+class DecodedImage:
+    """A decoded upload whose RGB rows are handed out a band at a time (`rows`), so a caller
+    that shrinks it (`segflow.inference.segment.Segmenter.scaled_rows`) never holds a full-size
+    RGB copy beside Pillow's. An image turned by its EXIF orientation is made upright (and
+    full-size) at once. `close` frees Pillow's copy."""
+
+    def __init__(self, image: Image.Image) -> None:
+        self._image: Image.Image | None = image
+        self._upright: np.ndarray | None = None
+        if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
+            self._upright, self._image = _to_rgb(image), None
+        self.height, self.width = self._upright.shape[:2] if self._upright is not None else image.size[::-1]
+
+    def rows(self, top: int, bottom: int) -> np.ndarray:
+        """Rows top..bottom of the upright image, (bottom - top, width, 3) uint8 RGB."""
+        if self._upright is not None:
+            return self._upright[top:bottom]
+        if self._image is None:
+            raise ValueError("the decoded image was closed")
+        try:
+            return _band(self._image, top, bottom)
+        except _DECODE_ERRORS as exc:
+            raise InputError(422, f"corrupt {self._image.format} file ({exc}): send the complete file") from None
+
+    def close(self) -> None:
+        if self._image is not None:
+            self._image.close()
+        self._image = self._upright = None
 
 
 def decode_image(source: bytes | BinaryIO, max_pixels: int, min_side: int) -> np.ndarray:
@@ -116,6 +157,20 @@ def decode_image(source: bytes | BinaryIO, max_pixels: int, min_side: int) -> np
     Raises:
         InputError: see the module docstring for each status.
     """
+    return _decode(source, max_pixels, min_side, _to_rgb)
+
+
+def open_image(source: bytes | BinaryIO, max_pixels: int, min_side: int) -> DecodedImage:
+    """`decode_image`'s checks and decoding, the RGB rows handed out a band at a time
+    (`DecodedImage.rows`); the caller closes it.
+
+    Raises:
+        InputError: see the module docstring for each status.
+    """
+    return _decode(source, max_pixels, min_side, DecodedImage)
+
+
+def _decode(source: bytes | BinaryIO, max_pixels: int, min_side: int, finish: Callable[[Image.Image], T]) -> T:
     stream = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     start = stream.tell()
     data = stream.read(32)  # enough for every signature check and error message below
@@ -157,7 +212,7 @@ def decode_image(source: bytes | BinaryIO, max_pixels: int, min_side: int) -> np
             )
         try:
             image.load()  # a truncated file fails here ("image file is truncated")
-            return _to_rgb(image)
+            return finish(image)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise InputError(413, f"image refused as a decompression bomb ({exc})") from None
         except _DECODE_ERRORS as exc:

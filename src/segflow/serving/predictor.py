@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,15 +80,26 @@ class Predictor:
         another request's turn at the network."""
         return self.predict_from(lambda: image)
 
-    def predict_from(self, load: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
-        """`predict_timed` of the image `load()` returns, holding that full-size image only
-        until its working-resolution copy exists (when that is a resized copy)."""
-        image = as_rgb(load())
-        height, width = image.shape[:2]
+    def predict_from(self, load: Callable[[], Any]) -> tuple[np.ndarray, float]:
+        """`predict_timed` of the image `load()` returns: an array, held only until its
+        working-resolution copy exists (when that is a resized copy), or a decoded image
+        handing out its rows (`segflow.serving.decode.DecodedImage`: height, width, rows(top,
+        bottom), close()), shrunk a band at a time and closed once its working copy exists."""
+        loaded = load()
         start = time.perf_counter()
         self._waited.seconds = 0.0
-        scaled = self._segmenter.scaled(image)
-        del image
+        if isinstance(loaded, np.ndarray):
+            image = as_rgb(loaded)
+            del loaded
+            height, width = image.shape[:2]
+            scaled = self._segmenter.scaled(image)
+            del image
+        else:
+            height, width = loaded.height, loaded.width
+            try:
+                scaled = self._segmenter.scaled_rows(height, width, loaded.rows)
+            finally:
+                loaded.close()
         logits = self._segmenter.logits(scaled)
         del scaled
         mask = self._segmenter.to_mask(logits, height, width)
