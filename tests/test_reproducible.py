@@ -114,7 +114,19 @@ def test_newcomer_path_own_folder_and_a_queue_of_two_experiments(tmp_path):
         run_checked(["dvc", "exp", "run", "--queue", "-S", f"seed={seed}", "-n", f"seed-{seed}"], root, env)
     # One thread per worker, as the README says: two trainings on two cores, each spinning
     # OpenMP's default threads, slow each other down tens of times.
-    run_checked(["dvc", "queue", "start", "-j", "2"], root, {**env, "OMP_NUM_THREADS": "1"})
+    # Its output to a file: the workers inherit dvc's stdout, and a pipe would keep this call
+    # waiting until they exit.
+    with (tmp_path / "queue-start.log").open("w+") as log:
+        started = subprocess.run(
+            ["dvc", "queue", "start", "-j", "2"],
+            cwd=root,
+            env={**env, "OMP_NUM_THREADS": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
+        log.seek(0)
+        assert started.returncode == 0, f"dvc queue start failed:\n{log.read()}"
     try:
         queue = _wait_for_queue(root, env, 600)
     finally:
