@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from conftest import live_server  # noqa: E402 (the tests' uvicorn-in-a-thread helper)
 
 from segflow.config import ServeParams  # noqa: E402
-from segflow.serving import create_app  # noqa: E402
+from segflow.serving.app import create_app  # noqa: E402
 from segflow.serving.decode import decode_image  # noqa: E402
 
 DATASETS = REPO.parent / "shared" / "datasets"

@@ -3,7 +3,7 @@
 For each trained checkpoint (default: artifacts/train/model.pt, the encoder params.yaml
 names; add others with --checkpoint), side by side in one run:
 
-  size     the PyTorch checkpoint, model.onnx and model.int8.onnx on disk (segflow.serving.export)
+  size     the PyTorch checkpoint, model.onnx and model.int8.onnx on disk (segflow.export)
   mIoU     of each on the frozen test split (artifacts/preprocess), at each test image's
            original size through the one prediction path (segflow.inference.segment), and
            the int8 loss
@@ -39,10 +39,11 @@ import numpy as np
 import torch
 
 from segflow.config import Params, load_params
+from segflow.export.export import FP32_FILE, INT8_FILE, export_checkpoint
 from segflow.inference.network import load_checkpoint
 from segflow.prepared import read_plan
 from segflow.registry.scoring import load_test_split
-from segflow.serving.export import FP32_FILE, INT8_FILE, export_checkpoint, session
+from segflow.runtime.onnx_file import session
 
 CACHE = Path("artifacts/bench/checkpoints")
 

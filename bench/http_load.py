@@ -13,7 +13,7 @@ get more of them.
 
     python bench/http_load.py --out artifacts/bench/http.json
 
-Without --model it exports artifacts/train/model.pt (segflow.serving.export) into
+Without --model it exports artifacts/train/model.pt (segflow.export) into
 artifacts/bench/serve/ and serves the variant the export picks as default, as `segflow
 serve` would for a registered version; `--model FILE` serves a given .onnx or .pt file.
 """
@@ -35,14 +35,14 @@ import httpx
 import numpy as np
 
 from segflow.config import load_params
+from segflow.runtime.source import ModelSource
 from segflow.serving.decode import decode_image
-from segflow.serving.source import ModelSource
 
 
 def default_model(params_path: Path, data: Path, checkpoint: Path, out: Path) -> Path:
     """Export `checkpoint` into `out` and return the variant the export picks."""
+    from segflow.export.export import VARIANT_FILES, export_checkpoint
     from segflow.inference.network import load_checkpoint
-    from segflow.serving.export import VARIANT_FILES, export_checkpoint
 
     params = load_params(params_path)
     model, meta = load_checkpoint(checkpoint)

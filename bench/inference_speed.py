@@ -1,7 +1,7 @@
 """Benchmark: megapixels per second of the one inference path at full resolution.
 
 The trained checkpoint (artifacts/train/model.pt) is exported to ONNX fp32 and int8
-(segflow.serving.export), then one synthetic street scene of about 1 MP (1152x864) and one
+(segflow.export), then one synthetic street scene of about 1 MP (1152x864) and one
 of about 4 MP (2304x1728), made by the sample generator's scene painter, are segmented by
 `segflow.inference.segment.Segmenter` with PyTorch eager, onnxruntime fp32 and int8 runners,
 side by side in one process: input at full resolution, mask back at full resolution. Two
@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segflow.export.export import export_onnx
+from segflow.export.quantize import calibration_images, quantize_int8
 from segflow.inference.network import load_checkpoint
 from segflow.inference.segment import Segmenter, onnx_runner, torch_runner
-from segflow.serving.export import export_onnx, session
-from segflow.serving.quantize import calibration_images, quantize_int8
+from segflow.runtime.onnx_file import session
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"1 MP": (864, 1152), "4 MP": (1728, 2304)}

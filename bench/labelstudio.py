@@ -41,11 +41,11 @@ from test_label_studio_backend import LS_VERSION, _install_label_studio, running
 
 from segflow.config import ServeParams  # noqa: E402
 from segflow.data.readers.label_studio import read_label_studio  # noqa: E402
-from segflow.predict.pull import pull_annotations  # noqa: E402
-from segflow.serving import ModelSource  # noqa: E402
+from segflow.runtime.source import ModelSource  # noqa: E402
 from segflow.serving.decode import decode_image  # noqa: E402
 from segflow.serving.labelstudio import create_backend  # noqa: E402
 from segflow.serving.labelstudio_client import LabelStudio  # noqa: E402
+from segflow.serving.labelstudio_pull import pull_annotations  # noqa: E402
 
 DATASET = REPO.parent / "shared" / "datasets" / "via-heads-balloon"
 #: The photos' size after resizing (pixels), about 1 MP at their own aspect ratio.

@@ -44,7 +44,7 @@ def one_runtime(runtime: str, side: int, requests: int) -> dict:
     from conftest import live_server, scene
 
     from segflow.config import ServeParams
-    from segflow.serving import create_app
+    from segflow.serving.app import create_app
 
     rng = np.random.default_rng(0)
     image = cv2.resize(scene(side // 8, side // 8), (side, side), interpolation=cv2.INTER_NEAREST)

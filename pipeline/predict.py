@@ -5,7 +5,7 @@ from rich import print as rprint
 
 from segflow.predict.batch import predict_source
 from segflow.predict.masks import FAILED
-from segflow.serving.source import ModelSource
+from segflow.runtime.source import ModelSource
 from segflow.stage import run_stage
 
 

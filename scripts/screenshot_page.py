@@ -20,7 +20,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from segflow.config import load_params
 from segflow.registry import tracking
-from segflow.serving import ModelSource, create_app
+from segflow.runtime.source import ModelSource
+from segflow.serving.app import create_app
 
 ARGS = [
     "--headless",

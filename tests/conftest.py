@@ -402,7 +402,8 @@ def colour_rule_onnx(tmp_path_factory) -> Path:
     """An ONNX model (exported like a real one) whose logits follow the colour rule."""
     import torch
 
-    from segflow.serving.export import export_onnx, write_metadata
+    from segflow.export.export import export_onnx
+    from segflow.runtime.onnx_file import write_metadata
 
     class ColourRule(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,8 @@ from segflow.config import ClassesParams
 from segflow.data.draw import DrawRules, rasterize_image
 from segflow.data.readers import read_detected
 from segflow.data.records import ImageAnnotation, Region
+from segflow.data.trace import polygons
 from segflow.data.writers import EXPORT_FORMATS, ExportImage, export_labels, write_export
-from segflow.serving.regions import polygons
 
 NAMES = ["background", "sky", "thing"]
 HEIGHT, WIDTH = 96, 128

@@ -27,10 +27,11 @@ from PIL import Image
 from test_page import ARGS, CHROMIUM
 
 from segflow.config import ServeParams
-from segflow.serving import create_app
+from segflow.export.export import export_onnx
+from segflow.export.quantize import quantize_int8
+from segflow.runtime.onnx_file import write_metadata
+from segflow.serving.app import create_app
 from segflow.serving.browser import RUNTIME_FILES, WORKER_CSP, runtime_dir
-from segflow.serving.export import export_onnx, write_metadata
-from segflow.serving.quantize import quantize_int8
 
 DATASET = REPO_ROOT.parent / "shared" / "datasets" / "via-heads-balloon"
 #: Three sizes: smaller than the working resolution (enlarged), 0.5 MP (shrunk, tiled) and
@@ -333,8 +334,8 @@ def test_a_registered_champion_gives_the_browser_its_int8_file(
     import mlflow
     from starlette.testclient import TestClient
 
+    from segflow.export import export
     from segflow.registry.register import move_champion
-    from segflow.serving import export
 
     real_export = export.export_onnx  # the fast exporter: the export itself is test_export.py's
     monkeypatch.setattr(export, "export_onnx", lambda model, path, size: real_export(model, path, size, dynamo=False))

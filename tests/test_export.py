@@ -1,4 +1,4 @@
-"""segflow.serving.export: a real SegmentationNet exported with the dynamo exporter, checked
+"""segflow.export.export: a real SegmentationNet exported with the dynamo exporter, checked
 against PyTorch (logits, masks, at sizes and batches it was not traced with), quantized,
 verified on a split, and served with the same masks as the registered pyfunc."""
 
@@ -10,18 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from segflow.export.export import FP32_FILE, INT8_FILE, REPORT_FILE, export_model, export_onnx
 from segflow.inference.network import build_model
 from segflow.registry.pyfunc import SegmentationModel
-from segflow.serving.export import (
-    FP32_FILE,
-    INT8_FILE,
-    REPORT_FILE,
-    export_model,
-    export_onnx,
-    read_metadata,
-    session,
-)
-from segflow.serving.predictor import onnx_predictor
+from segflow.runtime.onnx_file import read_metadata, session
+from segflow.runtime.predictor import onnx_predictor
 
 CLASSES = ["background", "sky", "thing"]
 SIZE = 64

@@ -14,10 +14,11 @@ import torch
 from conftest import two_class_split
 
 from segflow.errors import ConfigError, Interrupted
+from segflow.export.export import export_onnx
 from segflow.inference.network import SegmentationEnsemble, SegmentationNet, build_model, load_checkpoint
 from segflow.inference.segment import Segmenter, torch_runner
 from segflow.prepared import SPLIT_INDEX, entries
-from segflow.serving.export import export_onnx, session
+from segflow.runtime.onnx_file import session
 from segflow.training import trainer as trainer_module
 from segflow.training.evaluate import evaluate
 from segflow.training.folds import assign_folds, make_folds

@@ -21,7 +21,7 @@ from conftest import SERVE_CLASSES, colour_rule_mask, live_server, scene
 from PIL import Image
 
 from segflow.config import ServeParams
-from segflow.serving import create_app
+from segflow.serving.app import create_app
 
 #: Side of the test photos: 16 MP, a 16-bit RGB PNG of about 0.2 MB.
 SIDE = 4000
@@ -102,7 +102,7 @@ def encode_small() -> bytes:
 SERVICE = """
 import sys, uvicorn
 from segflow.config import ServeParams
-from segflow.serving import create_app
+from segflow.serving.app import create_app
 serve = ServeParams(max_upload_bytes=2_000_000, max_pixels={pixels}, poll_seconds=0)
 uvicorn.run(create_app(sys.argv[1], serve), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 """
@@ -154,7 +154,7 @@ def test_twenty_large_requests_in_a_row_leave_no_memory_behind(colour_rule_onnx,
 @pytest.fixture(scope="module")
 def shrinking_onnx(colour_rule_onnx, tmp_path_factory) -> Path:
     """The colour-rule model with a working size, as a real plan gives one (long side 512)."""
-    from segflow.serving.export import read_metadata, write_metadata
+    from segflow.runtime.onnx_file import read_metadata, write_metadata
 
     path = tmp_path_factory.mktemp("shrinking") / "colour_rule_512.onnx"
     path.write_bytes(Path(colour_rule_onnx).read_bytes())

@@ -13,11 +13,12 @@ import yaml
 
 from segflow.config import ModelParams, load_params
 from segflow.errors import ConfigError
+from segflow.export.export import FP32_FILE, INT8_FILE, export_model
 from segflow.inference.graph import GRAPH_KINDS, GloRe, GraphOptions
 from segflow.inference.network import build_model, load_checkpoint, save_checkpoint
 from segflow.registry.model_card import render_model_card
 from segflow.registry.pyfunc import SegmentationModel
-from segflow.serving.export import FP32_FILE, INT8_FILE, export_model, session
+from segflow.runtime.onnx_file import session
 from segflow.training.model import checkpoint_fields, model_from_params
 
 ENCODER_ONLY = GraphOptions("glore", nodes=8, channels=16)

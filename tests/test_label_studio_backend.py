@@ -39,10 +39,10 @@ from segflow.data.collect import collect
 from segflow.data.drops import Drops
 from segflow.data.readers.label_studio import read_label_studio
 from segflow.data.readers.label_studio_rle import decode_brush_rle
-from segflow.predict.pull import pull_annotations
 from segflow.serving.brush_rle import encode_brush_rle
 from segflow.serving.labelstudio import create_backend
 from segflow.serving.labelstudio_client import LabelStudio, LabelStudioError
+from segflow.serving.labelstudio_pull import pull_annotations
 from segflow.serving.security import TOKEN_ENV
 
 ROOT = Path(__file__).resolve().parents[1]

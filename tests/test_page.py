@@ -14,7 +14,7 @@ from conftest import REPO_ROOT, SERVE_CLASSES, SERVE_PALETTE, colour_rule_mask, 
 from PIL import Image
 
 from segflow.config import ServeParams
-from segflow.serving import create_app
+from segflow.serving.app import create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [

@@ -23,7 +23,7 @@ from segflow.inference.segment import confidence, torch_runner
 from segflow.predict.batch import predict_source
 from segflow.predict.inputs import open_source
 from segflow.predict.masks import DONE_BEFORE, FAILED, PREDICTED
-from segflow.serving.predictor import ModelInfo, Predictor
+from segflow.runtime.predictor import ModelInfo, Predictor
 
 #: Stored (height, width) of each readable photo of `photos`.
 SIZES = {

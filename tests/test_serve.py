@@ -28,10 +28,11 @@ from segflow.config import ServeParams
 from segflow.data.records import Region
 from segflow.errors import ConfigError
 from segflow.inference.segment import Segmenter
-from segflow.serving import ModelSource, create_app
+from segflow.runtime.onnx_file import read_metadata, write_metadata
+from segflow.runtime.predictor import ModelInfo, Predictor
+from segflow.runtime.source import ModelSource
+from segflow.serving.app import create_app
 from segflow.serving.decode import InputError, decode_image
-from segflow.serving.export import read_metadata, write_metadata
-from segflow.serving.predictor import ModelInfo, Predictor
 
 #: Limits of the test service: small, so the refusals are cheap to provoke.
 LIMITS = ServeParams(max_upload_bytes=1_000_000, max_pixels=1_000_000, min_side=8, poll_seconds=0)
@@ -628,8 +629,8 @@ def test_champion_is_exported_served_and_swapped_when_the_alias_moves(
     import yaml
 
     from segflow.cli import main
+    from segflow.export import export
     from segflow.registry.register import move_champion
-    from segflow.serving import export
 
     # The exporter itself is tested in test_export.py; the fast one keeps this test short.
     real_export = export.export_onnx

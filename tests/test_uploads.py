@@ -18,7 +18,7 @@ import numpy as np
 from conftest import live_server, scene
 
 from segflow.config import ServeParams
-from segflow.serving import create_app
+from segflow.serving.app import create_app
 
 
 def photo(side: int, seed: int = 0) -> bytes:

@@ -32,7 +32,7 @@ from rich.table import Table
 
 from segflow.config.registry import Runtime
 from segflow.predict.command import add_predict_command
-from segflow.predict.labelstudio_commands import add_labelstudio_commands
+from segflow.serving.labelstudio_commands import add_labelstudio_commands
 from segflow.sweep.command import add_sweep_command
 
 __all__ = ["main"]
@@ -221,8 +221,8 @@ def _models(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     """Export a registered version to ONNX (fp32 and int8), verify it, log it to its run."""
+    from segflow.export.export import export_version
     from segflow.registry import tracking
-    from segflow.serving.export import export_version
 
     params, preprocess_dir, _ = _registry_context(args)
     tracking.configure(Path.cwd())
@@ -253,7 +253,7 @@ def _serve(args: argparse.Namespace) -> int:
     """Serve the web page and JSON API until interrupted."""
     from segflow.config import load_params
     from segflow.registry import tracking
-    from segflow.serving import run
+    from segflow.serving.app import run
 
     params = load_params(args.params)
     tracking.configure(Path.cwd())

@@ -19,7 +19,8 @@ Lines are PIL's in both rules: OpenCV's thick lines come out up to 2 pixels wide
 asked (thickness 3 paints 5 rows). A ``mask`` region's RLE is decoded with pycocotools.
 Otherwise regions are painted in order, so later ones cover earlier ones; `hidden_regions`
 finds those wholly covered by other classes (their class on none of their pixels), which
-rasterize reports per class.
+rasterize reports per class. The inverse, a mask traced back into polygons, is
+`segflow.data.trace`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from segflow.predict.annotations import export_annotations
 from segflow.predict.inputs import open_source
 from segflow.predict.masks import PREDICTED, Outcome, model_id, segment_photos
 from segflow.predict.report import ordered, write_shares, write_summary
-from segflow.serving.predictor import Predictor
+from segflow.runtime.predictor import Predictor
 
 __all__ = ["PredictRun", "predict_source"]
 

@@ -2,7 +2,7 @@
 
 The model is ``models:/<mlflow.model_name>@champion`` unless ``--version``, ``--alias``,
 ``--run``, ``--onnx`` or ``--model`` names another, loaded as `segflow serve` loads it
-(`segflow.serving.source.ModelSource`: a version's exported ONNX model when it has one).
+(`segflow.runtime.source.ModelSource`: a version's exported ONNX model when it has one).
 Defaults come from params.yaml's ``predict:``; the flags override them.
 """
 
@@ -76,7 +76,7 @@ def predict_command(args: argparse.Namespace) -> int:
     from segflow.predict.batch import predict_source
     from segflow.predict.masks import DONE_BEFORE, FAILED, PREDICTED
     from segflow.registry import tracking
-    from segflow.serving.source import ModelSource
+    from segflow.runtime.source import ModelSource
 
     params = load_params(args.params)
     overrides = {

@@ -37,8 +37,8 @@ from segflow.data.images import read_rgb
 from segflow.errors import ImageError
 from segflow.pixel_limit import DEFAULT_MAX_PIXELS
 from segflow.predict.inputs import Photo
-from segflow.serving.predictor import Predictor
-from segflow.serving.regions import class_shares, mask_png
+from segflow.runtime.encode import class_shares, mask_png
+from segflow.runtime.predictor import Predictor
 
 __all__ = ["PREDICTED", "DONE_BEFORE", "FAILED", "Outcome", "model_id", "segment_photos"]
 

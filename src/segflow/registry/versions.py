@@ -1,6 +1,6 @@
 """Reading a registered version's files: its checkpoint, metadata and exported ONNX models.
 
-Layout assumed (written by `segflow.registry.register.register_model` and `segflow.serving.export`):
+Layout assumed (written by `segflow.registry.register.register_model` and `segflow.export.export`):
 
 * the version's model (``models:/<name>/<version>``) is a `segflow.registry.pyfunc` model: its
   MLmodel names the checkpoint among the pyfunc artifacts (key `segflow.registry.pyfunc.CHECKPOINT`)
@@ -9,7 +9,7 @@ Layout assumed (written by `segflow.registry.register.register_model` and `segfl
 * after `segflow export`, the version's tags ``onnx.fp32`` / ``onnx.int8`` are ``runs:/``
   URIs of the ONNX files and ``onnx.default`` names the one to serve.
 
-Only this module knows that layout; `segflow.serving.export` and `segflow.serving` go through it.
+Only this module knows that layout; `segflow.export` and `segflow.runtime` go through it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The web service: `create_app(source, serve)` builds the FastAPI application.
+"""The web service: `create_app(source, serve)` builds the FastAPI application; `run`
+serves it with uvicorn (`segflow serve`).
 
     GET  /          the page: choose or drop a photo, Segment, see mask, overlay, legend
                     (HEAD too; its script and styles are /static/page.js and page.css)
@@ -48,7 +49,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -60,18 +61,20 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from segflow.config import ServeParams
+from segflow.config import Params, ServeParams
+from segflow.data.trace import polygons
+from segflow.registry.tracking import CHAMPION
+from segflow.runtime.encode import class_shares, mask_png
+from segflow.runtime.holder import ModelHolder
+from segflow.runtime.source import ModelSource
 from segflow.serving.browser import CrossOriginIsolation, add_browser
 from segflow.serving.decode import InputError, open_image
 from segflow.serving.gate import Gate, GiveBackMemory
-from segflow.serving.holder import ModelHolder
 from segflow.serving.metrics import Metrics
-from segflow.serving.regions import class_shares, mask_png, polygons
 from segflow.serving.security import TOKEN_ENV, AllowedHosts, SecurityHeaders, add_docs, allowed_hosts, mutation_guard
-from segflow.serving.source import ModelSource
 from segflow.serving.uploads import UPLOAD_ENV, UploadBudget, receive_upload, upload_limit
 
-__all__ = ["UPLOAD_ENV", "TOKEN_ENV", "CLIENT_CLOSED", "upload_limit", "create_app"]
+__all__ = ["UPLOAD_ENV", "TOKEN_ENV", "CLIENT_CLOSED", "upload_limit", "create_app", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +130,24 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
     budget = UploadBudget(serve.max_buffered_bytes, serve.upload_seconds)
     guard = mutation_guard(serve)
     gate = Gate(serve.max_concurrent, serve.queue_seconds)
-    page = (STATIC / "index.html").read_bytes()
-    assets = {name: (STATIC / name).read_bytes() for name in ASSETS}
+    metrics = Metrics(partial(_model_state, holder))
+    app, describe_browser = _application(holder, metrics, serve)
+    _add_error_handlers(app)
+    _add_page(app)
+    _add_model_routes(app, holder, metrics, describe_browser, guard)
+    _add_predict(app, holder, metrics, serve, limit=limit, budget=budget, gate=gate)
+    return app
 
-    def model_state() -> tuple[dict[str, str], int]:
-        info = holder.current.info
-        return {"name": info.name, "runtime": info.runtime, "version": str(info.version)}, holder.reloads
 
-    metrics = Metrics(model_state)
+def _model_state(holder: ModelHolder) -> tuple[dict[str, str], int]:
+    """The served model's labels and the reload count, as the metrics report them."""
+    info = holder.current.info
+    return {"name": info.name, "runtime": info.runtime, "version": str(info.version)}, holder.reloads
+
+
+def _application(holder: ModelHolder, metrics: Metrics, serve: ServeParams) -> tuple[FastAPI, Callable]:
+    """The FastAPI application with its middleware and the in-browser mode's routes;
+    returns it and the coroutine describing the in-browser mode (`add_browser`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -161,6 +174,11 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
     app.add_middleware(SecurityHeaders, policies={**browser_policies, **(add_docs(app) if serve.docs else {})})
     app.add_middleware(CrossOriginIsolation)
     app.add_middleware(_Measure, metrics=metrics)  # added last = outermost: refused hosts are counted too
+    return app, describe_browser
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Bad input -> its 4xx with a ``detail``; a client gone mid-upload -> `CLIENT_CLOSED`."""
 
     @app.exception_handler(InputError)
     async def refuse(request: Request, exc: InputError) -> JSONResponse:
@@ -177,6 +195,12 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
         )
         return Response(status_code=CLIENT_CLOSED)
 
+
+def _add_page(app: FastAPI) -> None:
+    """GET (and HEAD) / and /static/NAME: the page and the files it loads, read once now."""
+    page = (STATIC / "index.html").read_bytes()
+    assets = {name: (STATIC / name).read_bytes() for name in ASSETS}
+
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def index(request: Request) -> Response:
         return _body_unless_head(request, page, "text/html; charset=utf-8")
@@ -186,6 +210,12 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
         if name not in assets:
             raise HTTPException(404, f"no static file {name!r}: the page loads {sorted(assets)}")
         return _body_unless_head(request, assets[name], f"{ASSETS[name]}; charset=utf-8")
+
+
+def _add_model_routes(
+    app: FastAPI, holder: ModelHolder, metrics: Metrics, describe_browser: Callable, guard: Callable
+) -> None:
+    """GET /health, /model and /metrics; POST /reload behind `guard`."""
 
     @app.get("/health")
     async def health() -> dict:
@@ -216,6 +246,20 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
                 status_code=503,
             )
         return JSONResponse({"reloaded": changed, "model": holder.current.info.as_dict()})
+
+
+def _add_predict(
+    app: FastAPI,
+    holder: ModelHolder,
+    metrics: Metrics,
+    serve: ServeParams,
+    *,
+    limit: int,
+    budget: UploadBudget,
+    gate: Gate,
+) -> None:
+    """POST /predict: a photo -> its mask as a palette PNG, or JSON (shares, polygons, PNG);
+    the body within `limit` and `budget`, then a turn at `gate`."""
 
     @app.post("/predict", responses={200: {"content": {"image/png": {}, "application/json": {}}}})
     async def predict(
@@ -252,4 +296,34 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
             body["ms"] = {"model": round(1000 * model_seconds, 2), "total": round(1000 * (perf_counter() - start), 2)}
             return JSONResponse(body, headers=headers)
 
-    return app
+
+def run(
+    params: Params,
+    spec: str | Path | None = None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    runtime: str | None = None,
+) -> None:
+    """Serve `spec` (default ``models:/<mlflow.model_name>@champion``) until interrupted.
+
+    The caller configures MLflow tracking (`segflow.registry.tracking.configure`) first.
+    """
+    import uvicorn
+
+    # The address given here is the one the app's guards (token, allowed hosts) must know.
+    serve = params.serve.model_copy(update={"host": host or params.serve.host, "port": port or params.serve.port})
+    source = ModelSource(spec or f"models:/{params.mlflow.model_name}@{CHAMPION}", runtime or serve.runtime)
+    app = create_app(source, serve)
+    info = app.state.holder.current.info
+    host, port = serve.host, serve.port
+    log.info(
+        "serving %s version %s (%s, %.1f MB) on http://%s:%d",
+        info.name,
+        info.version,
+        info.runtime,
+        info.bytes / 1e6,
+        host,
+        port,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -42,13 +42,14 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from segflow.config import ServeParams
-from segflow.serving import ModelSource, create_app
+from segflow.data.trace import polygons
+from segflow.runtime.source import ModelSource
+from segflow.serving.app import create_app
 from segflow.serving.brush_rle import encode_brush_rle
 from segflow.serving.decode import InputError, decode_image
 from segflow.serving.gate import Gate
 from segflow.serving.labelstudio_client import LabelStudio, LabelStudioError
 from segflow.serving.labelstudio_config import Control, LabelConfigError, read_label_config
-from segflow.serving.regions import polygons
 from segflow.serving.security import TOKEN_ENV
 from segflow.serving.uploads import upload_limit
 
@@ -250,7 +251,7 @@ def labelstudio_routes(app: FastAPI, serve: ServeParams, studio: LabelStudio, la
 def create_backend(
     source: ModelSource | str, serve: ServeParams, studio: LabelStudio, label_map: dict | None = None
 ) -> FastAPI:
-    """The service (`segflow.serving.create_app`) with the ML backend protocol under `PREFIX`."""
+    """The service (`segflow.serving.app.create_app`) with the ML backend protocol under `PREFIX`."""
     app = create_app(source, serve)
     app.include_router(labelstudio_routes(app, serve, studio, label_map or {}))
     return app

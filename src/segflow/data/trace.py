@@ -1,42 +1,25 @@
-"""What a predicted mask holds, in numbers, in the annotations' own polygon form, as a PNG.
+"""A class-index mask traced back into polygons: the inverse of `segflow.data.draw`.
 
-`class_shares` counts each class's pixels. `polygons` traces each class's connected
-regions with OpenCV (`cv2.findContours`, outer boundaries) and returns them as canonical
-region records (`segflow.data.records.Region`: label, shape "polygon", points [[x, y], ...]
-in pixels of the image), the form every annotation reader produces, so a predicted mask
-can be reviewed and corrected in the same tools. Regions come largest first: painting
-them in order (as rasterize does, later over earlier) puts a region inside a hole of
-another over it, which rebuilds the mask up to the traced boundaries.
+`polygons` traces each class's connected regions with OpenCV (`cv2.findContours`, outer
+boundaries) and returns them as canonical region records (`segflow.data.records.Region`:
+label, shape "polygon", points [[x, y], ...] in pixels of the image), the form every
+annotation reader produces, so a predicted mask can be reviewed and corrected in the same
+tools (`segflow predict`'s pre-annotations, the service's ``?polygons=true``, Label Studio).
+Regions come largest first: painting them in order (as rasterize does, later over earlier)
+puts a region inside a hole of another over it, which rebuilds the mask up to the traced
+boundaries.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import asdict
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from segflow.data.records import Region
 
-__all__ = ["class_shares", "polygons", "mask_png"]
-
-
-def class_shares(mask: np.ndarray, class_names: list[str], palette: list[list[int]]) -> list[dict]:
-    """Per class: index, name, colour (#rrggbb), pixel count and share of the image."""
-    counts = np.bincount(mask.ravel(), minlength=len(class_names))[: len(class_names)]
-    total = max(int(mask.size), 1)
-    return [
-        {
-            "index": i,
-            "name": name,
-            "colour": "#{:02x}{:02x}{:02x}".format(*palette[i]),
-            "pixels": int(counts[i]),
-            "share": float(counts[i]) / total,
-        }
-        for i, name in enumerate(class_names)
-    ]
+__all__ = ["polygons"]
 
 
 def polygons(
@@ -90,14 +73,3 @@ def polygons(
             found.append((cv2.contourArea(contour), asdict(region)))
     found.sort(key=lambda item: -item[0])
     return [record for _, record in found]
-
-
-def mask_png(mask: np.ndarray, palette: list[list[int]]) -> bytes:
-    """`mask` (H, W) as a palette PNG: its pixel values are the class indices (read it
-    with Pillow, ``np.array(Image.open(f))``), and viewers show it in the class colours."""
-    image = Image.fromarray(mask)
-    colours = [c for colour in palette for c in colour]
-    image.putpalette(colours + [0] * (768 - len(colours)))  # other values (ignore) black
-    out = io.BytesIO()
-    image.save(out, "PNG", compress_level=1)  # masks compress well even at the fastest level
-    return out.getvalue()

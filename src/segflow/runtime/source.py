@@ -5,7 +5,7 @@ A source is one of:
 * ``models:/<name>@<alias>``: the version an alias points at (``@champion`` by default);
   it moves when the alias does (`segflow promote`, `segflow rollback`);
 * ``models:/<name>/<version>``: one version, which never changes;
-* a ``.onnx`` file from `segflow export`, or a ``.pt`` checkpoint (`segflow.training.model`); it
+* a ``.onnx`` file from `segflow export`, or a ``.pt`` checkpoint (`segflow.inference.network`); it
   changes when the file is replaced.
 
 For a registered version, the exported ONNX model the version names (``onnx.default``)
@@ -25,7 +25,7 @@ import mlflow
 
 from segflow.errors import SegflowError
 from segflow.registry import versions
-from segflow.serving.predictor import Predictor, onnx_predictor, torch_predictor
+from segflow.runtime.predictor import Predictor, onnx_predictor, torch_predictor
 
 __all__ = ["ModelSource"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from segflow.serving.source import ModelSource
+from segflow.runtime.source import ModelSource
 
 __all__ = ["ModelHolder"]
 
@@ -28,7 +28,7 @@ class ModelHolder:
 
     def __init__(self, source: ModelSource) -> None:
         self.source = source
-        self.key, self.current = source.load()  # current: a segflow.serving.predictor.Predictor
+        self.key, self.current = source.load()  # current: a segflow.runtime.predictor.Predictor
         self.reloads = 0
         self.last_error: str | None = None
         self._reload_lock = threading.Lock()  # one reload at a time (poll thread vs POST /reload)

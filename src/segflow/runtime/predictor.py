@@ -116,9 +116,9 @@ class Predictor:
 
 
 def onnx_predictor(path: Path, info: dict, threads: int = 0) -> Predictor:
-    """A predictor running the ONNX file `path` (from `segflow.serving.export`); `info` fills ModelInfo
+    """A predictor running the ONNX file `path` (from `segflow.export`); `info` fills ModelInfo
     beyond what the file's metadata says."""
-    from segflow.serving.export import read_metadata, session
+    from segflow.runtime.onnx_file import read_metadata, session
 
     runner = session(path, threads)
     meta = read_metadata(runner)
@@ -143,7 +143,7 @@ def onnx_predictor(path: Path, info: dict, threads: int = 0) -> Predictor:
 
 
 def torch_predictor(checkpoint: Path, info: dict) -> Predictor:
-    """A predictor running a `segflow.training.model.save_checkpoint` file with PyTorch."""
+    """A predictor running a `segflow.inference.network.save_checkpoint` file with PyTorch."""
     from segflow.inference.network import load_checkpoint
 
     net, meta = load_checkpoint(checkpoint)

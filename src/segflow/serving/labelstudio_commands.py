@@ -27,7 +27,7 @@ def _backend(args: argparse.Namespace) -> int:
 
     from segflow.config import load_params
     from segflow.registry import tracking
-    from segflow.serving import ModelSource
+    from segflow.runtime.source import ModelSource
     from segflow.serving.labelstudio import PREFIX, create_backend
     from segflow.serving.labelstudio_client import LabelStudio
 
@@ -57,8 +57,8 @@ def _pull(args: argparse.Namespace) -> int:
     from rich import print as rprint
 
     from segflow.config import load_params
-    from segflow.predict.pull import EXPORT_NAME, pull_annotations
     from segflow.serving.labelstudio_client import LabelStudio
+    from segflow.serving.labelstudio_pull import EXPORT_NAME, pull_annotations
     from segflow.serving.uploads import upload_limit
 
     params = load_params(args.params)

@@ -15,8 +15,8 @@
 The graph takes what `SegmentationNet` takes, ``image`` (N, 3, H, W) float32 RGB 0..255
 (normalisation is inside), and gives ``logits`` (N, C, H, W) and ``mask`` (N, H, W) uint8,
 the argmax, computed by onnxruntime so a server fetches one byte per pixel. The file's
-metadata (key ``segflow``, JSON) holds the class names, palette, input size, source version
-and its measured test mIoU, so an ONNX file alone is enough to serve.
+metadata (`segflow.runtime.onnx_file`) holds the class names, palette, input size, source
+version and its measured test mIoU, so an ONNX file alone is enough to serve.
 
 `export_version` does this for a registered version (default ``@champion``) and logs the
 folder to the version's run under ``onnx/v<version>/``; the version's tags ``onnx.fp32``,
@@ -35,35 +35,28 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
 from segflow.colours import palette
 from segflow.config import Params
 from segflow.errors import SegflowError
+from segflow.export.quantize import calibration_images, quantize_int8
 from segflow.inference.network import SegmentationNet, load_checkpoint
 from segflow.inference.segment import Segmenter, as_rgb, onnx_runner, torch_runner
 from segflow.metrics import SegmentationMeter
 from segflow.registry import versions
 from segflow.registry.scoring import load_test_split
-from segflow.serving.quantize import calibration_images, quantize_int8
+from segflow.runtime.onnx_file import session, write_metadata
 
 __all__ = [
     "FP32_FILE",
     "INT8_FILE",
     "REPORT_FILE",
-    "METADATA_KEY",
     "VARIANT_FILES",
     "export_onnx",
-    "quantize_int8",
-    "read_metadata",
-    "write_metadata",
-    "session",
     "export_model",
     "export_checkpoint",
-    "calibration_images",
     "export_version",
 ]
 
@@ -74,8 +67,6 @@ INT8_FILE = "model.int8.onnx"
 REPORT_FILE = "export.json"
 #: Variant name -> file name, as in the report and the version's ``onnx.<variant>`` tags.
 VARIANT_FILES = {"fp32": FP32_FILE, "int8": INT8_FILE}
-#: ONNX metadata_props key holding segflow's JSON metadata.
-METADATA_KEY = "segflow"
 #: ONNX opset: 18 is the first the dynamo exporter targets fully, and onnxruntime 1.18+ runs it.
 OPSET = 18
 
@@ -127,32 +118,6 @@ def export_onnx(model: SegmentationNet, path: Path, tile: tuple[int, int], dynam
             **shapes,
         )
     return Path(path)
-
-
-def write_metadata(path: Path, metadata: dict) -> None:
-    """Store `metadata` (JSON-ready) in the ONNX file's metadata_props."""
-    proto = onnx.load(str(path))
-    kept = [prop for prop in proto.metadata_props if prop.key != METADATA_KEY]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(metadata))
-    onnx.save(proto, str(path))
-
-
-def read_metadata(source: Path | ort.InferenceSession) -> dict:
-    """segflow's metadata of an ONNX file (or loaded session); {} if it has none."""
-    if not isinstance(source, ort.InferenceSession):
-        source = session(source)
-    raw = source.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    return json.loads(raw) if raw else {}
-
-
-def session(path: Path, threads: int = 0) -> ort.InferenceSession:
-    """An onnxruntime CPU session; `threads` 0 = one per physical core."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3  # errors only: the QDQ graph's notes are not warnings
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class _Variant:
