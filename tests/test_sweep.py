@@ -52,6 +52,7 @@ def test_bad_flags_are_one_line_errors(tmp_path):
         (["s", "-S", "train.lr=b..1"], "a range's ends must be numbers"),
         (["s/1", "-S", "train.lr=1"], "use letters, digits"),
         (["s", "-S", "train.lr=2..1:log", "--trials", "2"], "must be below high"),
+        (["s", "-S", "train.lr=1,2", "--storage", "sqlite:///o.db"], "a grid has none"),
     ):
         done = subprocess.run([SEGFLOW, "sweep", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert done.returncode == 1 and says in " ".join(done.stdout.split()), done.stdout + done.stderr
@@ -61,6 +62,27 @@ def test_bad_flags_are_one_line_errors(tmp_path):
 def _state(root: Path, name: str = "lr") -> dict:
     path = root / "artifacts/sweeps" / name / "state.json"
     return json.loads(path.read_text()) if path.is_file() else {"trials": []}
+
+
+def _exp_show_metrics(root: Path, env: dict) -> dict[str, dict]:
+    """Each named experiment's artifacts/evaluate/metrics.json as `dvc exp show --json` shows it."""
+    found: dict[str, dict] = {}
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            data = node.get("data")
+            if node.get("name") and isinstance(data, dict) and isinstance(data.get("metrics"), dict):
+                metrics = data["metrics"].get("artifacts/evaluate/metrics.json", {}).get("data")
+                if metrics:
+                    found[node["name"]] = metrics
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(run_checked(["dvc", "exp", "show", "--json"], root, env)))
+    return found
 
 
 @pytest.mark.slow
@@ -124,6 +146,11 @@ def test_a_grid_with_a_bad_trial_is_stopped_resumed_ranked_and_gated(tmp_path):
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
     assert artifacts == {"sweep/trials.csv", "sweep/trials.png"}
 
+    # DVC's view of the same experiments: `dvc exp show` and MLflow agree on each trial's test score.
+    shown = _exp_show_metrics(root, env)
+    for name in ("lr-1", "lr-2"):
+        assert shown[name]["test"]["miou"] == pytest.approx(by_name[name].data.metrics["test_miou"], abs=1e-5), name
+
     candidate = client.get_model_version_by_alias("segflow-unet", "candidate")
     assert candidate.run_id == by_name[best].info.run_id
     assert f"segflow promote --version {candidate.version}" in out
@@ -133,7 +160,7 @@ def test_a_grid_with_a_bad_trial_is_stopped_resumed_ranked_and_gated(tmp_path):
 
 @pytest.mark.slow
 def test_a_search_asks_optuna_and_a_rerun_continues_its_study(tmp_path):
-    """A 2-trial TPE search on 2 workers from a fresh clone (no baseline: each trial runs the
+    """A 3-trial TPE search on 2 workers from a fresh clone (no baseline: each trial runs the
     whole pipeline), then the same command again: the study and the trials are not redone."""
     env = {**shrunk_clone(tmp_path), "COLUMNS": "200"}
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
@@ -141,20 +168,20 @@ def test_a_search_asks_optuna_and_a_rerun_continues_its_study(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_checked(["git", "commit", "-qam", "short"], tmp_path, env)
     search = [SEGFLOW, "sweep", "tpe", "-S", "train.lr=0.001..0.01:log", "-S", "train.loss=ce,ce+dice"]
-    search += ["--trials", "2", "--seed", "7", "-j", "2", "--poll", "1", "--no-promote"]
+    search += ["--trials", "3", "--seed", "7", "-j", "2", "--poll", "1", "--no-promote"]
     try:
         first = subprocess.run(search, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert first.returncode == 0, first.stdout + first.stderr[-3000:]
         again = subprocess.run(search, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     finally:
         subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=tmp_path, env=env, capture_output=True, timeout=120)
-    assert again.returncode == 0 and "skipped: tpe-1, tpe-2" in again.stdout, again.stdout + again.stderr[-2000:]
+    assert again.returncode == 0 and "skipped: tpe-1, tpe-2, tpe-3" in again.stdout, again.stdout + again.stderr[-2000:]
     assert "segflow promote --version" in again.stdout
 
     import optuna
 
     study = optuna.load_study(study_name="tpe", storage=f"sqlite:///{tmp_path / 'artifacts/sweeps/tpe/optuna.db'}")
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]  # nothing asked on the rerun
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3  # nothing asked on the rerun
     trials = _state(tmp_path, "tpe")["trials"]
     for trial, asked in zip(trials, study.trials):
         assert trial["params"] == asked.params and trial["val_miou"] == pytest.approx(asked.value)
@@ -168,9 +195,69 @@ def test_a_search_asks_optuna_and_a_rerun_continues_its_study(tmp_path):
         [client.get_experiment_by_name("segflow").experiment_id],
         "tags.`segflow.sweep` = 'tpe' and params.`sweep.mode` = 'tpe'",
     )
-    assert parent.data.params["sweep.seed"] == "7" and parent.data.params["sweep.budget"] == "2"
+    assert parent.data.params["sweep.seed"] == "7" and parent.data.params["sweep.budget"] == "3"
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert sorted(run.data.tags["dvc.exp_name"] for run in children) == ["tpe-1", "tpe-2"]
+    assert sorted(run.data.tags["dvc.exp_name"] for run in children) == ["tpe-1", "tpe-2", "tpe-3"]
     for run, trial in zip(sorted(children, key=lambda r: r.data.tags["dvc.exp_name"]), trials):
         assert float(run.data.params["train.lr"]) == pytest.approx(trial["params"]["train.lr"])
         assert run.data.params["train.loss"] == trial["params"]["train.loss"]
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_search_through_postgres(postgres_url, tmp_path):
+    """`--storage`: the same search started in two clones (two machines' worth) shares one
+    Optuna study in PostgreSQL: 3 trials in all, named by the study (no name twice), and only
+    the process that ran the study's best trial points @candidate at it."""
+    import optuna
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("CREATE DATABASE shared_sweep")
+    storage = postgres_url.rsplit("/", 1)[0] + "/shared_sweep"
+    roots, envs = [tmp_path / "a", tmp_path / "b"], []
+    for root in roots:
+        root.mkdir()
+        env = {**shrunk_clone(root), "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        params["train"].update(steps_per_epoch=2, batch_size=4)
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        run_checked(["git", "commit", "-qam", "short"], root, env)
+        envs.append(env)
+    search = [SEGFLOW, "sweep", "team", "-S", "train.lr=0.001..0.01:log", "--trials", "3", "--seed", "3"]
+    search += ["-j", "1", "--poll", "1", "--no-promote", "--storage", storage]
+    processes = [
+        subprocess.Popen(search, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for root, env in zip(roots, envs)
+    ]
+    try:
+        outs = [process.communicate(timeout=900)[0] for process in processes]
+    finally:
+        for process, root, env in zip(processes, roots, envs):
+            process.kill()
+            subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=root, env=env, capture_output=True, timeout=120)
+    for process, out in zip(processes, outs):
+        assert process.returncode == 0, out[-4000:]
+
+    names = [{t["name"] for t in _state(root, "team")["trials"]} for root in roots]
+    assert names[0] and names[1] and not names[0] & names[1], names
+    assert names[0] | names[1] == {"team-1", "team-2", "team-3"}
+    study = optuna.load_study(study_name="team", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    best = f"team-{study.best_trial.number + 1}"
+    owner = 0 if best in names[0] else 1
+    assert f"best on validation: {best}" in outs[owner], outs[owner][-3000:]
+    assert f"the study's best is {best}, run by another process" in outs[1 - owner], outs[1 - owner][-3000:]
+
+    import mlflow
+
+    for index, root in enumerate(roots):
+        store = f"sqlite:///{root / 'mlflow.db'}"
+        client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
+        try:
+            candidate = client.get_model_version_by_alias("segflow-unet", "candidate")
+        except mlflow.exceptions.MlflowException:
+            candidate = None
+        if index == owner:
+            assert candidate is not None and client.get_run(candidate.run_id).data.tags["dvc.exp_name"] == best
+        else:
+            assert candidate is None

@@ -47,6 +47,11 @@ def add_sweep_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--trials", type=int, help="an Optuna TPE search of this many trials (default: the grid)")
     parser.add_argument("--seed", type=int, help="the search's sampler seed (default 0)")
     parser.add_argument("-j", "--jobs", type=int, help="DVC queue workers (default 1)")
+    parser.add_argument(
+        "--storage",
+        help="share the search's Optuna study through this database URL (e.g. the team's "
+        "postgresql://user@host/optuna): the same command on several machines runs one search",
+    )
     parser.add_argument("--no-promote", action="store_true", help="set @candidate but only print the promote command")
     parser.add_argument("--poll", type=float, default=5.0, help="seconds between queue checks (default %(default)s)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default %(default)s)")
@@ -86,7 +91,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
     from segflow.config import load_params
     from segflow.sweep import report, runs
-    from segflow.sweep.driver import SweepRun, run_sweep
+    from segflow.sweep.driver import SweepRun, run_sweep, study_best
     from segflow.sweep.space import NAME_PATTERN
     from segflow.sweep.state import SUCCESS, SweepState
 
@@ -99,6 +104,11 @@ def _sweep(args: argparse.Namespace) -> int:
     if not NAME_PATTERN.match(args.name):
         raise ConfigError(f"sweep name {args.name!r}: use letters, digits, '-', '_' or '.' (it names DVC experiments)")
     spec, jobs = _spec(args)
+    if args.storage and spec.mode != "tpe":
+        raise ConfigError(
+            "segflow sweep --storage shares an Optuna search (--trials N); a grid has none: "
+            "run it on one machine with -j N"
+        )
     params = load_params(args.params)
     root = Path.cwd()
     folder = args.artifacts / "sweeps" / args.name
@@ -110,10 +120,15 @@ def _sweep(args: argparse.Namespace) -> int:
     state.save(folder / "state.json")
     rprint(f"sweep [bold]{args.name}[/]: {spec.mode}, {spec.budget()} trials, {jobs} worker(s); parent run "
            f"{state.parent_run_id}")  # fmt: skip
-    run = SweepRun(root, params, args.name, spec, jobs, folder, args.poll)
+    run = SweepRun(root, params, args.name, spec, jobs, folder, args.poll, args.storage)
     status = run_sweep(run, state, state.parent_run_id)
     ranked = report.ranked(state)
     best = ranked[0] if ranked and ranked[0].status == SUCCESS and ranked[0].version else None
+    elsewhere = None  # a shared study's best trial, when another process ran it (and crowns it)
+    if best is not None and args.storage and status == "finished":
+        overall = study_best(run)
+        if overall is not None and overall != best.number:
+            elsewhere, best = f"{args.name}-{overall + 1}", None
     if status == "finished" and best is not None:
         runs.crown_candidate(root, params, state.parent_run_id, best)
     files = [report.write_csv(state, folder / "trials.csv")]
@@ -126,6 +141,9 @@ def _sweep(args: argparse.Namespace) -> int:
     if status == "interrupted":
         rprint(f"[yellow]interrupted: rerun the same command to resume sweep {args.name}[/]")
         return 130
+    if elsewhere is not None:
+        rprint(f"the study's best is {elsewhere}, run by another process sharing --storage: it points @candidate there")
+        return 0
     if best is None:
         rprint("[red]no trial succeeded: nothing to promote[/]")
         return 1

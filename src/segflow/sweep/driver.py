@@ -4,6 +4,11 @@ A grid queues every point at once and lets ``-j`` workers take them. A search ke
 trials in flight: it asks Optuna's TPE sampler for a point (ask/tell; ``constant_liar`` keeps
 parallel asks apart), queues it, and tells the validation mIoU back when the trial ends; its
 study lives in ``optuna.db`` beside the state, so a resumed search continues the same study.
+
+With ``--storage URL`` (an Optuna RDB URL, e.g. the team's PostgreSQL) the study is shared:
+the same command on several machines runs one search. Trials are named by the study's trial
+numbers (unique across machines), the budget counts every machine's trials, and only the
+process that ran the study's best trial points @candidate at it (`study_best`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class SweepRun:
     jobs: int
     folder: Path  # artifacts/sweeps/<name>
     poll_s: float = 5.0
+    storage: str | None = None  # a shared Optuna storage URL (None: optuna.db in `folder`)
 
 
 class _Search:
@@ -48,12 +54,12 @@ class _Search:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.optuna = optuna
-        storage = f"sqlite:///{(run.folder / 'optuna.db').resolve()}"
-        sampler = optuna.samplers.TPESampler(seed=run.spec.seed, constant_liar=True)
-        self.study = optuna.create_study(
-            study_name=run.name, storage=storage, sampler=sampler, direction="maximize", load_if_exists=True
-        )
+        self.study = load_study(run)
         self.spec = run.spec
+
+    def asked(self) -> int:
+        """Trials asked so far, by every process sharing the study."""
+        return len(self.study.get_trials(deepcopy=False))
 
     def ask(self) -> tuple[int, dict[str, Any]]:
         trial = self.study.ask()
@@ -67,6 +73,42 @@ class _Search:
             self.study.tell(trial.number, trial.val_miou, skip_if_finished=True)
         else:
             self.study.tell(trial.number, state=state.FAIL, skip_if_finished=True)
+
+
+def load_study(run: SweepRun) -> Any:  # noqa: ANN401 (optuna.Study, imported lazily)
+    """The search's Optuna study (created on first use) in its storage."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = run.storage or f"sqlite:///{(run.folder / 'optuna.db').resolve()}"
+    sampler = optuna.samplers.TPESampler(seed=run.spec.seed, constant_liar=True)
+    try:
+        return optuna.create_study(
+            study_name=run.name, storage=storage, sampler=sampler, direction="maximize", load_if_exists=True
+        )
+    except (SQLAlchemyError, ValueError, ImportError) as exc:  # unreachable, refused, a bad URL, no driver
+        where = redact(storage)
+        message = f"sweep {run.name}: cannot open the Optuna storage {where} ({exc}); check --storage"
+        raise SegflowError(message) from None
+
+
+def redact(url: str) -> str:
+    """`url` without its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not a database URL
+        return url.split("@")[-1]
+
+
+def study_best(run: SweepRun) -> int | None:
+    """The Optuna number of the study's best finished trial, by any process; None if none."""
+    study = load_study(run)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.value is not None and t.state.name == "COMPLETE"]
+    return max(complete, key=lambda t: t.value).number if complete else None
 
 
 def _finish_trial(run: SweepRun, state: SweepState, parent: str, trial: Trial, ok: bool, started: dict) -> None:
@@ -110,9 +152,9 @@ def run_sweep(run: SweepRun, state: SweepState, parent: str) -> str:
                     missing[trial.name] = time.monotonic()
                     trial.requeue, queued_now = False, True
                     in_flight.append(trial)
-            while search is not None and len(in_flight) < run.jobs and len(state.trials) < run.spec.budget():
+            while search is not None and len(in_flight) < run.jobs and search.asked() < run.spec.budget():
                 number, point = search.ask()
-                trial = Trial(f"{run.name}-{len(state.trials) + 1}", point, number=number)
+                trial = Trial(f"{run.name}-{number + 1}", point, number=number)
                 state.trials.append(trial)
                 queue.queue_trial(run.root, trial.name, point)
                 missing[trial.name] = time.monotonic()
