@@ -24,15 +24,13 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import get_args
 
 from rich import box
 from rich import print as rprint
 from rich.table import Table
 
-from segflow.config.registry import Runtime
 from segflow.predict.command import add_predict_command
-from segflow.serving.labelstudio_commands import add_labelstudio_commands
+from segflow.serving.commands import add_labelstudio_commands, add_serve_command
 from segflow.sweep.command import add_sweep_command
 
 __all__ = ["main"]
@@ -249,20 +247,6 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    """Serve the web page and JSON API until interrupted."""
-    from segflow.config import load_params
-    from segflow.registry import tracking
-    from segflow.serving.app import run
-
-    params = load_params(args.params)
-    tracking.configure(Path.cwd())
-    name = params.mlflow.model_name
-    spec = args.onnx or args.model or (f"models:/{name}/{args.version}" if args.version else None)
-    run(params, spec, host=args.host, port=args.port, runtime=args.runtime)
-    return 0
-
-
 def _registry_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default %(default)s)")
     parser.add_argument(
@@ -317,24 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     _registry_arguments(export)
     export.set_defaults(func=_export)
 
-    serve = commands.add_parser(
-        "serve",
-        help="web page + JSON API on the @champion model",
-        description="Serve the page (GET /) and the API (POST /predict, GET /model, /health, /metrics, "
-        "POST /reload) on models:/<name>@champion, reloading when the alias moves. The "
-        "version's exported ONNX model runs if there is one (segflow export).",
-    )
-    source = serve.add_mutually_exclusive_group()
-    source.add_argument(
-        "--model", metavar="SPEC", help="models:/<name>@<alias>, models:/<name>/<version>, or a .onnx / .pt file"
-    )
-    source.add_argument("--version", help="a version number of the params' model")
-    source.add_argument("--onnx", metavar="FILE", help="an exported .onnx file (no registry needed)")
-    serve.add_argument("--runtime", choices=get_args(Runtime), help="default: serve.runtime")
-    serve.add_argument("--host", help="default: serve.host")
-    serve.add_argument("--port", type=int, help="default: serve.port")
-    serve.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default %(default)s)")
-    serve.set_defaults(func=_serve)
+    add_serve_command(commands)
     add_predict_command(commands)
     add_labelstudio_commands(commands)
     add_sweep_command(commands)
