@@ -21,7 +21,9 @@ __all__ = [
     "PreprocessParams",
 ]
 
-#: `fetch.format`: "auto" (detect) or a reader name; segflow.data.readers.FORMATS derives from it.
+#: `fetch.format`: "auto" (detect) or the name of a reader in segflow.data.readers.READERS.
+#: Spelled out here because config may not import data; tests/test_readers.py checks that
+#: the two agree, and segflow.data.readers.FORMATS is this tuple.
 AnnotationFormat = Literal[
     "auto", "via_csv", "via_json", "coco", "labelme", "cityscapes", "cvat", "masks", "mask_images", "label_studio"
 ]

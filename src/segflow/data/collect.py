@@ -17,8 +17,8 @@ resolve against its own folder (or ``fetch.images``).
   file missing from ``fetch.annotations``, like the other split's
   ``val/via_region_data.json``; frames deleted from a CVAT task) are left out and
   listed, with the annotation files found beside them that were not read. Formats whose
-  "annotations" are mask images (masks, mask_images, cityscapes) are not checked: their
-  folders hold masks beside the images, and their readers pair the two themselves.
+  readers pair masks with images themselves (`Reader.names_images` False: masks,
+  mask_images, cityscapes) are not checked: their folders hold masks beside the images.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from segflow.config import FetchParams
 from segflow.data.drops import Drops
-from segflow.data.readers import read_detected
+from segflow.data.readers import read_detected, reader_named
 from segflow.data.readers.image_files import ImageFiles
 from segflow.data.readers.mask_images import MaskRules
 from segflow.data.records import ImageAnnotation
@@ -56,8 +56,6 @@ SPLIT_FOLDERS = {
     "testing": "test",
 }
 _GLOB = re.compile(r"[*?\[]")
-# Formats whose records name their images, so an image no record names is not annotated.
-_NAMING_FORMATS = ("via_csv", "via_json", "coco", "labelme", "cvat", "label_studio")
 # Annotation files (text) a folder of them may hold; the size limit applies to each.
 _TEXT_SUFFIXES = (".json", ".xml", ".csv", ".txt")
 _NOT_FOUND = "set fetch.source and fetch.annotations in params.yaml (did you run `dvc pull`?)"
@@ -123,9 +121,10 @@ def uncovered_images(root: Path, paths: list[Path], formats: list[str], names: s
     """The image files below `root` that none of `names` (canonical record names) is, and the
     files beside them named like one of the annotation `paths` but not among them.
 
-    Both relative to `root`, sorted; ([], []) when a format pairs masks with images instead.
+    Both relative to `root`, sorted; ([], []) when a format pairs masks with images instead
+    (its `Reader.names_images` is False).
     """
-    if not set(formats) <= set(_NAMING_FORMATS):
+    if not all(reader_named(fmt).names_images for fmt in formats):
         return [], []
     uncovered = [rel for rel in ImageFiles(root).images() if rel not in names]
     read = {path.resolve() for path in paths}

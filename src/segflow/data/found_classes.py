@@ -21,10 +21,7 @@ from pathlib import Path
 from segflow.config import AUTO, IGNORE, Params
 from segflow.config.auto_classes import with_names
 from segflow.data.collect import Collected
-from segflow.data.readers.coco import read_coco_categories
-from segflow.data.readers.cvat import read_cvat_labels
-from segflow.data.readers.label_studio import read_label_studio_tags
-from segflow.data.readers.masks import LABELMAP, read_labelmap
+from segflow.data.readers import reader_named
 from segflow.errors import ConfigError
 
 __all__ = ["declared_labels", "unused_labels", "resolve_classes"]
@@ -34,16 +31,7 @@ log = logging.getLogger(__name__)
 
 def declared_labels(path: Path, fmt: str) -> list[str]:
     """The labels (and image-level tags) the annotation file (or folder) `path`, read as `fmt`, declares."""
-    if fmt == "cvat":
-        return read_cvat_labels(path)
-    if fmt == "masks":
-        labelmap = path / LABELMAP if path.is_dir() else path
-        return list(read_labelmap(labelmap).values()) if labelmap.is_file() else []
-    if fmt == "coco":
-        return read_coco_categories(path)
-    if fmt == "label_studio":
-        return read_label_studio_tags(path)
-    return []
+    return reader_named(fmt).labels(path)
 
 
 def _used_labels(params: Params, collected: Collected) -> list[str]:

@@ -35,17 +35,16 @@ from tqdm import tqdm
 from segflow.config import Params
 from segflow.data.draw import DrawRules, drawable, hidden_regions, is_outline, paint_region, rasterize_image
 from segflow.data.drops import Drops
+from segflow.data.readers import READERS
 from segflow.data.records import ImageAnnotation, Region, read_annotations
 from segflow.data.report import add_pixels, write_report
 from segflow.errors import AnnotationError
 from segflow.outputs import atomic_dir
 
-__all__ = ["PIL_FORMATS", "mask_name", "draw_rules", "paint_region", "rasterize_image", "rasterize"]
+__all__ = ["mask_name", "draw_rules", "paint_region", "rasterize_image", "rasterize"]
 
 log = logging.getLogger(__name__)
 
-#: Formats whose own tools rasterize with PIL; ``rasterize.fill: auto`` follows them.
-PIL_FORMATS = ("cityscapes", "labelme")
 # Hidden regions kept as examples per class.
 _EXAMPLES = 5
 
@@ -60,7 +59,8 @@ def draw_rules(params: Params, fmt: str) -> DrawRules:
     settings = params.rasterize
     fill = settings.fill
     if fill == "auto":  # several formats (a list of files) are joined by "+": pil only if all are
-        fill = "pil" if all(part in PIL_FORMATS for part in fmt.split("+")) else "opencv"
+        pil = {reader.name for reader in READERS if reader.pil_fill}  # formats whose tools draw with PIL
+        fill = "pil" if all(part in pil for part in fmt.split("+")) else "opencv"
     return DrawRules(
         fill=fill,
         polyline_width=settings.polyline_width,

@@ -24,11 +24,12 @@ from cityscapesscripts.helpers.labels import name2label
 
 from segflow.cityscapes_labels import official_label
 from segflow.data.drops import Drops
+from segflow.data.readers.base import Reader, ReadOptions, Source
 from segflow.data.readers.common import load_json, points_from_pairs
 from segflow.data.records import SPLITS, ImageAnnotation, Region
 from segflow.errors import AnnotationError
 
-__all__ = ["POLYGONS_SUFFIX", "IMAGE_SUFFIX", "read_cityscapes", "parse_cityscapes"]
+__all__ = ["POLYGONS_SUFFIX", "IMAGE_SUFFIX", "READER", "read_cityscapes", "parse_cityscapes"]
 
 #: File name endings of the annotation and of its image.
 POLYGONS_SUFFIX = "_gtFine_polygons.json"
@@ -112,3 +113,22 @@ def read_cityscapes(path: Path, label_key: str = "", drops: Drops | None = None)
         except AnnotationError as exc:
             drops.bad(exc)
     return records
+
+
+def _is_cityscapes(source: Source) -> bool:
+    """A folder holding ``gtFine/``, or a JSON object with ``objects`` and ``imgHeight``."""
+    if source.is_dir:
+        return (source.path / "gtFine").is_dir()
+    data = source.sniff_json()
+    return isinstance(data, dict) and "objects" in data and "imgHeight" in data
+
+
+def _read(source: Source, options: ReadOptions) -> list[ImageAnnotation]:
+    if source.is_dir:
+        return read_cityscapes(source.path, options.label_key, options.drops)
+    return [parse_cityscapes(source.path, source.json(), options.drops)]
+
+
+#: Its records carry their split and pair with leftImg8bit/ themselves: images no record
+#: names (the test split's, say) are not "uncovered".
+READER = Reader(name="cityscapes", detect=_is_cityscapes, read=_read, folders=True, names_images=False, pil_fill=True)

@@ -25,11 +25,12 @@ from pycocotools import mask as coco_mask
 
 from segflow.config.data import CrowdRule
 from segflow.data.drops import Drops
+from segflow.data.readers.base import Reader, ReadOptions, Source
 from segflow.data.readers.common import declared_side, load_json, number
 from segflow.data.records import ImageAnnotation, Region
 from segflow.errors import AnnotationError
 
-__all__ = ["CROWD_CHOICES", "read_coco", "read_coco_categories", "parse_coco"]
+__all__ = ["CROWD_CHOICES", "READER", "read_coco", "read_coco_categories", "parse_coco"]
 
 log = logging.getLogger(__name__)
 
@@ -190,3 +191,15 @@ def parse_coco(
         )
         for image_id, (image, regions) in images.items()
     ]
+
+
+def _is_coco(source: Source) -> bool:
+    data = source.sniff_json()
+    return isinstance(data, dict) and {"images", "annotations", "categories"} <= data.keys()
+
+
+def _read(source: Source, options: ReadOptions) -> list[ImageAnnotation]:
+    return parse_coco(source.path, source.json(), options.label_key, options.drops, options.crowd)
+
+
+READER = Reader(name="coco", detect=_is_coco, read=_read, labels=read_coco_categories)

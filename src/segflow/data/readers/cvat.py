@@ -43,11 +43,12 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from segflow.data.drops import Drops
+from segflow.data.readers.base import Reader, ReadOptions, Source
 from segflow.data.readers.image_files import ImageFiles
 from segflow.data.records import ImageAnnotation, Region
 from segflow.errors import AnnotationError
 
-__all__ = ["CVAT_SHAPES", "is_cvat_xml", "read_cvat", "read_cvat_labels"]
+__all__ = ["CVAT_SHAPES", "READER", "is_cvat_xml", "read_cvat", "read_cvat_labels"]
 
 #: CVAT shape elements this reader turns into regions (``tag`` is read and has no pixels).
 CVAT_SHAPES = ("polygon", "box", "ellipse", "polyline", "points", "mask")
@@ -293,3 +294,15 @@ def read_cvat(
         except AnnotationError as exc:
             drops.bad(exc)
     return records
+
+
+def _read(source: Source, options: ReadOptions) -> list[ImageAnnotation]:
+    return read_cvat(source.path, options.label_key, options.drops, images=options.images)
+
+
+READER = Reader(
+    name="cvat",
+    detect=lambda source: source.suffix == ".xml" and is_cvat_xml(source.path),
+    read=_read,
+    labels=read_cvat_labels,
+)

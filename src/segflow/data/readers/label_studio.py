@@ -42,6 +42,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from segflow.data.drops import Drops
+from segflow.data.readers.base import Reader, ReadOptions, Source
 from segflow.data.readers.common import load_json, number, points_from_pairs
 from segflow.data.readers.image_files import ImageFiles
 from segflow.data.readers.label_studio_rle import decode_brush_rle
@@ -50,6 +51,7 @@ from segflow.errors import AnnotationError
 
 __all__ = [
     "LABEL_STUDIO_TYPES",
+    "READER",
     "is_label_studio_export",
     "read_label_studio",
     "read_label_studio_tags",
@@ -252,3 +254,15 @@ def read_label_studio(
 ) -> list[ImageAnnotation]:
     """Read a Label Studio JSON export file; `label_key` is unused (each result names its label)."""
     return parse_label_studio(path, load_json(path, "Label Studio"), drops, images)
+
+
+def _read(source: Source, options: ReadOptions) -> list[ImageAnnotation]:
+    return parse_label_studio(source.path, source.json(), options.drops, images=options.images)
+
+
+READER = Reader(
+    name="label_studio",
+    detect=lambda source: is_label_studio_export(source.sniff_json()),
+    read=_read,
+    labels=read_label_studio_tags,
+)

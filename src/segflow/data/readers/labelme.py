@@ -34,11 +34,12 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from segflow.data.drops import Drops
+from segflow.data.readers.base import Reader, ReadOptions, Source
 from segflow.data.readers.common import declared_side, guard_pixels, load_json, points_from_pairs
 from segflow.data.records import ImageAnnotation, Region
 from segflow.errors import AnnotationError
 
-__all__ = ["LABELME_SHAPES", "read_labelme", "parse_labelme"]
+__all__ = ["LABELME_SHAPES", "READER", "read_labelme", "parse_labelme"]
 
 #: LabelMe shape types this reader understands.
 LABELME_SHAPES = ("polygon", "rectangle", "circle", "line", "linestrip", "point", "mask")
@@ -173,3 +174,21 @@ def read_labelme(path: Path, label_key: str = "", drops: Drops | None = None) ->
         except AnnotationError as exc:
             drops.bad(exc)
     return records
+
+
+def _is_labelme(source: Source) -> bool:
+    """A folder holding any ``.json`` (tried after Cityscapes' and the mask layouts), or a
+    JSON object with ``shapes`` and ``imagePath``."""
+    if source.is_dir:
+        return next(source.path.rglob("*.json"), None) is not None
+    data = source.sniff_json()
+    return isinstance(data, dict) and {"shapes", "imagePath"} <= data.keys()
+
+
+def _read(source: Source, options: ReadOptions) -> list[ImageAnnotation]:
+    if source.is_dir:
+        return read_labelme(source.path, options.label_key, options.drops)
+    return [parse_labelme(source.path, source.json(), options.drops)]
+
+
+READER = Reader(name="labelme", detect=_is_labelme, read=_read, folders=True, pil_fill=True)

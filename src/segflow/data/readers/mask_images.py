@@ -41,13 +41,14 @@ from pycocotools import mask as coco_mask
 
 from segflow.config import AUTO, IGNORE, Params
 from segflow.data.drops import Drops
+from segflow.data.readers.base import Reader, ReadOptions, Source
 from segflow.data.readers.common import guard_pixels
 from segflow.data.readers.image_files import IMAGE_SUFFIXES
 from segflow.data.readers.masks import image_size
 from segflow.data.records import ImageAnnotation, Region
 from segflow.errors import AnnotationError, ConfigError
 
-__all__ = ["IMAGE_FOLDERS", "MaskRules", "mask_rules", "is_mask_images", "read_mask_images"]
+__all__ = ["IMAGE_FOLDERS", "READER", "MaskRules", "mask_rules", "is_mask_images", "read_mask_images"]
 
 #: Names (lower case) of the folder beside the masks that holds their images.
 IMAGE_FOLDERS = ("images", "image", "imgs", "img", "jpegimages", "leftimg8bit", "photos")
@@ -296,3 +297,18 @@ def read_mask_images(
                 )
             )
     return records
+
+
+def _read(source: Source, options: ReadOptions) -> list[ImageAnnotation]:
+    return read_mask_images(source.path, options.drops, images=options.images, rules=source.masks)
+
+
+#: Tried before Cityscapes and LabelMe: with ``fetch.mask_suffix`` set, a folder holding
+#: ``gtFine/`` or .json files beside its masks is still read as masks.
+READER = Reader(
+    name="mask_images",
+    detect=lambda source: is_mask_images(source.path, source.masks),
+    read=_read,
+    folders=True,
+    names_images=False,
+)

@@ -34,12 +34,13 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as coco_mask
 
 from segflow.data.drops import Drops
+from segflow.data.readers.base import Reader, ReadOptions, Source
 from segflow.data.readers.common import guard_pixels, read_text
 from segflow.data.readers.image_files import IMAGE_SUFFIXES
 from segflow.data.records import ImageAnnotation, Region
 from segflow.errors import AnnotationError
 
-__all__ = ["LABELMAP", "MASK_FOLDER", "image_size", "is_mask_layout", "read_labelmap", "read_masks"]
+__all__ = ["LABELMAP", "MASK_FOLDER", "READER", "image_size", "is_mask_layout", "read_labelmap", "read_masks"]
 
 #: The file naming each label's colour, and the folders of the layout.
 LABELMAP = "labelmap.txt"
@@ -227,3 +228,24 @@ def read_masks(
                 )
             )
     return records
+
+
+def _declared_labels(path: Path) -> list[str]:
+    """The labels ``labelmap.txt`` names (none without one)."""
+    labelmap = path / LABELMAP if path.is_dir() else path
+    return list(read_labelmap(labelmap).values()) if labelmap.is_file() else []
+
+
+def _read(source: Source, options: ReadOptions) -> list[ImageAnnotation]:
+    return read_masks(source.path, options.label_key, options.drops, images=options.images)
+
+
+#: Tried first: the layout's folder may also hold images only, or .json files.
+READER = Reader(
+    name="masks",
+    detect=lambda source: is_mask_layout(source.path),
+    read=_read,
+    folders=True,
+    names_images=False,
+    labels=_declared_labels,
+)

@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from segflow.data.drops import Drops
+from segflow.data.readers.base import Reader, ReadOptions, Source
 from segflow.data.readers.common import load_json, read_text
 from segflow.data.readers.via_regions import VIA_SHAPES, via_image, via_region, warn_unlabeled
 from segflow.data.records import ImageAnnotation, Region
 from segflow.errors import AnnotationError
 
-__all__ = ["CSV_COLUMNS", "VIA_SHAPES", "read_via_csv", "read_via_json", "parse_via_json"]
+__all__ = ["CSV_COLUMNS", "VIA_SHAPES", "CSV_READER", "JSON_READER", "read_via_csv", "read_via_json", "parse_via_json"]
 
 log = logging.getLogger(__name__)
 
@@ -227,3 +228,25 @@ def parse_via_json(path: Path, data: Any, label_key: str, drops: Drops | None = 
     records = [via_image(name, regions, origins[name]) for name, regions in images.items()]
     warn_unlabeled(path, records, label_key, other_keys)
     return records
+
+
+def _is_via_json(source: Source) -> bool:
+    """A JSON object of image records with ``filename`` and ``regions``, or a 2.x project file."""
+    data = source.sniff_json()
+    return isinstance(data, dict) and (
+        "_via_img_metadata" in data
+        or any(isinstance(entry, dict) and "filename" in entry and "regions" in entry for entry in data.values())
+    )
+
+
+def _read_csv(source: Source, options: ReadOptions) -> list[ImageAnnotation]:
+    return read_via_csv(source.path, options.label_key, options.drops)
+
+
+def _read_json(source: Source, options: ReadOptions) -> list[ImageAnnotation]:
+    return parse_via_json(source.path, source.json(), options.label_key, options.drops)
+
+
+#: Any ``.csv`` is VIA's (no other tool here writes CSV).
+CSV_READER = Reader(name="via_csv", detect=lambda source: source.suffix == ".csv", read=_read_csv)
+JSON_READER = Reader(name="via_json", detect=_is_via_json, read=_read_json)
