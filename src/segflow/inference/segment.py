@@ -37,6 +37,7 @@ __all__ = [
     "OVERLAP",
     "UPSAMPLE_BYTES",
     "Runner",
+    "ceil32",
     "as_rgb",
     "scaled_size",
     "working_factor",
@@ -170,8 +171,11 @@ def confidence(logits: np.ndarray) -> float:
     return total / max(height * width, 1)
 
 
-def _ceil32(value: int) -> int:
-    return -(-value // 32) * 32
+def ceil32(value: float) -> int:
+    """The smallest multiple of 32 at least `value` (and at least 32): a U-Net of depth 5
+    halves its input five times, so a padded image, a crop and a tile are such multiples.
+    The same rounding as the plan's crops and tiles (`segflow.data.plan`)."""
+    return max(32, math.ceil(value / 32) * 32)
 
 
 class Segmenter:
@@ -204,7 +208,7 @@ class Segmenter:
         height, width = scaled.shape[:2]
         tile_h, tile_w = self.tile
         if height <= tile_h and width <= tile_w:  # one input of (nearly) its own size
-            padded_h, padded_w = _ceil32(height), _ceil32(width)
+            padded_h, padded_w = ceil32(height), ceil32(width)
             tile_h, tile_w = padded_h, padded_w
         else:
             padded_h, padded_w = max(height, tile_h), max(width, tile_w)
