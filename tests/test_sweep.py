@@ -246,7 +246,11 @@ def test_two_processes_share_one_search_through_postgres(postgres_url, tmp_path)
     best = f"team-{study.best_trial.number + 1}"
     owner = 0 if best in names[0] else 1
     assert f"best on validation: {best}" in outs[owner], outs[owner][-3000:]
-    assert f"the study's best is {best}, run by another process" in outs[1 - owner], outs[1 - owner][-3000:]
+    # The other process finished before the best trial (it crowned its own best so far, which a
+    # shared MLflow server's @candidate then leaves for the better one) or after it (it says so).
+    other = outs[1 - owner]
+    assert "the study's best is team-" in other or "is @candidate" in other, other[-3000:]
+    assert len({t.params["train.lr"] for t in study.trials}) == 3  # each process its own draws
 
     import mlflow
 
@@ -259,5 +263,5 @@ def test_two_processes_share_one_search_through_postgres(postgres_url, tmp_path)
             candidate = None
         if index == owner:
             assert candidate is not None and client.get_run(candidate.run_id).data.tags["dvc.exp_name"] == best
-        else:
-            assert candidate is None
+        else:  # never the study's best, which it did not run
+            assert candidate is None or client.get_run(candidate.run_id).data.tags["dvc.exp_name"] != best

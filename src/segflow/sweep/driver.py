@@ -7,14 +7,20 @@ study lives in ``optuna.db`` beside the state, so a resumed search continues the
 
 With ``--storage URL`` (an Optuna RDB URL, e.g. the team's PostgreSQL) the study is shared:
 the same command on several machines runs one search. Trials are named by the study's trial
-numbers (unique across machines), the budget counts every machine's trials, and only the
-process that ran the study's best trial points @candidate at it (`study_best`).
+numbers (unique across machines), the budget counts every machine's trials, and a process
+that finishes points @candidate at the study's best so far only if it ran that trial
+(`study_best`): the last one to finish leaves @candidate on the study's best. Each process
+seeds its sampler from --seed, its host and its pid (one seed everywhere would ask the same
+points); which process asks what depends on timing, so a shared search is not replayable.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,15 +88,24 @@ def load_study(run: SweepRun) -> Any:  # noqa: ANN401 (optuna.Study, imported la
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = run.storage or f"sqlite:///{(run.folder / 'optuna.db').resolve()}"
-    sampler = optuna.samplers.TPESampler(seed=run.spec.seed, constant_liar=True)
-    try:
-        return optuna.create_study(
-            study_name=run.name, storage=storage, sampler=sampler, direction="maximize", load_if_exists=True
-        )
-    except (SQLAlchemyError, ValueError, ImportError) as exc:  # unreachable, refused, a bad URL, no driver
-        where = redact(storage)
-        message = f"sweep {run.name}: cannot open the Optuna storage {where} ({exc}); check --storage"
-        raise SegflowError(message) from None
+    seed = run.spec.seed
+    if run.storage:  # each process its own draws: the same seed everywhere asks the same points
+        seed = zlib.crc32(f"{seed}:{socket.gethostname()}:{os.getpid()}".encode())
+    sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    error: Exception | None = None
+    for attempt in range(3):  # machines creating the same tables at once: try again, then give up
+        try:
+            return optuna.create_study(
+                study_name=run.name, storage=storage, sampler=sampler, direction="maximize", load_if_exists=True
+            )
+        except SQLAlchemyError as exc:  # unreachable, refused, a race on the tables
+            error = exc
+            time.sleep(1 + attempt)
+        except (ValueError, ImportError) as exc:  # a bad URL, no driver
+            error = exc
+            break
+    message = f"sweep {run.name}: cannot open the Optuna storage {redact(storage)} ({error}); check --storage"
+    raise SegflowError(message)
 
 
 def redact(url: str) -> str:
