@@ -27,7 +27,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import colour_rule_mask, live_server, scene
+import yaml
+from conftest import colour_rule_mask, live_server, run_checked, scene, shrunk_clone
 from fastapi import FastAPI, Header, HTTPException, Response
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -408,7 +409,9 @@ def test_label_studio_gets_predictions_and_the_corrections_come_back(label_studi
             sky = next(r for r in result if r["value"]["brushlabels"] == ["Sky"])
             result = [r for r in result if r is not sky]
             result.append({**sky, "value": {**sky["value"], "rle": encode_brush_rle(corrected)}})
-        call("POST", f"/api/tasks/{task['id']}/annotations/", json={"result": result, "was_cancelled": False})
+        created = call("POST", f"/api/tasks/{task['id']}/annotations/", json={"result": result, "was_cancelled": False})
+        if name == "street.png":
+            street_annotation, street_result = created["id"], result
     health = httpx.get(f"{backend[0]}/labelstudio/health").json()
     assert health["annotation_events"] == 3  # the webhook heard each one
 
@@ -423,21 +426,8 @@ def test_label_studio_gets_predictions_and_the_corrections_come_back(label_studi
     # Back into the pipeline: pull the finished annotations, read them with segflow's reader.
     out = tmp_path / "labelstudio"
     env = {**os.environ, "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": token}
-    pulled = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "segflow"),
-            "pull-annotations",
-            "--project",
-            str(project),
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    pull = [str(Path(sys.executable).parent / "segflow"), "pull-annotations", "--project", str(project)]
+    pulled = subprocess.run([*pull, "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
     assert "3 annotated tasks" in pulled.stdout
     records = {Path(r.filename).name.split("-", 1)[1]: r for r in read_label_studio(out / "label-studio.json")}
@@ -455,3 +445,25 @@ def test_label_studio_gets_predictions_and_the_corrections_come_back(label_studi
     # The folder is a fetch.source as it is: fetch's collect finds the photos and the regions.
     collected = collect(out, FetchParams(annotations=Path("label-studio.json")), Drops())
     assert collected.formats == ["label_studio"] and len(collected.records) == 3 and not collected.uncovered
+
+    # As a project's fetch.source: fetch runs on it; a correction made later and pulled again
+    # is a changed dependency of fetch, so `dvc repro` trains on it.
+    root = tmp_path / "project"
+    root.mkdir()
+    project_env = shrunk_clone(root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["fetch"].update(source=str(out), annotations=["label-studio.json"])
+    params["classes"]["names"] = "auto"
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_checked(["dvc", "repro", "fetch"], root, project_env)
+    assert "fetch" not in run_checked(["dvc", "status", "fetch"], root, project_env)
+    more = corrected.copy()
+    more[45:50] = True
+    sky = next(r for r in street_result if r["value"]["brushlabels"] == ["Sky"])
+    street_result = [r for r in street_result if r is not sky]
+    street_result.append({**sky, "value": {**sky["value"], "rle": encode_brush_rle(more)}})
+    call("PATCH", f"/api/annotations/{street_annotation}/", json={"result": street_result})
+    again = subprocess.run([*pull, "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    status = run_checked(["dvc", "status", "fetch"], root, project_env)
+    assert "fetch:" in status and "changed deps" in status and str(out) in status, status
