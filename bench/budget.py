@@ -58,7 +58,7 @@ def run(raw: dict, folder: Path, before: bool) -> dict:
         "steps": params.train.steps_per_epoch * params.train.epochs,
         "train_images": n_train,
         "val_images": len(entries(folder / "pre", "val")),
-        "crop": read_plan(folder / "pre")["crop"][0],
+        "crop": read_plan(folder / "pre").crop[0],
         "best_val_miou": summary["best_val_miou"],
         "test": metrics["test"],
         "train_s": train_s,

@@ -139,11 +139,13 @@ def main() -> None:
         f"{many / single / processes:.0%}"
     )
 
-    plan = yaml.safe_load((ROOT / "artifacts" / "plan.json").read_text())
+    from segflow.prepared import read_plan
+
+    plan = read_plan(ROOT / "artifacts")
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    times = step_times(raw["train"]["batch_size"], tuple(plan["crop"]), args.steps)
+    times = step_times(raw["train"]["batch_size"], plan.crop, args.steps)
     base = times["fp32"]
-    print(f"\n| step ({raw['train']['batch_size']} crops of {plan['crop']}) | s/step | vs fp32 |")
+    print(f"\n| step ({raw['train']['batch_size']} crops of {list(plan.crop)}) | s/step | vs fp32 |")
     print("|---|---|---|")
     for name, seconds in times.items():
         print(f"| {name} | {seconds:.3f} | {base / seconds:.2f}x |")

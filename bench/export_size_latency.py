@@ -57,7 +57,7 @@ def train_checkpoint(params: Params, encoder: str, data: Path) -> Path:
     if path.is_file():
         meta = torch.load(path, map_location="cpu", weights_only=True)
         plan = read_plan(data)
-        if (meta.get("long_side"), meta.get("tile")) == (plan["long_side"], plan["tile"]):
+        if (meta.get("long_side"), meta.get("tile")) == (plan.long_side, list(plan.tile)):
             return path
     from segflow.training.train import train
 
@@ -129,11 +129,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
     for checkpoint in checkpoints:
         model, meta = load_checkpoint(checkpoint)
-        out = work / meta["encoder"]
+        out = work / meta.encoder
         start = time.perf_counter()
         report = export_checkpoint(model, meta, params, args.data, out)
         export_seconds = time.perf_counter() - start
-        name = f"{meta['arch']} {meta['encoder']}"
+        name = f"{meta.arch} {meta.encoder}"
         fp32, int8 = session(out / FP32_FILE, args.threads), session(out / INT8_FILE, args.threads)
         runners[(name, "torch")] = lambda x, model=model: model(torch.from_numpy(x))
         runners[(name, "fp32")] = lambda x, s=fp32: s.run(["mask"], {"image": x})
@@ -142,8 +142,8 @@ def main() -> None:
             {
                 "model": name,
                 "checkpoint": str(checkpoint),
-                "long_side": meta["long_side"],
-                "tile": meta["tile"],
+                "long_side": meta.long_side,
+                "tile": list(meta.tile),
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "bytes": {
                     "torch": Path(checkpoint).stat().st_size,

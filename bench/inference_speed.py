@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     net, meta = load_checkpoint(args.checkpoint)
-    tile = tuple(meta["tile"])
+    tile = meta.tile
     rows = []
     with tempfile.TemporaryDirectory(prefix="segflow-speed-") as tmp:
         fp32 = export_onnx(net, Path(tmp) / "model.onnx", tile)
@@ -74,7 +74,7 @@ def main() -> None:
         }
         for label, (height, width) in SIZES.items():
             image = scene(height, width)
-            for setting, long_side in (("planned", meta["long_side"]), ("own resolution, tiled", None)):
+            for setting, long_side in (("planned", meta.long_side), ("own resolution, tiled", None)):
                 seconds = {
                     name: timed(Segmenter(run, long_side, tile), image, args.repeats) for name, run in runners.items()
                 }

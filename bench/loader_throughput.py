@@ -46,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     plan, ignore = read_plan(args.data), params.classes.ignore_index
-    crop = tuple(plan["crop"])
+    crop = plan.crop
     # As segflow.training.train: crops centred on a class drawn with weight inverse to its pixel share.
     counts = class_pixel_counts(args.data, "train", len(params.classes.names))
     rarity = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
@@ -81,7 +81,7 @@ def main() -> None:
     loader_s, memory_s = statistics.median(times["loader"]), statistics.median(times["memory"])
     print(
         f"{os.cpu_count()} cores, {torch.get_num_threads()} threads, {n} crops of {crop[0]}x{crop[1]} px "
-        f"(drawn from {len(dataset.entries)} images, working long side {plan['long_side']} px), "
+        f"(drawn from {len(dataset.entries)} images, working long side {plan.long_side} px), "
         f"batch {params.train.batch_size}, workers {params.train.num_workers}, {args.repeats} epochs each"
     )
     print("| pipeline | median epoch (s) | crops/s |")

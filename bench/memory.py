@@ -142,8 +142,10 @@ def measure(unique: Path, count: int, made: float, args: argparse.Namespace) -> 
             print(f"{count} images, {step}: {row[step]}", flush=True)
         row["stored_mb"] = disk_mb(folder / "pre")
         row["source_mb"] = disk_mb(folder / "data")
-        plan = json.loads((folder / "pre" / "plan.json").read_text())
-        row["plan"] = {k: plan[k] for k in ("long_side", "crop", "tile")}
+        from segflow.prepared import read_plan
+
+        plan = read_plan(folder / "pre")
+        row["plan"] = plan.model_dump(mode="json", include={"long_side", "crop", "tile"})
         return row
 
 

@@ -40,7 +40,7 @@ from segflow.data.images import read_rgb
 from segflow.data.preprocess import plan_for, store
 from segflow.inference.network import load_checkpoint
 from segflow.metrics import scores_from_confusion
-from segflow.prepared import PLAN, SPLIT_INDEX, Entry
+from segflow.prepared import PLAN, SPLIT_INDEX, Entry, Plan, write_plan
 from segflow.registry.pyfunc import SegmentationModel
 from segflow.registry.scoring import load_test_split, score
 from segflow.training.train import train
@@ -105,16 +105,16 @@ def load_photo(path: Path) -> tuple[np.ndarray, np.ndarray]:
 Pair = tuple[np.ndarray, np.ndarray]
 
 
-def plan_photos(params: Params, train_pairs: list[Pair]) -> dict:
+def plan_photos(params: Params, train_pairs: list[Pair]) -> Plan:
     """The preprocess stage's plan for these training photos (`segflow.data.preprocess.plan_for`)."""
     return plan_for(params, (mask for _, mask in train_pairs))
 
 
-def write_prepared(folder: Path, plan: dict, splits: dict[str, list[Pair]]) -> Path:
+def write_prepared(folder: Path, plan: Plan, splits: dict[str, list[Pair]]) -> Path:
     """A preprocess output folder (`segflow.prepared`'s layout) from photos at their own
     size, stored as the preprocess stage stores them (`segflow.data.preprocess.store`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / PLAN).write_text(json.dumps(plan, indent=1))
+    write_plan(plan, folder / PLAN)
     index: dict[str, list[dict]] = {}
     for split, pairs in splits.items():
         (folder / split).mkdir(exist_ok=True)
@@ -122,7 +122,7 @@ def write_prepared(folder: Path, plan: dict, splits: dict[str, list[Pair]]) -> P
         for row, (image, mask) in enumerate(pairs):
             entry = Entry(f"{split}{row}.png", *mask.shape, f"{split}/{row:05d}")
             index[split].append(entry.__dict__)
-            store(folder, split, entry, image, mask, plan["long_side"])
+            store(folder, split, entry, image, mask, plan.long_side)
     (folder / SPLIT_INDEX).write_text(json.dumps(index, indent=1))
     return folder
 
@@ -163,7 +163,7 @@ def run_variant(base: dict, overrides: dict, folders: list[Path], tmp: Path, nam
         summary = train(params, folder, out, tmp, tmp / "resume.pt")
         seconds += time.perf_counter() - start
         net, meta = load_checkpoint(out / "model.pt")
-        model = SegmentationModel().attach(net, meta["long_side"], meta["tile"], flip=meta["flip"])
+        model = SegmentationModel().attach(net, meta.long_side, meta.tile, flip=meta.flip)
         fold = score(model, load_test_split(folder), names, ignore, seed=params.seed)
         confusion += np.array(fold.confusion)
         predict_ms += fold.ms_per_image * fold.images  # CPU: load_checkpoint maps to the CPU

@@ -58,7 +58,7 @@ def input_size(size: int | None, image_size: object, data: Path) -> tuple[int, i
         return int(image_size[0]), int(image_size[1])
     if not (data / PLAN).is_file():
         raise SystemExit(f"preprocess.image_size is {image_size!r} and {data / PLAN} is absent: pass --size")
-    height, width = read_plan(data)["tile"]
+    height, width = read_plan(data).tile
     return height, width
 
 

@@ -107,7 +107,7 @@ def run(raw: dict, folder: Path) -> dict:
     metrics = evaluate(params, folder / "pre", folder / "train", folder / "eval", folder)
     plan = read_plan(folder / "pre")
     return {
-        "plan": {k: plan[k] for k in ("long_side", "median_scale", "crop", "tile")},
+        "plan": plan.model_dump(mode="json", include={"long_side", "median_scale", "crop", "tile"}),
         "test": metrics["test"],
         "preprocess_s": prep_s,
         "train_s": train_s,

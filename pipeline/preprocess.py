@@ -7,7 +7,7 @@ from rich import print as rprint
 from rich.table import Table
 
 from segflow.data.preprocess import preprocess
-from segflow.prepared import read_plan
+from segflow.prepared import read_plan, write_plan
 from segflow.stage import run_stage
 
 
@@ -15,18 +15,19 @@ def main(params, args) -> None:
     counts = preprocess(params, args.fetch, args.masks, args.out)
     logging.getLogger("segflow").info("split: %s", counts)
     plan = read_plan(args.out)
-    args.plan.write_text(json.dumps(plan, indent=1))
-    table = Table(title=f"plan ({plan['mode']}, from {plan['images']} training images)")
+    write_plan(plan, args.plan)
+    table = Table(title=f"plan ({plan.mode}, from {plan.images} training images)")
     table.add_column("")
     table.add_column("value", justify="right")
-    table.add_row("median image long side / aspect", f"{plan['median_long_side']} / {plan['median_aspect']}")
-    table.add_row("5th-percentile object across (% of long side)", str(plan["object_p5_across_pct"]))
-    table.add_row("working long side (px)", f"{plan['long_side']} (limited by {plan['limited_by']})")
-    table.add_row("scale of the median image", str(plan["median_scale"]))
-    table.add_row("training crop", "x".join(map(str, plan["crop"])))
-    table.add_row("inference tile", "x".join(map(str, plan["tile"])))
-    for name, measured in plan["classes"].items():
-        table.add_row(f"  {name}: objects, fragments, p5 / median across %", json.dumps(list(measured.values())))
+    table.add_row("median image long side / aspect", f"{plan.median_long_side} / {plan.median_aspect}")
+    table.add_row("5th-percentile object across (% of long side)", str(plan.object_p5_across_pct))
+    table.add_row("working long side (px)", f"{plan.long_side} (limited by {plan.limited_by})")
+    table.add_row("scale of the median image", str(plan.median_scale))
+    table.add_row("training crop", "x".join(map(str, plan.crop)))
+    table.add_row("inference tile", "x".join(map(str, plan.tile)))
+    for name, measured in plan.classes.items():
+        values = list(measured.model_dump().values())
+        table.add_row(f"  {name}: objects, fragments, p5 / median across %", json.dumps(values))
     rprint(table)
 
 

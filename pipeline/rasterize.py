@@ -1,17 +1,15 @@
 """Stage rasterize: regions of the fetch snapshot -> class-index PNG masks, and the dataset report."""
 
-import json
-
 from rich import print as rprint
 
 from segflow.data.rasterize import rasterize
-from segflow.data.report import report_table
+from segflow.data.report import read_report, report_table
 from segflow.stage import run_stage
 
 
 def main(params, args) -> None:
     rasterize(params, args.fetch, args.out, report_dir=args.report)
-    rprint(report_table(json.loads((args.report / "report.json").read_text())))
+    rprint(report_table(read_report(args.report)))
 
 
 if __name__ == "__main__":

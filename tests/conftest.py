@@ -196,12 +196,12 @@ def write_prepared(folder: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]
     """A preprocess output folder (`segflow.prepared`'s layout) from arrays per split:
     images (N, H, W, 3) and masks (N, H, W) of `size` px, stored as the preprocess stage
     stores them, with `size` px crops and tiles."""
+    from segflow.data.plan import plan_scale
     from segflow.data.preprocess import store
-    from segflow.prepared import PLAN, SPLIT_INDEX, Entry
+    from segflow.prepared import PLAN, SPLIT_INDEX, Entry, write_plan
 
     folder.mkdir(parents=True, exist_ok=True)
-    plan = {"mode": "fixed", "long_side": size, "crop": [size, size], "tile": [size, size]}
-    (folder / PLAN).write_text(json.dumps(plan))
+    write_plan(plan_scale([(size, size)], {}, [], size, 12.0, 512), folder / PLAN)
     index = {}
     for split, (images, masks) in splits.items():
         (folder / split).mkdir(exist_ok=True)
@@ -278,11 +278,12 @@ def register_version(registry_params, tmp_path):
     import mlflow
     import torch
 
+    from segflow.data.plan import plan_scale
     from segflow.registry import tracking
     from segflow.registry.pyfunc import SegmentationModel
     from segflow.registry.register import record_test_scores, register_model
     from segflow.registry.scoring import load_test_split, score
-    from segflow.training.model import model_from_params
+    from segflow.training.model import checkpoint_meta, model_from_params
 
     def register(
         class_index: int | None,
@@ -303,8 +304,8 @@ def register_version(registry_params, tmp_path):
         tags = {"git_commit": "c0ffee", "git_dirty": "false", "data_md5": f"md5-of-v{class_index}"}
         with mlflow.start_run(experiment_id=tracking.experiment_id(params.mlflow.experiment, tmp_path)):
             mlflow.set_tags(tags)
-            geometry = {"long_side": 32, "tile": [32, 32]}
-            version = register_model(model.eval(), params, tags, geometry, record_dir=record_dir)
+            meta = checkpoint_meta(params, plan_scale([(32, 32)], {}, [], 32, 12.0, 512))
+            version = register_model(model.eval(), params, tags, meta, record_dir=record_dir)
             if data_dir is not None:  # what the evaluate stage does next
                 from segflow.training.dataset import class_pixel_counts
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from segflow.config import ClassesParams
 from segflow.config.auto_classes import with_classes_file
 from segflow.data.fetch import CLASSES_FILE, fetch
-from segflow.data.report import report_table
+from segflow.data.report import DatasetReport, report_table
 from segflow.errors import ConfigError
 
 EXPORT = Path(__file__).parent / "data" / "label_studio"
@@ -76,7 +76,7 @@ def _report(folder: Path) -> dict:
 
 def _printed(report: dict) -> str:
     console = Console(record=True, width=200)
-    console.print(report_table(report))
+    console.print(report_table(DatasetReport.model_validate(report)))
     return console.export_text()
 
 

@@ -113,12 +113,11 @@ def test_the_ensemble_is_the_mean_softmax_and_survives_its_checkpoint(tmp_path):
     torch.testing.assert_close(output.exp(), expected, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(output.softmax(1), expected, atol=1e-6, rtol=1e-5)  # logits downstream
 
-    from segflow.inference.network import save_checkpoint
+    from segflow.inference.network import CheckpointMeta, save_checkpoint
 
-    save_checkpoint(ensemble, tmp_path / "model.pt", arch="Unet", encoder="resnet18", class_names=list("abc"),
-                    long_side=None, tile=(64, 64))  # fmt: skip
+    save_checkpoint(ensemble, tmp_path / "model.pt", CheckpointMeta("Unet", "resnet18", tuple("abc"), None, (64, 64)))
     loaded, meta = load_checkpoint(tmp_path / "model.pt")
-    assert isinstance(loaded, SegmentationEnsemble) and len(loaded.members) == 3 and meta["members"] == 3
+    assert isinstance(loaded, SegmentationEnsemble) and len(loaded.members) == 3 and meta.members == 3
     with torch.inference_mode():
         torch.testing.assert_close(loaded(x), output)
 
@@ -143,14 +142,14 @@ def test_a_two_fold_run_registers_one_ensemble_the_pyfunc_and_onnx_agree_with(po
     assert logged["cv_miou_mean"] == pytest.approx(cv["miou_mean"]) and "fold2_val_miou" in logged
 
     net, meta = load_checkpoint(tmp_path / "out" / "model.pt")
-    assert isinstance(net, SegmentationEnsemble) and len(net.members) == 2 and meta["folds"] == 2
+    assert isinstance(net, SegmentationEnsemble) and len(net.members) == 2 and meta.folds == 2
     image = np.random.default_rng(3).integers(0, 255, (45, 70, 3), dtype=np.uint8)
-    segmenter = Segmenter(torch_runner(net), meta["long_side"], meta["tile"])
+    segmenter = Segmenter(torch_runner(net), meta.long_side, meta.tile)
     expected = segmenter.predict_one(image)
     registered = mlflow.pyfunc.load_model(f"models:/tiny/{version.version}")
     np.testing.assert_array_equal(registered.predict(image), expected)
 
-    onnx_file = export_onnx(net, tmp_path / "model.onnx", tuple(meta["tile"]))
+    onnx_file = export_onnx(net, tmp_path / "model.onnx", meta.tile)
     x = np.random.default_rng(2).uniform(0, 255, (2, 3, 64, 96)).astype(np.float32)
     logits, mask = session(onnx_file).run(["logits", "mask"], {"image": x})
     with torch.inference_mode():
@@ -173,7 +172,7 @@ def test_best_fold_mode_registers_the_fold_with_the_best_validation_miou(pooled_
     assert summary["cv"]["fold"] == best["fold"] and summary["best_val_miou"] == best["best_miou"]
     assert summary["best_epoch"] == best["best_epoch"]
     net, meta = load_checkpoint(tmp_path / "best" / "model.pt")
-    assert isinstance(net, SegmentationNet) and meta["fold"] == best["fold"] and "members" not in meta
+    assert isinstance(net, SegmentationNet) and meta.fold == best["fold"] and meta.members is None
     chosen = members[best["fold"] - 1].state_dict()
     assert all(torch.equal(value, chosen[key]) for key, value in net.state_dict().items())
 

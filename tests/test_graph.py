@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from segflow.config import ModelParams, load_params
+from segflow.data.plan import plan_scale
 from segflow.errors import ConfigError
 from segflow.export.export import FP32_FILE, INT8_FILE, export_model
 from segflow.inference.graph import GRAPH_KINDS, GloRe, GraphOptions
@@ -19,7 +20,10 @@ from segflow.inference.network import build_model, load_checkpoint, save_checkpo
 from segflow.registry.model_card import render_model_card
 from segflow.registry.pyfunc import SegmentationModel
 from segflow.runtime.onnx_file import session
-from segflow.training.model import checkpoint_fields, model_from_params
+from segflow.training.model import checkpoint_meta, model_from_params
+
+#: A plan of 64 px images: long side 64, 64 x 64 crops and tiles.
+PLAN_64 = plan_scale([(64, 64)], {}, [], 64, 12.0, 512)
 
 ENCODER_ONLY = GraphOptions("glore", nodes=8, channels=16)
 WITH_DECODER = GraphOptions("glore", nodes=8, channels=16, decoder=True)
@@ -147,15 +151,15 @@ def test_checkpoint_pyfunc_and_model_card_carry_the_units(make_params, tmp_path)
     model = model_from_params(params).eval()
     for unit in units(model):
         torch.nn.init.constant_(unit.norm.weight, 0.2)  # so the units change the output
-    save_checkpoint(model, tmp_path / "model.pt", **checkpoint_fields(params, {"long_side": 64, "tile": [64, 64]}))
+    save_checkpoint(model, tmp_path / "model.pt", checkpoint_meta(params, PLAN_64))
     loaded, meta = load_checkpoint(tmp_path / "model.pt")
-    assert meta["graph"] == {"kind": "glore", "nodes": 32, "channels": 64, "decoder": True}
+    assert meta.graph == GraphOptions("glore", nodes=32, channels=64, decoder=True)
     assert len(units(loaded)) == 6
     x = images(1, 64, 64, seed=3)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
     image = images(1, 90, 150, seed=4)[0].permute(1, 2, 0).numpy().astype(np.uint8)
-    served = SegmentationModel().attach(loaded, None, meta["tile"]).predict_masks([image])[0]
+    served = SegmentationModel().attach(loaded, None, meta.tile).predict_masks([image])[0]
     assert np.array_equal(served, SegmentationModel().attach(model, None, (64, 64)).predict_masks([image])[0])
     card = render_model_card("m", "1", "run", params, {}, None, None, None, None)
     assert "GloRe graph-reasoning units (32 nodes, up to 64 channels each) on the deepest encoder feature and " in card
@@ -167,13 +171,13 @@ def test_checkpoints_from_before_graph_units_load_as_plain(make_params, tmp_path
     save_checkpoint(
         model_from_params(params),
         tmp_path / "model.pt",
-        **checkpoint_fields(params, {"long_side": 64, "tile": [64, 64]}),
+        checkpoint_meta(params, PLAN_64),
     )
     old = torch.load(tmp_path / "model.pt", weights_only=True)
     del old["graph"]
     torch.save(old, tmp_path / "old.pt")
     loaded, meta = load_checkpoint(tmp_path / "old.pt")
-    assert loaded.graph is None and meta["graph"] is None and not units(loaded)
+    assert loaded.graph is None and meta.graph is None and not units(loaded)
 
 
 def test_encoder_weights_load_into_a_network_with_units(make_params, tmp_path):

@@ -1,9 +1,13 @@
 import pytest
 import torch
 
+from segflow.data.plan import plan_scale
 from segflow.errors import ConfigError
 from segflow.inference.network import build_model, load_checkpoint, save_checkpoint
-from segflow.training.model import checkpoint_fields, model_from_params
+from segflow.training.model import checkpoint_meta, model_from_params
+
+#: A plan of 64 px images: long side 64, 64 x 64 crops and tiles.
+PLAN_64 = plan_scale([(64, 64)], {}, [], 64, 12.0, 512)
 
 
 def test_output_shape_and_normalisation_inside_the_model():
@@ -44,9 +48,7 @@ def test_wrong_encoder_weights_fail_clearly(make_params, tmp_path):
 def test_checkpoint_round_trip(make_params, tmp_path):
     params = make_params()
     model = model_from_params(params)
-    save_checkpoint(
-        model, tmp_path / "model.pt", **checkpoint_fields(params, {"long_side": 64, "tile": [64, 64]}), epoch=3
-    )
+    save_checkpoint(model, tmp_path / "model.pt", checkpoint_meta(params, PLAN_64, epoch=3))
     loaded, meta = load_checkpoint(tmp_path / "model.pt")
-    assert meta["epoch"] == 3 and meta["class_names"] == params.classes.names
+    assert meta.epoch == 3 and list(meta.class_names) == params.classes.names
     assert torch.equal(loaded.net.decoder.blocks[0].conv1[0].weight, model.net.decoder.blocks[0].conv1[0].weight)

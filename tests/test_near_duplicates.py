@@ -14,6 +14,7 @@ import pytest
 from conftest import SHARED_DATASETS, VIA_HEADER, via_row
 
 from segflow.data.fetch import fetch
+from segflow.data.manifest import ManifestFile, read_manifest
 from segflow.data.near_duplicates import group_keys, near_duplicate_pairs, split_keys
 from segflow.data.records import read_annotations
 from segflow.data.splits import assign_splits
@@ -59,14 +60,16 @@ def test_an_altered_copy_is_reported_with_its_distance(with_copy, make_params, t
     assert report["duplicate_images"] == []  # not the same bytes: only the perceptual hash finds it
     assert all(len(entry["phash"]) == 16 for entry in manifest["files"])
     # Unrelated photos lie far apart: the nearest two are well beyond the threshold.
-    assert near_duplicate_pairs([e for e in manifest["files"] if e["filename"] != "p3 copy.jpg"], 10) == []
+    files = read_manifest(tmp_path / "fetch").files
+    assert near_duplicate_pairs([e for e in files if e.filename != "p3 copy.jpg"], 10) == []
 
 
 @pytest.mark.parametrize("mode", ["group", "report"])
 def test_group_keeps_near_duplicates_in_one_split_for_every_seed(mode, with_copy, make_params, tmp_path):
     # The keys and the split preprocess uses (its stage test lives in test_preprocess.py).
     params = make_params(fetch={"source": str(with_copy)}, preprocess={"near_duplicates": mode})
-    manifest = fetch(params, tmp_path / "fetch")
+    fetch(params, tmp_path / "fetch")
+    manifest = read_manifest(tmp_path / "fetch")
     images = sorted(read_annotations(tmp_path / "fetch" / "annotations.json"), key=lambda i: i.filename)
     keys = split_keys(manifest, params.preprocess.near_duplicates)
     together = []
@@ -81,15 +84,21 @@ def test_group_keeps_near_duplicates_in_one_split_for_every_seed(mode, with_copy
 
 
 def test_pairs_and_groups_do_not_depend_on_file_order():
+    def entry(filename: str, sha256: str, phash: str) -> ManifestFile:
+        return ManifestFile(filename=filename, width=8, height=8, regions=0, sha256=sha256, phash=phash)
+
     files = [
-        {"filename": "a.jpg", "sha256": "s1", "phash": "ffff000000000000"},
-        {"filename": "b.jpg", "sha256": "s2", "phash": "ffff000000000003"},  # 2 bits from a
-        {"filename": "c.jpg", "sha256": "s3", "phash": "ffff00000000000f"},  # 2 from b, 4 from a
-        {"filename": "a(1).jpg", "sha256": "s1", "phash": "ffff000000000000"},  # identical to a: not a pair
-        {"filename": "d.jpg", "sha256": "s4", "phash": "0000ffffffffffff"},
+        entry("a.jpg", "s1", "ffff000000000000"),
+        entry("b.jpg", "s2", "ffff000000000003"),  # 2 bits from a
+        entry("c.jpg", "s3", "ffff00000000000f"),  # 2 from b, 4 from a
+        entry("a(1).jpg", "s1", "ffff000000000000"),  # identical to a: not a pair
+        entry("d.jpg", "s4", "0000ffffffffffff"),
     ]
     pairs = near_duplicate_pairs(files, 2)
-    assert pairs == [{"images": ["a.jpg", "b.jpg"], "distance": 2}, {"images": ["b.jpg", "c.jpg"], "distance": 2}]
+    assert [pair.model_dump(mode="json") for pair in pairs] == [
+        {"images": ["a.jpg", "b.jpg"], "distance": 2},
+        {"images": ["b.jpg", "c.jpg"], "distance": 2},
+    ]
     shuffled = files[:]
     random.Random(0).shuffle(shuffled)
     assert near_duplicate_pairs(shuffled, 2) == pairs
@@ -170,7 +179,8 @@ def test_near_duplicates_the_dataset_folders_part_are_moved_to_one_split(make_pa
     rows.append(via_row("test/p3 again.jpg", 1, 0, _RECT, '{"label":"car"}'))
     (source / "via_region_data.csv").write_text("\n".join(rows) + "\n")
     params = make_params(fetch={"source": str(source)})
-    manifest = fetch(params, tmp_path / "fetch")
+    fetch(params, tmp_path / "fetch")
+    manifest = read_manifest(tmp_path / "fetch")
     images = sorted(read_annotations(tmp_path / "fetch" / "annotations.json"), key=lambda i: i.filename)
     names = [image.filename for image in images]
     keys = split_keys(manifest, params.preprocess.near_duplicates)

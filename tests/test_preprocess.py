@@ -36,7 +36,7 @@ def test_stage_writes_arrays(via_dataset, make_params, tmp_path):
     assert counts == {"train": 2, "val": 0, "test": 0}
     # image_size 32 fixes crop and tile and a long side of 32: the 40x30 images become 32x24
     plan = read_plan(tmp_path / "pre")
-    assert (plan["mode"], plan["long_side"], plan["crop"], plan["tile"]) == ("fixed", 32, [32, 32], [32, 32])
+    assert (plan.mode, plan.long_side, plan.crop, plan.tile) == ("fixed", 32, (32, 32), (32, 32))
     image, mask = read_scaled(tmp_path / "pre", entries(tmp_path / "pre", "train")[0])
     assert image.shape == (24, 32, 3) and mask.shape == (24, 32) and (np.asarray(mask) != 255).all()
     split = json.loads((tmp_path / "pre" / "split.json").read_text())
@@ -133,13 +133,12 @@ def test_exact_duplicates_under_two_names_never_cross_splits(tmp_path, make_para
 
 
 def test_cross_split_duplicates_are_found():
+    from segflow.data.manifest import ManifestFile
     from segflow.data.preprocess import cross_split_duplicates
 
     files = [
-        {"filename": "a.jpg", "sha256": "1"},
-        {"filename": "b.jpg", "sha256": "1"},
-        {"filename": "c.jpg", "sha256": "2"},
-        {"filename": "d.jpg", "sha256": "2"},
+        ManifestFile(filename=name, width=8, height=8, regions=0, sha256=sha256, phash="0" * 16)
+        for name, sha256 in (("a.jpg", "1"), ("b.jpg", "1"), ("c.jpg", "2"), ("d.jpg", "2"))
     ]
     split_of = {"a.jpg": "train", "b.jpg": "test", "c.jpg": "train", "d.jpg": "train"}
     assert cross_split_duplicates(files, split_of) == [
@@ -158,7 +157,7 @@ def test_the_test_split_is_kept_at_its_original_size(via_dataset, make_params, t
     for entry in entries(tmp_path / "pre", "test"):
         image, mask = read_test(tmp_path / "pre", entry)
         assert image.shape == (entry.height, entry.width, 3) and mask.shape == (entry.height, entry.width)
-    assert read_plan(tmp_path / "pre")["mode"] == "auto"
+    assert read_plan(tmp_path / "pre").mode == "auto"
 
 
 def test_a_one_image_val_split_is_topped_up_from_train_with_a_warning(caplog):

@@ -23,11 +23,15 @@ from conftest import SHARED_DATASETS
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from segflow.config import OFFLINE_ENCODER, load_params
+from segflow.data.plan import plan_scale
 from segflow.errors import ConfigError
 from segflow.inference.network import IMAGENET_MEAN, IMAGENET_STD, build_model, load_checkpoint, save_checkpoint
 from segflow.training import model as model_module
-from segflow.training.model import checkpoint_fields, model_from_params
+from segflow.training.model import checkpoint_meta, model_from_params
 from segflow.training.pretrained import OFFLINE_MEAN, OFFLINE_STD, fit_state, load_offline_state
+
+#: A plan of 64 px images: long side 64, 64 x 64 crops and tiles.
+PLAN_64 = plan_scale([(64, 64)], {}, [], 64, 12.0, 512)
 
 PHOTOS = {
     # photo: ImageNet classes its top-1 must be one of
@@ -175,11 +179,9 @@ def test_built_in_normalisation_matches_the_stem_statistics(offline_params):
 
 def test_checkpoint_keeps_the_offline_normalisation(offline_params, tmp_path):
     model = model_from_params(offline_params).eval()
-    save_checkpoint(
-        model, tmp_path / "model.pt", **checkpoint_fields(offline_params, {"long_side": 64, "tile": [64, 64]})
-    )
+    save_checkpoint(model, tmp_path / "model.pt", checkpoint_meta(offline_params, PLAN_64))
     loaded, meta = load_checkpoint(tmp_path / "model.pt")
-    assert meta["encoder"] == OFFLINE_ENCODER and loaded.mean.flatten().tolist() == [127.5] * 3
+    assert meta.encoder == OFFLINE_ENCODER and loaded.mean.flatten().tolist() == [127.5] * 3
     x = torch.rand(1, 3, 64, 64) * 255
     assert torch.equal(loaded(x), model(x))
 

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from segflow.data.fetch import fetch
 from segflow.data.rasterize import rasterize
-from segflow.data.report import add_pixels, report_table
+from segflow.data.report import DatasetReport, add_pixels, read_report, report_table
 
 
 def test_report_counts_classes_pixels_drops_clips_and_duplicates(via_dataset, make_params, tmp_path):
@@ -56,7 +56,7 @@ def test_report_counts_classes_pixels_drops_clips_and_duplicates(via_dataset, ma
     assert chart is not None and chart.shape[0] > 200
 
     console = Console(record=True, width=100)
-    console.print(report_table(report))
+    console.print(report_table(read_report(tmp_path / "report")))
     text = console.export_text()
     assert "dataset: 3 images, 5 regions (via_csv)" in text and "duplicate images" in text
     assert "dropped: polyline not drawn" in text and "background" in text
@@ -68,7 +68,7 @@ def test_fetch_report_is_written_before_pixels_exist(via_dataset, make_params, t
     assert report["classes"]["sky"] == {"images": 1, "instances": 1}
     assert not (tmp_path / "fetch" / "class_pixels.png").exists()  # no pixels yet, no chart
     console = Console(record=True, width=100)
-    console.print(report_table(report))
+    console.print(report_table(read_report(tmp_path / "fetch")))
     assert "sky" in console.export_text()
 
 
@@ -80,15 +80,20 @@ def test_unused_labels_uncovered_images_and_hidden_regions_are_reported_and_prin
     assert report["unused_labels"] == {"count": 0, "labels": [], "as": "typed"}
     report["unused_labels"] = {"count": 2, "labels": ["zebra", "digit"], "as": "report"}
     hidden = {"regions": {"car": 1}, "images": {"car": 1}, "examples": {"car": ["via_region_data.csv row 3"]}}
-    full = add_pixels(report, {"background": 10, "car": 0}, {"counts": {}, "examples": {}}, hidden)
-    assert full["classes"]["car"] | {"pixel_share": 0} == {
+    full = add_pixels(
+        DatasetReport.model_validate(report), {"background": 10, "car": 0}, {"counts": {}, "examples": {}}, hidden
+    )
+    assert full.classes["car"].model_dump() | {"pixel_share": 0} == {
         "images": 0,
         "instances": 0,
         "hidden": 1,
         "pixels": 0,
         "pixel_share": 0,
     }
-    assert full["hidden_regions"] == {"counts": {"car": 1}, "examples": {"car": ["via_region_data.csv row 3"]}}
+    assert full.hidden_regions.model_dump() == {
+        "counts": {"car": 1},
+        "examples": {"car": ["via_region_data.csv row 3"]},
+    }
     console = Console(record=True, width=120)
     console.print(report_table(full))
     text = console.export_text()

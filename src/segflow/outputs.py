@@ -4,11 +4,17 @@ A stage writes into a temporary sibling folder and renames it into place only wh
 everything succeeded, so a failure never leaves a half-written `artifacts/...` that a
 later stage (or DVC) could mistake for a result. A staging folder left by a killed
 process (``kill -9``, power loss) is removed the next time its stage runs.
+
+The small JSON files one stage writes and another reads (the plan, the manifest, the
+dataset report) are typed contracts: pydantic models written by `write_contract` and read
+by `read_contract`, which names the file and the key when one is missing, unknown or of
+the wrong type.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -16,8 +22,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
-__all__ = ["atomic_dir", "file_sha256"]
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from segflow.errors import SegflowError
+
+__all__ = ["atomic_dir", "file_sha256", "Contract", "read_contract", "write_contract"]
 
 log = logging.getLogger(__name__)
 
@@ -71,3 +82,41 @@ def file_sha256(*paths: Path) -> str:
             for block in iter(lambda: stream.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+class Contract(BaseModel):
+    """A JSON file passed between stages: its keys, in the order they are written; an
+    unknown key is an error (a typo in a reader or a file of another version)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+C = TypeVar("C", bound=Contract)
+
+
+def write_contract(contract: Contract, path: Path) -> None:
+    """Write `contract` as indented JSON, with exactly the keys it was given or read with
+    (an optional key left unset stays absent, one set to None is written as null)."""
+    Path(path).write_text(json.dumps(contract.model_dump(mode="json", exclude_unset=True, by_alias=True), indent=1))
+
+
+def read_contract(kind: type[C], path: Path) -> C:
+    """Read `path` as a `kind`.
+
+    Raises:
+        SegflowError: the file is missing or not JSON, or a key is missing, unknown or of
+            the wrong type; the message names the file and each key, and the stage to rerun.
+    """
+    path = Path(path)
+    try:
+        return kind.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise SegflowError(f"{path}: cannot be read ({exc.strerror}): rerun the stage that writes it") from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"key {'.'.join(map(str, error['loc'])) or '(top)'!r}: {error['msg']}" for error in exc.errors()[:5]
+        )
+        raise SegflowError(
+            f"{path} is not a valid {kind.__name__} ({problems}): written by another segflow version "
+            "or edited by hand; rerun the stage that writes it (`dvc repro`)"
+        ) from None

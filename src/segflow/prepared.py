@@ -13,7 +13,7 @@
 
 The test split is frozen by the sha256 of its files (`test_sha256`), so every comparison
 names the exact pixels it was made on. Shared by training, the registry's scorer and the
-export, so it imports nothing of segflow.
+export, so it imports no part of segflow (only the shared `segflow.outputs`).
 """
 
 from __future__ import annotations
@@ -23,16 +23,23 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
+
+from segflow.outputs import Contract, read_contract, write_contract
 
 __all__ = [
     "PLAN",
     "SPLIT_INDEX",
     "SPLITS",
     "Entry",
+    "ClassObjects",
+    "PlanRules",
+    "Plan",
     "read_plan",
+    "write_plan",
     "entries",
     "groups",
     "scaled_paths",
@@ -59,8 +66,53 @@ class Entry:
     file: str
 
 
-def read_plan(folder: Path) -> dict:
-    return json.loads((Path(folder) / PLAN).read_text())
+class ClassObjects(Contract):
+    """One class's objects in the training masks (`segflow.data.plan`): how many were
+    measured, how many were fragments, and their 5th-percentile and median "across" as a
+    percentage of their image's long side (None: no object measured)."""
+
+    objects: int
+    fragments: int
+    p5_across_pct: float | None
+    median_across_pct: float | None
+
+
+class PlanRules(Contract):
+    """The params the plan followed (``preprocess.min_object_px`` and ``max_crop``)."""
+
+    min_object_px: float
+    max_crop: int
+
+
+class Plan(Contract):
+    """``plan.json``: the working scale, training crop and inference tile, and the
+    measurements they were planned from (`segflow.data.plan.plan_scale`)."""
+
+    #: "auto": planned from the data; "fixed": ``preprocess.image_size`` set them.
+    mode: Literal["auto", "fixed"]
+    images: int
+    median_long_side: int
+    median_aspect: float
+    object_p5_across_pct: float | None
+    classes: dict[str, ClassObjects]
+    rules: PlanRules
+    #: The working long side L (pixels): every image is resized so its longer side is L.
+    long_side: int
+    median_scale: float
+    #: [height, width] of the training crops and of the inference tiles.
+    crop: tuple[int, int]
+    tile: tuple[int, int]
+    limited_by: Literal["image_size", "median image", "small objects", "context"]
+
+
+def read_plan(folder: Path) -> Plan:
+    """The plan in the preprocess `folder` (or any folder holding a ``plan.json``)."""
+    return read_contract(Plan, Path(folder) / PLAN)
+
+
+def write_plan(plan: Plan, path: Path) -> None:
+    """Write `plan` to the file `path` (``plan.json`` in a preprocess folder, or its copy)."""
+    write_contract(plan, path)
 
 
 def entries(folder: Path, split: str) -> list[Entry]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import math
 import shutil
@@ -42,6 +41,7 @@ from segflow.data.collect import Collected, collect
 from segflow.data.drops import Drops
 from segflow.data.found_classes import resolve_classes
 from segflow.data.images import read_rgb
+from segflow.data.manifest import Manifest, ManifestFile, write_manifest
 from segflow.data.near_duplicates import near_duplicate_pairs, perceptual_hash
 from segflow.data.readers.mask_images import mask_rules
 from segflow.data.records import ImageAnnotation, Region, write_annotations
@@ -182,7 +182,7 @@ def _map_label(region: Region, params: Params) -> Region:
 
 def _snapshot(
     records: list[ImageAnnotation], root: Path, staging: Path, params: Params, drops: Drops
-) -> tuple[list[ImageAnnotation], list[dict], list[str], list[str]]:
+) -> tuple[list[ImageAnnotation], list[ManifestFile], list[str], list[str]]:
     """Copy each (canonically named) record's image into `staging`.
 
     Returns:
@@ -205,8 +205,16 @@ def _snapshot(
             if region is not None and _check_region(region, name, height, width, drops, clipped)
         )
         kept.append(replace(record, filename=name, regions=regions, image_data=""))
-        entry = {"filename": name, "width": width, "height": height, "regions": len(regions)}
-        files.append(entry | {"sha256": file_sha256(target), "phash": perceptual_hash(image)})
+        files.append(
+            ManifestFile(
+                filename=name,
+                width=width,
+                height=height,
+                regions=len(regions),
+                sha256=file_sha256(target),
+                phash=perceptual_hash(image),
+            )
+        )
     return kept, files, clipped, unlabeled
 
 
@@ -243,7 +251,8 @@ def fetch(params: Params, out_dir: Path, cache_dir: Path | None = None) -> dict[
             None = a temporary folder, removed afterwards.
 
     Returns:
-        The manifest (also written as ``manifest.json``).
+        The manifest (`segflow.data.manifest.Manifest`, written as ``manifest.json``), as
+        that file's JSON data.
 
     Raises:
         SegflowError: a missing or unreadable source, a bad record (unless skipped) or an
@@ -272,17 +281,17 @@ def fetch(params: Params, out_dir: Path, cache_dir: Path | None = None) -> dict[
         names = params.classes.names
         report = fetch_report(kept, names, files, drops.as_dict(), clipped, fmt, settings.source, **extra)
         write_report(report, staging)
-        manifest = {
-            "source": settings.source,
-            "annotation_file": str(root / collected.files[0]),
-            "annotation_files": collected.files,
-            "format": fmt,
-            "images": len(kept),
-            "regions": report["regions"],
-            "regions_per_class": {name: report["classes"][name]["instances"] for name in params.classes.names},
-            "images_without_regions": report["images_without_regions"]["count"],
-            "files": files,
-            "near_duplicates": near,
-        }
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    return manifest
+        manifest = Manifest(
+            source=settings.source,
+            annotation_file=str(root / collected.files[0]),
+            annotation_files=collected.files,
+            format=fmt,
+            images=len(kept),
+            regions=report.regions,
+            regions_per_class={name: report.classes[name].instances for name in params.classes.names},
+            images_without_regions=report.images_without_regions.count,
+            files=files,
+            near_duplicates=near,
+        )
+        write_manifest(manifest, staging)
+    return manifest.model_dump(mode="json")

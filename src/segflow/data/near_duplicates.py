@@ -16,9 +16,13 @@ pairs and groups.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import imagehash
 import numpy as np
 from PIL import Image
+
+from segflow.data.manifest import Manifest, ManifestFile, NearDuplicate
 
 __all__ = ["NEAR_DUPLICATE_CHOICES", "perceptual_hash", "near_duplicate_pairs", "group_keys", "split_keys"]
 
@@ -31,42 +35,41 @@ def perceptual_hash(image: np.ndarray) -> str:
     return str(imagehash.phash(Image.fromarray(image)))
 
 
-def _unique(files: list[dict]) -> list[dict]:
-    """One manifest entry per sha256 (identical files are grouped anyway), with a pHash."""
-    seen: dict[str, dict] = {}
+def _unique(files: Sequence[ManifestFile]) -> list[ManifestFile]:
+    """One manifest entry per sha256 (identical files are grouped anyway)."""
+    seen: dict[str, ManifestFile] = {}
     for entry in files:
-        if entry.get("phash"):
-            seen.setdefault(entry["sha256"], entry)
+        seen.setdefault(entry.sha256, entry)
     return list(seen.values())
 
 
-def near_duplicate_pairs(files: list[dict], max_distance: int) -> list[dict]:
+def near_duplicate_pairs(files: Sequence[ManifestFile], max_distance: int) -> list[NearDuplicate]:
     """Pairs of different files (fetch manifest ``files`` entries) whose pHashes differ in at most `max_distance` bits.
 
     Returns:
-        ``{"images": [a, b], "distance": d}`` with a < b, sorted by (distance, a, b); none
+        The pairs (images a, b with a < b, `distance` d) sorted by (d, a, b); none
         when `max_distance` is below 0. An image stands for every file identical to it.
     """
     entries = _unique(files)
     if max_distance < 0 or len(entries) < 2:
         return []
-    bits = np.array([int(entry["phash"], 16) for entry in entries], dtype=np.uint64)
+    bits = np.array([int(entry.phash, 16) for entry in entries], dtype=np.uint64)
     pairs = []
     for i in range(len(entries) - 1):  # one row of the distance matrix at a time: memory O(n)
         distances = np.bitwise_count(bits[i + 1 :] ^ bits[i])
         for j in np.flatnonzero(distances <= max_distance):
-            a, b = sorted((entries[i]["filename"], entries[i + 1 + j]["filename"]))
-            pairs.append({"images": [a, b], "distance": int(distances[j])})
-    return sorted(pairs, key=lambda pair: (pair["distance"], *pair["images"]))
+            a, b = sorted((entries[i].filename, entries[i + 1 + j].filename))
+            pairs.append(NearDuplicate(images=(a, b), distance=int(distances[j])))
+    return sorted(pairs, key=lambda pair: (pair.distance, *pair.images))
 
 
-def group_keys(files: list[dict], pairs: list[dict]) -> dict[str, str]:
+def group_keys(files: Sequence[ManifestFile], pairs: Sequence[NearDuplicate]) -> dict[str, str]:
     """Per file name, a key shared by identical files and by near duplicates joined through `pairs`.
 
     The key is the smallest sha256 of the group (so it is the file's own sha256 when it has
     no near duplicate), for `segflow.data.splits.assign_splits`.
     """
-    sha = {entry["filename"]: entry["sha256"] for entry in files}
+    sha = {entry.filename: entry.sha256 for entry in files}
     parent = {digest: digest for digest in sha.values()}
 
     def root(digest: str) -> str:
@@ -76,16 +79,16 @@ def group_keys(files: list[dict], pairs: list[dict]) -> dict[str, str]:
         return digest
 
     for pair in pairs:
-        a, b = (root(sha[name]) for name in pair["images"])
+        a, b = (root(sha[name]) for name in pair.images)
         parent[max(a, b)] = min(a, b)
     return {name: root(digest) for name, digest in sha.items()}
 
 
-def split_keys(manifest: dict, mode: str) -> dict[str, str]:
+def split_keys(manifest: Manifest, mode: str) -> dict[str, str]:
     """Per file name of a fetch manifest, the key images share a split by: its sha256, or with
     `mode` ``"group"`` (``preprocess.near_duplicates``) its group of near duplicates."""
     if mode not in NEAR_DUPLICATE_CHOICES:
         raise ValueError(f"preprocess.near_duplicates is {mode!r}; choose from {list(NEAR_DUPLICATE_CHOICES)}")
     if mode == "group":
-        return group_keys(manifest["files"], manifest.get("near_duplicates", []))
-    return {entry["filename"]: entry["sha256"] for entry in manifest["files"]}
+        return group_keys(manifest.files, manifest.near_duplicates)
+    return {entry.filename: entry.sha256 for entry in manifest.files}

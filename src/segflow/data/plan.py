@@ -36,6 +36,8 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 
+from segflow.prepared import ClassObjects, Plan, PlanRules
+
 __all__ = ["MIN_LONG_SIDE", "CROP_CONTEXT", "MAX_TILE", "MIN_CROP", "object_sizes", "plan_scale"]
 
 #: Rule 2: the working long side never drops below this (pixels), for context.
@@ -62,6 +64,17 @@ def _sized(found: list[float]) -> list[float]:
     return [s for s in found if not np.isnan(s)]
 
 
+def _measure(found: list[float]) -> ClassObjects:
+    """One class's objects: counted, and the measured ones' 5th percentile and median."""
+    sized = _sized(found)
+    return ClassObjects(
+        objects=len(sized),
+        fragments=len(found) - len(sized),
+        p5_across_pct=round(100 * float(np.percentile(sized, 5)), 3) if sized else None,
+        median_across_pct=round(100 * float(np.median(sized)), 3) if sized else None,
+    )
+
+
 def object_sizes(mask: np.ndarray, num_classes: int, min_area: float = 0.0) -> dict[int, list[float]]:
     """Per class present in `mask` (H, W), the "across" size in pixels of each connected
     object of at least `min_area` pixels (smaller ones: NaN, counted but not measured)."""
@@ -84,8 +97,8 @@ def plan_scale(
     min_object_px: float,
     max_crop: int,
     background: Iterable[int] = (),
-) -> dict:
-    """The plan (see the module docstring) as a JSON-ready dict.
+) -> Plan:
+    """The plan (see the module docstring).
 
     Args:
         sizes: (height, width) of every training image, original pixels.
@@ -98,37 +111,41 @@ def plan_scale(
     aspect = float(np.median([min(h, w) / max(h, w) for h, w in sizes]))
     long_med = float(np.median(longs))
     skip = set(background)
-    measured = {}
-    for c, found in sorted(objects.items()):
-        sized = _sized(found)
-        measured[class_names[c]] = {
-            "objects": len(sized),
-            "fragments": len(found) - len(sized),
-            "p5_across_pct": round(100 * float(np.percentile(sized, 5)), 3) if sized else None,
-            "median_across_pct": round(100 * float(np.median(sized)), 3) if sized else None,
-        }
     across = [s for c, found in objects.items() if c not in skip for s in _sized(found)]
     p5 = float(np.percentile(across, 5)) if across else None
-    plan: dict = {
+    measured = {
         "mode": "auto" if image_size == "auto" else "fixed",
         "images": len(sizes),
         "median_long_side": round(long_med),
         "median_aspect": round(aspect, 3),
         "object_p5_across_pct": None if p5 is None else round(100 * p5, 3),
-        "classes": measured,
-        "rules": {"min_object_px": min_object_px, "max_crop": max_crop},
+        "classes": {class_names[c]: _measure(found) for c, found in sorted(objects.items())},
+        "rules": PlanRules(min_object_px=min_object_px, max_crop=max_crop),
     }
     if image_size != "auto":
-        crop = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
-        long_side = max(crop)
-        return {
-            **plan,
-            "long_side": long_side,
-            "median_scale": round(long_side / long_med, 4),
-            "crop": crop,
-            "tile": crop,
-            "limited_by": "image_size",
-        }
+        crop = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        long_side, tile, limited_by = max(crop), crop, "image_size"
+    else:
+        long_side, crop, tile, limited_by = _auto_scale(objects, skip, p5, long_med, min_object_px, max_crop)
+    return Plan(
+        **measured,
+        long_side=long_side,
+        median_scale=round(long_side / long_med, 4),
+        crop=crop,
+        tile=tile,
+        limited_by=limited_by,
+    )
+
+
+def _auto_scale(
+    objects: dict[int, list[float]],
+    skip: set[int],
+    p5: float | None,
+    long_med: float,
+    min_object_px: float,
+    max_crop: int,
+) -> tuple[int, tuple[int, int], tuple[int, int], str]:
+    """Rules 1-5 of the module docstring: (long side, crop, tile, the rule that set the long side)."""
     small = 0.0 if p5 is None else min_object_px / p5
     wanted = max(small, MIN_LONG_SIDE)
     long_side = int(round(min(long_med, wanted)))
@@ -137,11 +154,4 @@ def plan_scale(
     held = CROP_CONTEXT * max(medians) * long_side if medians else long_side  # no objects: the whole image
     side = min(_ceil32(long_side), _floor32(max_crop), max(MIN_CROP, _ceil32(held)))
     tile = min(MAX_TILE, max(side, _ceil32(long_side)))
-    return {
-        **plan,
-        "long_side": long_side,
-        "median_scale": round(long_side / long_med, 4),
-        "crop": [side, side],
-        "tile": [tile, tile],
-        "limited_by": limited_by,
-    }
+    return long_side, (side, side), (tile, tile), limited_by

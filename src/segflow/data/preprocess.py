@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from segflow.config import Params
 from segflow.data.images import read_rgb
+from segflow.data.manifest import ManifestFile, read_manifest
 from segflow.data.near_duplicates import split_keys
 from segflow.data.plan import object_sizes, plan_scale
 from segflow.data.rasterize import mask_name
@@ -46,7 +47,7 @@ from segflow.data.records import SPLITS, read_annotations
 from segflow.data.splits import assign_splits, cross_split_duplicates, split_indices
 from segflow.inference.segment import rescale, working_factor
 from segflow.outputs import atomic_dir
-from segflow.prepared import PLAN, SPLIT_INDEX, Entry, scaled_paths, test_paths
+from segflow.prepared import PLAN, SPLIT_INDEX, Entry, Plan, scaled_paths, test_paths, write_plan
 
 __all__ = [
     "SPLITS",
@@ -60,13 +61,13 @@ __all__ = [
 ]  # splits re-exported
 
 
-def _identical(files: list[dict], split_of: dict[str, str]) -> list[tuple[dict, list[str]]]:
+def _identical(files: list[ManifestFile], split_of: dict[str, str]) -> list[tuple[ManifestFile, list[str]]]:
     """(first manifest entry, file names) per group of identical images in the split."""
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[ManifestFile]] = {}
     for entry in files:
-        if entry["filename"] in split_of:
-            groups.setdefault(entry["sha256"], []).append(entry)
-    return [(group[0], [e["filename"] for e in group]) for group in groups.values() if len(group) > 1]
+        if entry.filename in split_of:
+            groups.setdefault(entry.sha256, []).append(entry)
+    return [(group[0], [e.filename for e in group]) for group in groups.values() if len(group) > 1]
 
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
     """Split, plan and store the dataset; returns the image count per split."""
     images = sorted(read_annotations(fetch_dir / "annotations.json"), key=lambda i: i.filename)
     settings = params.preprocess
-    manifest = json.loads((fetch_dir / "manifest.json").read_text())
+    manifest = read_manifest(fetch_dir)
     sha256 = split_keys(manifest, settings.near_duplicates)  # identical (and near) images share a split
     hashes = [sha256.get(image.filename, image.filename) for image in images]
     splits = assign_splits(
@@ -123,7 +124,7 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
     index: dict[str, list[dict]] = {}
     present: dict[str, set[int]] = {split: set() for split in SPLITS}
     with atomic_dir(out_dir) as staging:
-        (staging / PLAN).write_text(json.dumps(plan, indent=1))
+        write_plan(plan, staging / PLAN)
         for split in SPLITS:
             (staging / split).mkdir()
             index[split] = []
@@ -134,19 +135,19 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
                 entry = Entry(record.filename, *mask.shape, f"{split}/{row:05d}")
                 index[split].append(asdict(entry) | {"group": hashes[i]})
                 present[split].update(int(v) for v in np.unique(mask))
-                store(staging, split, entry, image, mask, plan["long_side"])
+                store(staging, split, entry, image, mask, plan.long_side)
         (staging / SPLIT_INDEX).write_text(json.dumps(index, indent=1))
         split_of = {images[i].filename: split for split in SPLITS for i in splits[split]}
-        duplicates = cross_split_duplicates(manifest["files"], split_of)
+        duplicates = cross_split_duplicates(manifest.files, split_of)
         if duplicates:  # assign_splits keeps identical images together: this would be a bug
             raise RuntimeError(f"identical images in several splits: {duplicates}")
         grouped = [
-            {"sha256": entry["sha256"], "split": split_of[entry["filename"]], "images": names}
-            for entry, names in _identical(manifest["files"], split_of)
+            {"sha256": entry.sha256, "split": split_of[entry.filename], "images": names}
+            for entry, names in _identical(manifest.files, split_of)
         ]
         near = [
-            pair | {"splits": [split_of.get(n, "") for n in pair["images"]]}
-            for pair in manifest.get("near_duplicates", [])
+            pair.model_dump(mode="json") | {"splits": [split_of.get(n, "") for n in pair.images]}
+            for pair in manifest.near_duplicates
         ]
         duplicates = {"grouped": grouped, "cross_split": [], "near_duplicates": near}
         (staging / "duplicates.json").write_text(json.dumps(duplicates, indent=1))
@@ -170,7 +171,7 @@ def store(folder: Path, split: str, entry: Entry, image: np.ndarray, mask: np.nd
         np.save(mask_path, rescale(mask, factor, nearest=True))
 
 
-def plan_for(params: Params, masks: Iterable[np.ndarray]) -> dict:
+def plan_for(params: Params, masks: Iterable[np.ndarray]) -> Plan:
     """Measure the training masks (one at a time) and plan the working resolution."""
     settings, names = params.preprocess, list(params.classes.names)
     sizes, objects = [], {}

@@ -23,7 +23,6 @@ Rules (documented in the README too):
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -35,9 +34,10 @@ from tqdm import tqdm
 from segflow.config import Params
 from segflow.data.draw import DrawRules, drawable, hidden_regions, is_outline, paint_region, rasterize_image
 from segflow.data.drops import Drops
+from segflow.data.manifest import read_manifest
 from segflow.data.readers import READERS
 from segflow.data.records import ImageAnnotation, Region, read_annotations
-from segflow.data.report import add_pixels, write_report
+from segflow.data.report import add_pixels, read_report, write_report
 from segflow.errors import AnnotationError
 from segflow.outputs import atomic_dir
 
@@ -115,9 +115,9 @@ def rasterize(params: Params, fetch_dir: Path, out_dir: Path, report_dir: Path |
     """
     images = read_annotations(fetch_dir / "annotations.json")
     # The fetch manifest already holds every image's size: no need to decode them again.
-    manifest = json.loads((fetch_dir / "manifest.json").read_text())
-    sizes = {entry["filename"]: (entry["height"], entry["width"]) for entry in manifest["files"]}
-    rules = draw_rules(params, manifest.get("format", "via_csv"))
+    manifest = read_manifest(fetch_dir)
+    sizes = {entry.filename: (entry.height, entry.width) for entry in manifest.files}
+    rules = draw_rules(params, manifest.format)
     names, ignore = params.classes.names, params.classes.ignore_index
     skipped = Drops(strict=False)
     counts = np.zeros(256, dtype=np.int64)
@@ -158,9 +158,7 @@ def rasterize(params: Params, fetch_dir: Path, out_dir: Path, report_dir: Path |
     pixels = {name: int(counts[index]) for index, name in enumerate(names)}
     pixels["ignore"] = int(counts[ignore])
     if report_dir is not None:
-        if not (fetch_dir / "report.json").is_file():
-            raise AnnotationError(f"{fetch_dir}: no report.json (an older fetch output); rerun fetch")
-        report = json.loads((fetch_dir / "report.json").read_text())
+        report = read_report(fetch_dir)
         with atomic_dir(report_dir) as folder:
             hidden_report = {
                 **{key: dict(sorted(count.items())) for key, count in hidden.items()},

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from segflow.data.manifest import ManifestFile
 from segflow.data.records import SPLITS, ImageAnnotation
 from segflow.errors import ConfigError
 
@@ -187,11 +188,11 @@ def assign_splits(
     return {split: sorted(i for g in by_group[split] for i in groups[g]) for split in SPLITS}
 
 
-def cross_split_duplicates(files: list[dict], split_of: dict[str, str]) -> list[dict]:
+def cross_split_duplicates(files: list[ManifestFile], split_of: dict[str, str]) -> list[dict]:
     """Groups of identical images (manifest ``files`` entries, by sha256) in several splits."""
     groups: dict[str, dict[str, list[str]]] = {}
     for entry in files:
-        if entry["filename"] in split_of:
-            by_split = groups.setdefault(entry["sha256"], {})
-            by_split.setdefault(split_of[entry["filename"]], []).append(entry["filename"])
+        if entry.filename in split_of:
+            by_split = groups.setdefault(entry.sha256, {})
+            by_split.setdefault(split_of[entry.filename], []).append(entry.filename)
     return [{"sha256": digest, "splits": by_split} for digest, by_split in groups.items() if len(by_split) > 1]

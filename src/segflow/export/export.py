@@ -31,6 +31,7 @@ import logging
 import tempfile
 import warnings
 from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
@@ -42,7 +43,7 @@ from segflow.colours import palette
 from segflow.config import Params
 from segflow.errors import SegflowError
 from segflow.export.quantize import calibration_images, quantize_int8
-from segflow.inference.network import SegmentationNet, load_checkpoint
+from segflow.inference.network import CheckpointMeta, SegmentationNet, load_checkpoint
 from segflow.inference.segment import Segmenter, as_rgb, onnx_runner, torch_runner
 from segflow.metrics import SegmentationMeter
 from segflow.registry import versions
@@ -213,19 +214,19 @@ def export_model(
 
 
 def export_checkpoint(
-    model: SegmentationNet, meta: dict, params: Params, preprocess_dir: Path, out_dir: Path, **extra: object
+    model: SegmentationNet, meta: CheckpointMeta, params: Params, preprocess_dir: Path, out_dir: Path, **extra: object
 ) -> dict:
     """`export_model` for a loaded checkpoint (`meta` from `load_checkpoint`), verified on the
     preprocess folder's frozen test split and calibrated on its training images; `extra`
     (name, version, palette, ignore_index) overrides the file metadata taken from params."""
-    names = meta["class_names"]
+    names = list(meta.class_names)
     metadata = {
-        "arch": meta["arch"],
-        "encoder": meta["encoder"],
-        "graph": meta.get("graph"),  # GloRe units (segflow.inference.graph), None = plain
+        "arch": meta.arch,
+        "encoder": meta.encoder,
+        "graph": None if meta.graph is None else asdict(meta.graph),  # GloRe units, None = plain
         "class_names": names,
-        "long_side": meta["long_side"],
-        "tile": meta["tile"],
+        "long_side": meta.long_side,
+        "tile": list(meta.tile),
         "ignore_index": params.classes.ignore_index,
         "palette": palette(len(names), params.classes.colours(names)).tolist(),
         **{key: value for key, value in extra.items() if value is not None},

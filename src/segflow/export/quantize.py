@@ -67,7 +67,7 @@ def calibration_images(preprocess_dir: Path, count: int, seed: int) -> np.ndarra
     """`count` tiles of training images at the working scale (seeded choice of images, each
     padded or cut to the inference tile), (count, th, tw, 3) uint8: the int8 calibration."""
     folder = Path(preprocess_dir)
-    tile_h, tile_w = read_plan(folder)["tile"]
+    tile_h, tile_w = read_plan(folder).tile
     train = entries(folder, "train")
     picked = np.sort(np.random.default_rng(seed).choice(len(train), min(count, len(train)), replace=False))
     tiles = np.zeros((len(picked), tile_h, tile_w, 3), np.uint8)

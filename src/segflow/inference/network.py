@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from segflow.errors import ConfigError
+from segflow.errors import ConfigError, SegflowError
 from segflow.inference.graph import GraphOptions, add_glore
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "SegmentationNet",
     "SegmentationEnsemble",
     "build_model",
+    "CheckpointMeta",
     "save_checkpoint",
     "load_checkpoint",
 ]
@@ -127,60 +129,103 @@ def build_model(
     return SegmentationNet(arch, encoder, num_classes, mean, std, graph=graph)
 
 
-def save_checkpoint(
-    model: SegmentationNet | SegmentationEnsemble,
-    path: Path,
-    *,
-    arch: str,
-    encoder: str,
-    class_names: list[str],
-    long_side: int | None,
-    tile: tuple[int, int] | list[int],
-    flip: bool = False,
-    **extra: object,
-) -> None:
-    """Save weights with what is needed to rebuild the network (`extra`: epoch, scores...).
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint holds beside the weights: how to rebuild the network and run it,
+    and (from training) which epoch and score it is. Written by `save_checkpoint`, read by
+    `load_checkpoint`, one key per field, in this order; a training field left None is not
+    written."""
+
+    arch: str
+    encoder: str
+    class_names: tuple[str, ...]
+    #: The working long side (pixels) and the inference tile [height, width].
+    long_side: int | None
+    tile: tuple[int, int]
+    #: Test-time horizontal flip (``model.tta_flip``).
+    flip: bool = False
+    #: The GloRe units and an ensemble's size: read from the network when it is saved.
+    graph: GraphOptions | None = None
+    members: int | None = None
+    #: Cross-validation (`segflow.training.folds`): K, "ensemble" or "best", the mean
+    #: out-of-fold mIoU, and the fold a "best" model comes from.
+    folds: int | None = None
+    fold_model: str | None = None
+    cv_miou_mean: float | None = None
+    fold: int | None = None
+    #: The best epoch (None for an ensemble) and its validation mIoU.
+    epoch: int | None = None
+    val_miou: float | None = None
+
+
+#: The fields written after the network's; ``members`` comes last (the network's, read at save).
+_RECORD = ("folds", "fold_model", "cv_miou_mean", "fold", "epoch", "val_miou")
+
+
+def save_checkpoint(model: SegmentationNet | SegmentationEnsemble, path: Path, meta: CheckpointMeta) -> None:
+    """Save the weights with `meta`, the one writer of the checkpoint file.
 
     The graph units are read from `model` itself (``graph``: None or the `GraphOptions`
     as a dict), so a checkpoint cannot describe a network other than the one it holds; so
     is an ensemble's size (``members``: K, absent for a single network).
     """
+    record = {key: getattr(meta, key) for key in _RECORD if getattr(meta, key) is not None}
     if isinstance(model, SegmentationEnsemble):
-        extra = {**extra, "members": len(model.members)}
+        record["members"] = len(model.members)
     torch.save(
         {
             "state_dict": model.state_dict(),
-            "arch": arch,
-            "encoder": encoder,
-            "class_names": list(class_names),
-            "long_side": None if long_side is None else int(long_side),
-            "tile": [int(tile[0]), int(tile[1])],
-            "flip": bool(flip),
+            "arch": meta.arch,
+            "encoder": meta.encoder,
+            "class_names": list(meta.class_names),
+            "long_side": None if meta.long_side is None else int(meta.long_side),
+            "tile": [int(meta.tile[0]), int(meta.tile[1])],
+            "flip": bool(meta.flip),
             "graph": None if model.graph is None else asdict(model.graph),
-            **extra,
+            **record,
         },
         path,
     )
 
 
-def load_checkpoint(path: Path) -> tuple[SegmentationNet | SegmentationEnsemble, dict]:
-    """Rebuild the network saved by `save_checkpoint`; returns (model in eval mode, metadata).
+def _meta(fields: dict, path: Path) -> CheckpointMeta:
+    """`fields` (a checkpoint less its weights) as a CheckpointMeta, or an error naming the key."""
+    known = {field.name for field in dataclass_fields(CheckpointMeta)}
+    unknown = sorted(set(fields) - known)
+    missing = sorted({"arch", "encoder", "class_names", "long_side", "tile"} - set(fields))
+    if unknown or missing:
+        raise SegflowError(
+            f"{path}: not a segflow checkpoint of this version (unknown keys {unknown}, missing keys "
+            f"{missing}): save it with segflow.inference.network.save_checkpoint, or retrain (`dvc repro train`)"
+        )
+    graph = fields.get("graph")
+    return CheckpointMeta(
+        **{
+            **fields,
+            "class_names": tuple(fields["class_names"]),
+            "tile": (int(fields["tile"][0]), int(fields["tile"][1])),
+            "graph": None if graph is None else GraphOptions(**graph),
+        }
+    )
+
+
+def load_checkpoint(path: Path) -> tuple[SegmentationNet | SegmentationEnsemble, CheckpointMeta]:
+    """Rebuild the network saved by `save_checkpoint`; returns (model in eval mode, metadata),
+    the one reader of the checkpoint file.
 
     A checkpoint from before graph units (no ``graph``) is a plain network; one with
     ``members`` K is a `SegmentationEnsemble` of K of them.
+
+    Raises:
+        SegflowError: an unknown or missing key (the message names the file and the keys).
     """
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    graph = checkpoint.setdefault("graph", None)
+    state = checkpoint.pop("state_dict")
+    meta = _meta(checkpoint, path)
 
     def network() -> SegmentationNet:
-        return build_model(
-            checkpoint["arch"],
-            checkpoint["encoder"],
-            len(checkpoint["class_names"]),
-            graph=None if graph is None else GraphOptions(**graph),
-        )
+        return build_model(meta.arch, meta.encoder, len(meta.class_names), graph=meta.graph)
 
-    members = checkpoint.get("members")
-    model = SegmentationEnsemble([network() for _ in range(members)]) if members else network()
-    model.load_state_dict(checkpoint.pop("state_dict"))
-    return model.eval(), checkpoint
+    model = SegmentationEnsemble([network() for _ in range(meta.members)]) if meta.members else network()
+    model.load_state_dict(state)
+    return model.eval(), meta

@@ -90,7 +90,7 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         path = Path(context.artifacts[CHECKPOINT])
         net, meta = load_checkpoint(path)
-        self.attach(net, meta["long_side"], meta["tile"], path.stat().st_size, meta.get("flip", False))
+        self.attach(net, meta.long_side, meta.tile, path.stat().st_size, meta.flip)
 
     def attach(
         self,

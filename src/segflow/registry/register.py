@@ -31,7 +31,7 @@ from packaging.requirements import Requirement
 import segflow
 from segflow.colours import palette
 from segflow.config import Params
-from segflow.inference.network import SegmentationNet, save_checkpoint
+from segflow.inference.network import CheckpointMeta, SegmentationNet, save_checkpoint
 from segflow.registry import tracking
 from segflow.registry.champion import (
     Outcome,
@@ -131,11 +131,26 @@ def _example_image() -> np.ndarray:
     return image
 
 
+def _pyfunc_metadata(params: Params, meta: CheckpointMeta) -> dict:
+    """The registered model's MLmodel metadata: what a client needs to call and draw it."""
+    names = list(meta.class_names)
+    return {
+        "segflow_version": segflow.__version__,
+        "class_names": names,
+        "palette": palette(len(names), params.classes.colours(names)).tolist(),
+        "long_side": meta.long_side,
+        "tile": list(meta.tile),
+        "ignore_index": params.classes.ignore_index,
+        "input": "RGB array (H, W, 3) or (N, H, W, 3), or DataFrame column 'image' of base64 PNG/JPEG",
+        "output": "uint8 class indices at the input size: (H, W), (N, H, W), or a list for a DataFrame",
+    }
+
+
 def register_model(
     model: SegmentationNet,
     params: Params,
     tags: dict[str, str],
-    geometry: dict,
+    meta: CheckpointMeta,
     *,
     record_dir: Path | None = None,
 ) -> str:
@@ -145,8 +160,8 @@ def register_model(
     Args:
         tags: the run's code and data versions (git_commit, data_md5, ...), copied to
             the model version.
-        geometry: ``long_side`` (working resolution), ``tile`` ([height, width] input) and
-            ``flip`` (test-time flip), as the checkpoint holds them.
+        meta: the checkpoint's metadata (`segflow.training.model.checkpoint_meta`), saved
+            with `model` as the registered version's checkpoint.
         record_dir: where the "first champion" decision JSON is written, if it is one.
     Returns:
         The new version number. Its test scores come later (`record_test_scores`).
@@ -154,30 +169,10 @@ def register_model(
     run = mlflow.active_run()
     if run is None:
         raise RegistryError("register_model logs to the active run: call it inside mlflow.start_run()")
-    name, names = params.mlflow.model_name, list(params.classes.names)
-    long_side, tile, ignore = geometry["long_side"], list(geometry["tile"]), params.classes.ignore_index
+    name = params.mlflow.model_name
     with tempfile.TemporaryDirectory(prefix="segflow-model-") as tmp:
         checkpoint = Path(tmp) / "model.pt"
-        save_checkpoint(
-            model,
-            checkpoint,
-            arch=params.model.arch,
-            encoder=params.model.encoder,
-            class_names=names,
-            long_side=long_side,
-            tile=tile,
-            flip=bool(geometry.get("flip", False)),
-        )
-        metadata = {
-            "segflow_version": segflow.__version__,
-            "class_names": names,
-            "palette": palette(len(names), params.classes.colours(names)).tolist(),
-            "long_side": long_side,
-            "tile": tile,
-            "ignore_index": ignore,
-            "input": "RGB array (H, W, 3) or (N, H, W, 3), or DataFrame column 'image' of base64 PNG/JPEG",
-            "output": "uint8 class indices at the input size: (H, W), (N, H, W), or a list for a DataFrame",
-        }
+        save_checkpoint(model, checkpoint, meta)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=SegmentationModel(),
@@ -186,7 +181,7 @@ def register_model(
             pip_requirements=requirements(),
             signature=SIGNATURE,
             input_example=pd.DataFrame({IMAGE_COLUMN: [encode_png(_example_image())]}),
-            metadata=metadata,
+            metadata=_pyfunc_metadata(params, meta),
             registered_model_name=name,
         )
     version = str(info.registered_model_version)
@@ -194,10 +189,10 @@ def register_model(
     client.set_registered_model_alias(name, tracking.CANDIDATE, version)
     version_tags = {
         **tags,
-        "arch": params.model.arch,
-        "encoder": params.model.encoder,
-        "long_side": str(long_side),
-        "tile": f"{tile[0]}x{tile[1]}",
+        "arch": meta.arch,
+        "encoder": meta.encoder,
+        "long_side": str(meta.long_side),
+        "tile": f"{meta.tile[0]}x{meta.tile[1]}",
         "model_card": f"runs:/{run.info.run_id}/{MODEL_CARD}",
     }
     for key, value in version_tags.items():

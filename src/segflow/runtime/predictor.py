@@ -147,7 +147,7 @@ def torch_predictor(checkpoint: Path, info: dict) -> Predictor:
     from segflow.inference.network import load_checkpoint
 
     net, meta = load_checkpoint(checkpoint)
-    names = meta["class_names"]
+    names = list(meta.class_names)
     palette = info.pop("palette", None) or _default_palette(len(names))
     model = ModelInfo(
         name=info.pop("name", Path(checkpoint).stem),
@@ -156,8 +156,8 @@ def torch_predictor(checkpoint: Path, info: dict) -> Predictor:
         runtime="torch",
         class_names=names,
         palette=palette,
-        long_side=meta["long_side"],
-        tile=[int(v) for v in meta["tile"]],
+        long_side=meta.long_side,
+        tile=list(meta.tile),
         bytes=Path(checkpoint).stat().st_size,
         metrics=info.pop("metrics", {}),
         **info,

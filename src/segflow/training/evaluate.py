@@ -65,9 +65,9 @@ def evaluate(params: Params, preprocess_dir: Path, train_dir: Path, out_dir: Pat
     net, meta = load_checkpoint(checkpoint)
     net.to(select_device(params.train.device))
     run = json.loads((train_dir / "run.json").read_text())
-    names, ignore = meta["class_names"], params.classes.ignore_index
+    names, ignore = list(meta.class_names), params.classes.ignore_index
     split = load_test_split(preprocess_dir)
-    model = SegmentationModel().attach(net, meta["long_side"], meta["tile"], checkpoint.stat().st_size, meta["flip"])
+    model = SegmentationModel().attach(net, meta.long_side, meta.tile, checkpoint.stat().st_size, meta.flip)
     scores = score(model, split, names, ignore, seed=params.seed)
     train_counts = class_pixel_counts(preprocess_dir, "train", len(names))
     confusion = np.array(scores.confusion)

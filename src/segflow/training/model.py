@@ -20,7 +20,15 @@ import torch
 from segflow.config import OFFLINE_ENCODER, Params
 from segflow.errors import ConfigError
 from segflow.inference.graph import GraphOptions
-from segflow.inference.network import IMAGENET_MEAN, IMAGENET_STD, SegmentationNet, build_model, check_names
+from segflow.inference.network import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CheckpointMeta,
+    SegmentationNet,
+    build_model,
+    check_names,
+)
+from segflow.prepared import Plan
 from segflow.training.pretrained import OFFLINE_MEAN, OFFLINE_STD, fit_state, load_offline_state
 
 __all__ = [
@@ -28,7 +36,7 @@ __all__ = [
     "load_encoder_weights",
     "load_offline_weights",
     "pretrained_stats",
-    "checkpoint_fields",
+    "checkpoint_meta",
 ]
 
 
@@ -140,15 +148,18 @@ def model_from_params(params: Params) -> SegmentationNet:
     return model
 
 
-def checkpoint_fields(params: Params, plan: dict) -> dict[str, object]:
-    """What `segflow.inference.network.save_checkpoint` needs beside the weights: the network
-    from params, the working long side and inference tile from the preprocess stage's plan.
-    (The GloRe units it reads from the model: the network says what it is.)"""
-    return {
-        "arch": params.model.arch,
-        "encoder": params.model.encoder,
-        "class_names": list(params.classes.names),
-        "long_side": plan["long_side"],
-        "tile": plan["tile"],
-        "flip": params.model.tta_flip,
-    }
+def checkpoint_meta(params: Params, plan: Plan, **record: object) -> CheckpointMeta:
+    """The one place a checkpoint's metadata is built: the network from params, the working
+    long side and inference tile from the preprocess stage's plan, and the training
+    `record` (epoch, val_miou, folds...: `segflow.training.folds.final_model`). The GloRe
+    units and an ensemble's size `save_checkpoint` reads from the model: the network says
+    what it is."""
+    return CheckpointMeta(
+        arch=params.model.arch,
+        encoder=params.model.encoder,
+        class_names=tuple(params.classes.names),
+        long_side=plan.long_side,
+        tile=plan.tile,
+        flip=params.model.tta_flip,
+        **record,
+    )

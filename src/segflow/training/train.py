@@ -35,7 +35,7 @@ from segflow.config import Params
 from segflow.errors import Interrupted
 from segflow.inference.network import load_checkpoint, save_checkpoint
 from segflow.outputs import atomic_dir, file_sha256
-from segflow.prepared import PLAN, SPLIT_INDEX, read_plan
+from segflow.prepared import PLAN, SPLIT_INDEX, Plan, read_plan
 from segflow.registry import tracking
 from segflow.registry.register import register_model
 from segflow.training.distributed import (
@@ -54,7 +54,7 @@ from segflow.training.folds import (
     interrupted_message,
     make_folds,
 )
-from segflow.training.model import checkpoint_fields
+from segflow.training.model import checkpoint_meta
 from segflow.training.resume import load_resume, resume_key, save_resume
 from segflow.training.trainer import Trainer, select_device
 from segflow.training.validate import validate
@@ -99,7 +99,7 @@ def _flat_params(params: Params) -> dict[str, object]:
     return flat
 
 
-def _start_logging(params: Params, plan: dict, folder: Path, tags: dict, report_dir: Path | None) -> None:
+def _start_logging(params: Params, plan: Plan, folder: Path, tags: dict, report_dir: Path | None) -> None:
     """What a new MLflow run records before its first epoch: params, tags, the dataset."""
     mlflow.log_params(_flat_params(params))
     mlflow.set_tags(tags)
@@ -108,13 +108,7 @@ def _start_logging(params: Params, plan: dict, folder: Path, tags: dict, report_
     for name in ("duplicates.json", PLAN):
         if (folder / name).is_file():
             mlflow.log_artifact(str(folder / name), artifact_path="dataset")
-    mlflow.log_params(
-        {
-            "plan.long_side": plan["long_side"],
-            "plan.crop": plan["crop"],
-            "plan.tile": plan["tile"],
-        }
-    )
+    mlflow.log_params({"plan.long_side": plan.long_side, "plan.crop": list(plan.crop), "plan.tile": list(plan.tile)})
 
 
 def train(
@@ -217,7 +211,7 @@ def _train(
 
 def _finish(
     params: Params,
-    plan: dict,
+    plan: Plan,
     records: list[dict],
     staging: Path,
     out_dir: Path,
@@ -227,8 +221,8 @@ def _finish(
     digests: list[str],
 ) -> dict:
     """Write model.pt, history.csv and run.json, log the scores and register the model."""
-    model, fields = final_model(records, params)
-    save_checkpoint(model, staging / "model.pt", **checkpoint_fields(params, plan), **fields)
+    model, record = final_model(records, params)
+    save_checkpoint(model, staging / "model.pt", checkpoint_meta(params, plan, **record))
     with (staging / "history.csv").open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=(("fold",) if len(records) > 1 else ()) + HISTORY_FIELDS)
         writer.writeheader()
@@ -236,9 +230,9 @@ def _finish(
     mlflow.log_artifact(str(staging / "history.csv"))
     best, meta = load_checkpoint(staging / "model.pt")
     cv = cv_summary(records, params.train.fold_model) if len(records) > 1 else None
-    metrics = {"best_val_miou": meta["val_miou"], **(cv_metrics(cv) if cv else {})}
-    if meta["epoch"] is not None:
-        metrics["best_epoch"] = meta["epoch"]
+    metrics = {"best_val_miou": meta.val_miou, **(cv_metrics(cv) if cv else {})}
+    if meta.epoch is not None:
+        metrics["best_epoch"] = meta.epoch
     mlflow.log_metrics(metrics)
     version = register_model(best, params, tags, meta, record_dir=out_dir.parent / "promotions")
     summary = {
@@ -246,15 +240,15 @@ def _finish(
         "experiment_id": run.info.experiment_id,
         "model_name": params.mlflow.model_name,
         "model_version": version,
-        "best_epoch": meta["epoch"],
-        "best_val_miou": meta["val_miou"],
+        "best_epoch": meta.epoch,
+        "best_val_miou": meta.val_miou,
         "epochs_run": sum(record["epochs_run"] for record in records),
         "processes": processes,
         # The last epoch's weights in each process: all the same (checked).
         "rank_weights_sha256": digests,
     }
     if cv:  # the registered model (ensemble or best fold) and the out-of-fold scores
-        summary["cv"] = {**cv, "fold": meta.get("fold")}
+        summary["cv"] = {**cv, "fold": meta.fold}
     (staging / "run.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -296,7 +290,7 @@ def _epochs(
         val_loss, meter = validate(
             trainer.model,
             preprocess_dir,
-            tuple(trainer.plan["tile"]),
+            trainer.plan.tile,
             trainer.loss_fn,
             len(names),
             ignore,

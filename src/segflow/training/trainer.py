@@ -89,7 +89,7 @@ class Trainer:
         self.device = select_device(params.train.device, world)
         names, ignore = params.classes.names, params.classes.ignore_index
         self.plan = read_plan(preprocess_dir)
-        crop = tuple(self.plan["crop"])
+        crop = self.plan.crop
         train_items = None if fold is None else fold.train
         self.val_entries = entries(preprocess_dir, "val") if fold is None else list(fold.val)
         counts = class_pixel_counts(preprocess_dir, "train", len(names), train_items)
@@ -147,7 +147,7 @@ class Trainer:
         return (
             ("" if fold is None or fold.count == 1 else f"fold {fold.number} of {fold.count} ")
             + f"on {self.world.size} x {self.device} ({torch.get_num_threads()} threads each): "
-            f"{train.steps_per_epoch} steps of {train.batch_size} crops of {self.plan['crop']} per epoch, "
+            f"{train.steps_per_epoch} steps of {train.batch_size} crops of {list(self.plan.crop)} per epoch, "
             f"drawn from {len(self.train_set.entries)} images, {len(self.val_entries)} val images, "
             f"class weights {weights}"
         )
