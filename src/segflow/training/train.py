@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -45,7 +44,9 @@ from segflow.training.distributed import (
     from_latest,
     process_group,
 )
+from segflow.training.epochs import TrainingRun, train_epochs
 from segflow.training.folds import (
+    Fold,
     cv_metrics,
     cv_summary,
     final_model,
@@ -55,9 +56,8 @@ from segflow.training.folds import (
     make_folds,
 )
 from segflow.training.model import checkpoint_meta
-from segflow.training.resume import load_resume, resume_key, save_resume
+from segflow.training.resume import load_resume, resume_key
 from segflow.training.trainer import Trainer, select_device
-from segflow.training.validate import validate
 
 __all__ = ["HISTORY_FIELDS", "MIN_STEPS", "budget_warning", "train"]
 
@@ -141,72 +141,96 @@ def _train(
     report_dir: Path | None,
     world: World,
 ) -> dict:
+    """`train` in a process group: find the resume file, set up MLflow (rank 0), train each
+    fold not yet finished, then write the outputs and register (`_finish`, rank 0)."""
     folds = make_folds(preprocess_dir, params.train.folds, params.seed)
     plan = read_plan(preprocess_dir)
     # The split and the plan name every stored file; their content follows from them and
     # the fetched data (DVC's hashes), so hashing the two small files identifies the data.
     split_hash = file_sha256(preprocess_dir / SPLIT_INDEX, preprocess_dir / PLAN)
-    key = resume_key(params, split_hash)
-    # One process per machine reads its resume file; the newest (folds done, then epochs)
-    # is sent to every process (on several machines rank 0 may land on one without it).
-    local = load_resume(resume_file, key, params.train.resume) if world.local_rank == 0 else None
-    done = (len(local["progress"]["folds"]) * (params.train.epochs + 1) + local["progress"]["epoch"]) if local else -1
-    resumed = from_latest(local, done, world)
-    state = fresh_progress([])
-    saved_trainer = None
-    if resumed:
-        state, saved_trainer = resumed["progress"], resumed["trainer"]
-        if world.main:
-            where = f" of fold {len(state['folds']) + 1}" if len(folds) > 1 else ""
-            log.info("resuming after epoch %d%s of run %s", state["epoch"], where, resumed["run_id"])
-
-    if world.main:
-        if warning := budget_warning(params):
-            log.warning(warning)
-        tracking.configure(root)
-        tags = {
-            **tracking.code_version(root),
-            **tracking.experiment_tags(),
-            "data_md5": tracking.data_version(root),
-            "split_sha256": split_hash,
-        }
-        experiment = tracking.experiment_id(params.mlflow.experiment, root)
-        run_args = {"run_id": resumed["run_id"]} if resumed else {"experiment_id": experiment}
-        if not resumed and "dvc.exp_name" in tags:  # mlflow ui lists the run by DVC's name
-            run_args["run_name"] = tags["dvc.exp_name"]
+    job = TrainingRun(params, preprocess_dir, resume_file, world, resume_key(params, split_hash), split_hash)
+    job.resumed = _find_resume(job, len(folds))
+    state, saved_trainer = (
+        (job.resumed["progress"], job.resumed["trainer"]) if job.resumed else (fresh_progress([]), None)
+    )
+    tags, run_args = _tracking(job, root) if world.main else ({}, {})
     output = atomic_dir(out_dir) if world.main else nullcontext(None)
     run_context = mlflow.start_run(**run_args) if world.main else nullcontext(None)
-    digests: list[str] = []
-    with output as staging, run_context as run:
-        if world.main and not resumed:
+    with output as staging, run_context as job.run:
+        if world.main and not job.resumed:
             _start_logging(params, plan, preprocess_dir, tags, report_dir)
         if world.main:
-            _log_processes(world.size, resumed)
-        try:
-            for fold in folds[len(state["folds"]) :]:
-                trainer = Trainer(params, preprocess_dir, world, fold)
-                if saved_trainer is not None:  # the fold the resume file stopped in
-                    trainer.load_state(saved_trainer)
-                    saved_trainer = None
-                if world.main:
-                    log.info("training %s", trainer.describe())
-                _epochs(params, trainer, preprocess_dir, state, key, world, run, resume_file)
-                # Every process's scores are the reduced ones, so all stop at the same epoch.
-                digests = check_same_weights(trainer.model, world)
-                state = fresh_progress([*state["folds"], fold_record(state, fold)])
-                if world.main:  # a fold finished is never trained again
-                    save_resume(
-                        resume_file, {"key": key, "run_id": run.info.run_id, "trainer": None, "progress": state}
-                    )
-        except KeyboardInterrupt:
-            if world.main:  # KILLED, not FAILED: the resume file continues this run
-                mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-            raise Interrupted(interrupted_message(state, len(folds), params.train.epochs)) from None
+            _log_processes(world.size, job.resumed)
+        state, digests = _train_folds(job, folds, state, saved_trainer)
         if not world.main:
             return {}
-        summary = _finish(params, plan, state["folds"], staging, out_dir, run, tags, world.size, digests)
+        summary = _finish(params, plan, state["folds"], staging, out_dir, job.run, tags, world.size, digests)
     resume_file.unlink(missing_ok=True)
     return summary
+
+
+def _find_resume(job: TrainingRun, folds: int) -> dict | None:
+    """The resume file's payload to continue from, in every process, or None.
+
+    One process per machine reads its resume file; the newest (folds done, then epochs)
+    is sent to every process (on several machines rank 0 may land on one without it).
+    """
+    params, world = job.params, job.world
+    local = load_resume(job.resume_file, job.key, params.train.resume) if world.local_rank == 0 else None
+    done = (len(local["progress"]["folds"]) * (params.train.epochs + 1) + local["progress"]["epoch"]) if local else -1
+    resumed = from_latest(local, done, world)
+    if resumed and world.main:
+        state = resumed["progress"]
+        where = f" of fold {len(state['folds']) + 1}" if folds > 1 else ""
+        log.info("resuming after epoch %d%s of run %s", state["epoch"], where, resumed["run_id"])
+    return resumed
+
+
+def _tracking(job: TrainingRun, root: Path) -> tuple[dict, dict]:
+    """Rank 0's MLflow set-up: (the run's tags, `mlflow.start_run`'s arguments), continuing
+    the resumed run or starting one named by DVC's experiment."""
+    if warning := budget_warning(job.params):
+        log.warning(warning)
+    tracking.configure(root)
+    tags = {
+        **tracking.code_version(root),
+        **tracking.experiment_tags(),
+        "data_md5": tracking.data_version(root),
+        "split_sha256": job.split_hash,
+    }
+    experiment = tracking.experiment_id(job.params.mlflow.experiment, root)
+    run_args = {"run_id": job.resumed["run_id"]} if job.resumed else {"experiment_id": experiment}
+    if not job.resumed and "dvc.exp_name" in tags:  # mlflow ui lists the run by DVC's name
+        run_args["run_name"] = tags["dvc.exp_name"]
+    return tags, run_args
+
+
+def _train_folds(
+    job: TrainingRun, folds: list[Fold], state: dict, saved_trainer: dict | None
+) -> tuple[dict, list[str]]:
+    """Train the folds the resume file has not finished; returns (progress, each process's
+    weights digest). Ctrl-C ends the MLflow run as KILLED and raises `Interrupted`."""
+    params, world = job.params, job.world
+    digests: list[str] = []
+    try:
+        for fold in folds[len(state["folds"]) :]:
+            trainer = Trainer(params, job.preprocess_dir, world, fold)
+            if saved_trainer is not None:  # the fold the resume file stopped in
+                trainer.load_state(saved_trainer)
+                saved_trainer = None
+            if world.main:
+                log.info("training %s", trainer.describe())
+            train_epochs(job, trainer, state)
+            # Every process's scores are the reduced ones, so all stop at the same epoch.
+            digests = check_same_weights(trainer.model, world)
+            state = fresh_progress([*state["folds"], fold_record(state, fold)])
+            if world.main:  # a fold finished is never trained again
+                job.save(None, state)
+    except KeyboardInterrupt:
+        if world.main:  # KILLED, not FAILED: the resume file continues this run
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise Interrupted(interrupted_message(state, len(folds), params.train.epochs)) from None
+    return state, digests
 
 
 def _finish(
@@ -261,81 +285,3 @@ def _log_processes(size: int, resumed: dict | None) -> None:
     if not sizes or sizes[-1] != str(size):
         sizes.append(str(size))
     mlflow.set_tags({"train.world_size": size, "train.world_sizes": ",".join(sizes)})
-
-
-def _epochs(
-    params: Params,
-    trainer: Trainer,
-    preprocess_dir: Path,
-    state: dict,
-    key: str,
-    world: World,
-    run: object,
-    resume_file: Path,
-) -> None:
-    """Train from the epoch after ``state["epoch"]``, validating and saving the resume file
-    after each; `state` is updated in place (best model, history, early-stopping count).
-    A fold of several logs its metrics as ``fold<k>_<name>``."""
-    names, ignore = params.classes.names, params.classes.ignore_index
-    fold, patience = trainer.fold, params.train.early_stopping_patience
-    prefix, where = ("", "") if fold.count == 1 else (f"fold{fold.number}_", f"fold {fold.number}/{fold.count} ")
-    for epoch in range(state["epoch"] + 1, params.train.epochs + 1):
-        # Checked first: a run resumed after its early stop does not train on.
-        if patience and state["bad_epochs"] >= patience:
-            if world.main:
-                log.info("early stop: no better val mIoU for %d epochs", patience)
-            break
-        start = time.perf_counter()
-        train_loss, rate = trainer.train_epoch(epoch)
-        val_loss, meter = validate(
-            trainer.model,
-            preprocess_dir,
-            trainer.plan.tile,
-            trainer.loss_fn,
-            len(names),
-            ignore,
-            world=world,
-            items=trainer.val_entries,
-        )
-        scores = meter.compute()
-        row = {
-            "epoch": epoch,
-            "steps": epoch * params.train.steps_per_epoch,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "val_miou": scores["miou"],
-            "val_mdice": scores["mdice"],
-            "lr": trainer.optimizer.param_groups[0]["lr"],
-            "images_per_s": rate,
-            "seconds": time.perf_counter() - start,
-        }
-        state["history"].append(row)
-        improved = scores["miou"] > state["best_miou"]
-        if improved:
-            state.update(
-                best_miou=scores["miou"],
-                best_epoch=epoch,
-                bad_epochs=0,
-                best_model={k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()},
-                best_confusion=meter.confusion.tolist(),  # the out-of-fold scores of the fold
-            )
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
-        if world.main:
-            mlflow.log_metrics({prefix + k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            payload = {"key": key, "run_id": run.info.run_id, "trainer": trainer.state(), "progress": state}
-            save_resume(resume_file, payload)
-            log.info(
-                "%sepoch %d/%d  loss %.4f  val loss %.4f  mIoU %.4f  Dice %.4f  %.1f img/s  %.1fs%s",
-                where,
-                epoch,
-                params.train.epochs,
-                train_loss,
-                val_loss,
-                scores["miou"],
-                scores["mdice"],
-                rate,
-                row["seconds"],
-                "  best" if improved else "",
-            )
