@@ -49,21 +49,11 @@ def _weaknesses(scores: Scores) -> list[str]:
     return lines
 
 
-def render_model_card(
-    name: str,
-    version: str,
-    run_id: str,
-    params: Params,
-    tags: dict[str, str],
-    scores: Scores | None,
-    train_shares: list[float] | None,
-    test_shares: list[float] | None,
-    split_sha256: str | None,
-) -> str:
-    """Markdown for one registered version; `scores` None = not evaluated at registration."""
+def _header(name: str, version: str, run_id: str, params: Params, tags: dict[str, str], split: str | None) -> list[str]:
+    """The title, what the model is and how to load it, and where it came from."""
     names = list(params.classes.names)
     geometry = f"long side {tags.get('long_side', '?')} px, tiles {tags.get('tile', '?')}"
-    lines = [
+    return [
         f"# {name} version {version}",
         "",
         f"{params.model.arch} (encoder {params.model.encoder}, "
@@ -84,41 +74,45 @@ def render_model_card(
                 ["data", f"fetch.source hash `{tags.get('data_md5', 'unknown')}` (dvc.lock)"],
                 [
                     "test split",
-                    f"sha256 `{split_sha256}`"
-                    if split_sha256
+                    f"sha256 `{split}`"
+                    if split
                     else f"not read; all preprocessed arrays: sha256 `{tags.get('split_sha256', 'unknown')}`",
                 ],
             ],
         ),
-        "",
-        "## Data: class shares (labelled pixels)",
-        "",
     ]
+
+
+def _shares(names: list[str], train_shares: list[float] | None, test_shares: list[float] | None) -> list[str]:
+    """The data section: each class's share of the labelled pixels in train and test."""
+    lines = ["## Data: class shares (labelled pixels)", ""]
     if train_shares is None and test_shares is None:
-        lines.append("Not measured (the model was registered without its data folder).")
-    else:
-        rows = [
-            [
-                n,
-                _num(100 * train_shares[i], 1) + "%" if train_shares else "n/a",
-                _num(100 * test_shares[i], 1) + "%" if test_shares else "n/a",
-            ]
-            for i, n in enumerate(names)
+        return [*lines, "Not measured (the model was registered without its data folder)."]
+    rows = [
+        [
+            n,
+            _num(100 * train_shares[i], 1) + "%" if train_shares else "n/a",
+            _num(100 * test_shares[i], 1) + "%" if test_shares else "n/a",
         ]
-        lines += _table(["class", "train", "test"], rows)
-    lines += ["", "## Parameters", ""]
+        for i, n in enumerate(names)
+    ]
+    return lines + _table(["class", "train", "test"], rows)
+
+
+def _parameters(params: Params) -> list[str]:
+    """The params that shape the model, one row each."""
     dumped = params.model_dump(mode="json", include={"seed", "preprocess", "model", "augment", "train"})
     flat = [
         [f"`{section}.{key}`" if isinstance(values, dict) else f"`{section}`", f"`{value}`"]
         for section, values in dumped.items()
         for key, value in (values.items() if isinstance(values, dict) else [("", values)])
     ]
-    lines += _table(["param", "value"], flat)
-    lines += ["", "## Test metrics", ""]
-    if scores is None:
-        lines.append("Not evaluated at registration: see the run's `evaluation/` artifacts, or `segflow promote`.")
-        return "\n".join(lines) + "\n"
-    lines += [
+    return ["## Parameters", "", *_table(["param", "value"], flat)]
+
+
+def _test_metrics(names: list[str], scores: Scores) -> list[str]:
+    """The scores, per class, the confusion matrix and the weakest classes."""
+    lines = [
         f"{scores.images} test images: mIoU **{_num(scores.miou)}**, mean Dice {_num(scores.mdice)}, "
         f"pixel accuracy {_num(scores.pixel_accuracy)}; {scores.ms_per_image:.1f} ms per image on the "
         f"registering machine; {scores.parameters:,} weights ({scores.checkpoint_bytes / 1e6:.1f} MB).",
@@ -135,5 +129,34 @@ def render_model_card(
         total = sum(row)
         rows.append([f"**{names[i]}**", *(f"{100 * c / total:.0f}" if total else "-" for c in row)])
     lines += _table(["truth \\ predicted", *names], rows)
-    lines += ["", "## Known weaknesses (classes below the mIoU, worst first)", "", *_weaknesses(scores)]
+    return lines + ["", "## Known weaknesses (classes below the mIoU, worst first)", "", *_weaknesses(scores)]
+
+
+def render_model_card(
+    name: str,
+    version: str,
+    run_id: str,
+    params: Params,
+    tags: dict[str, str],
+    scores: Scores | None,
+    train_shares: list[float] | None,
+    test_shares: list[float] | None,
+    split_sha256: str | None,
+) -> str:
+    """Markdown for one registered version; `scores` None = not evaluated at registration."""
+    names = list(params.classes.names)
+    lines = [
+        *_header(name, version, run_id, params, tags, split_sha256),
+        "",
+        *_shares(names, train_shares, test_shares),
+        "",
+        *_parameters(params),
+        "",
+        "## Test metrics",
+        "",
+    ]
+    if scores is None:
+        lines.append("Not evaluated at registration: see the run's `evaluation/` artifacts, or `segflow promote`.")
+    else:
+        lines += _test_metrics(names, scores)
     return "\n".join(lines) + "\n"
