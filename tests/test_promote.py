@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -162,18 +164,37 @@ def test_two_promotes_at_once_end_in_a_state_one_of_them_asked_for(
     tmp_path,
     monkeypatch,
 ):
+    """Both promotes ask for the champion lock while one of them is comparing (proven by
+    events, not sleeps), and at most one is ever inside it."""
     client = mlflow.MlflowClient()
     first, sky, thing = register_version(0), register_version(1), register_version(2)
-    real_score = promote_module.score_version
+    real_lock, real_score = promote_module.champion_lock, promote_module.score_version
+    asking = {sky: threading.Event(), thing: threading.Event()}
+    inside, overlaps, mine = [], [], threading.local()
 
-    def slow_score(*args):
-        time.sleep(0.5)  # widen the window in which the two overlap
+    @contextmanager
+    def watched_lock(name: str) -> Iterator[Path]:
+        asking[mine.version].set()  # this promote is about to wait for the lock
+        with real_lock(name) as path:
+            inside.append(mine.version)
+            if len(inside) > 1:
+                overlaps.append(list(inside))
+            try:
+                yield path
+            finally:
+                inside.remove(mine.version)
+
+    def score_once_both_asked(*args):
+        other = thing if mine.version == sky else sky
+        assert asking[other].wait(120), "the other promote never asked for the lock"
         return real_score(*args)
 
-    monkeypatch.setattr(promote_module, "score_version", slow_score)
+    monkeypatch.setattr(promote_module, "champion_lock", watched_lock)
+    monkeypatch.setattr(promote_module, "score_version", score_once_both_asked)
     start, decisions, errors = threading.Barrier(2), {}, []
 
     def run(version: str) -> None:
+        mine.version = version
         start.wait()
         try:
             decisions[version] = promote(
@@ -187,7 +208,7 @@ def test_two_promotes_at_once_end_in_a_state_one_of_them_asked_for(
         thread.start()
     for thread in threads:
         thread.join()
-    assert not errors
+    assert not errors and not overlaps, (errors, overlaps)
     # One after the other: the first compared against version 1 and won; the second
     # compared against the first's winner (not the stale version 1) and lost.
     # (sky beats thing on mIoU but drops thing's IoU by 0.067: the order decides.)
