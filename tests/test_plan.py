@@ -42,8 +42,16 @@ def test_the_crop_holds_the_largest_objects_with_context_within_its_bounds():
     assert plan_for(30).crop == (128, 128)  # L 128: the crop never exceeds the image
 
 
-def test_the_same_data_gives_the_same_plan():
-    assert plan_for(3) == plan_for(3)
+def test_the_plan_does_not_depend_on_the_order_of_images_or_objects():
+    rng = np.random.default_rng(0)
+    sizes = [(int(h), int(w)) for h, w in rng.integers(300, 3000, size=(25, 2))]
+    objects = {1: list(rng.uniform(0.005, 0.4, 60)), 2: list(rng.uniform(0.01, 0.2, 30))}
+    names = [*NAMES, "big"]
+    plan = plan_scale(sizes, objects, names, "auto", 12, 512, background=[0])
+    shuffled_sizes = [sizes[i] for i in rng.permutation(len(sizes))]
+    shuffled_objects = {k: list(rng.permutation(v)) for k, v in reversed(objects.items())}
+    assert plan_scale(shuffled_sizes, shuffled_objects, names, "auto", 12, 512, background=[0]) == plan
+    assert plan_scale(sizes[:-5], objects, names, "auto", 12, 512, background=[0]) != plan  # the data does count
 
 
 def test_a_fixed_size_is_a_letterbox_without_padding():
