@@ -52,12 +52,12 @@ lint: install
 sample: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro --force sample
 
-# Debian's Chromium, for the page test (tests/test_page.py, driven by Playwright's Python
+# Debian's Chromium, for the page test (tests/serving/test_page.py, driven by Playwright's Python
 # package); skipped where it is already installed. Needs root (CI runs as root); where the
 # install fails the page test says it is skipped, and why.
 browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
-		|| echo "could not install Debian's chromium: tests/test_page.py will be skipped"
+		|| echo "could not install Debian's chromium: tests/serving/test_page.py will be skipped"
 
 # Debian's PostgreSQL server binaries, for the team tracking server's tests (tests/test_team.py
 # starts its own throwaway cluster; nothing is configured system-wide); skipped where they

@@ -1,6 +1,6 @@
 """Benchmark: segflow as Label Studio's ML backend, on a real Label Studio and the champion.
 
-A Label Studio (the test's pinned release, its venv and start-up: tests/test_label_studio_backend.py)
+A Label Studio (the test's pinned release, its venv and start-up: tests/serving/test_label_studio_backend.py)
 on 127.0.0.1 with a throwaway data dir; a brush-label project; PHOTOS photos of
 via-heads-balloon (see its SOURCE.md) resized to about 1 MP and imported; `segflow backend`'s
 app (create_backend) on MODEL with the int8 runtime, connected through Label Studio's API.

@@ -3,7 +3,7 @@
     python scripts/screenshot_page.py --model models:/segflow-unet@champion
     python scripts/screenshot_page.py --model artifacts/bench/serve/model.int8.onnx
 
-Runs the service in this process (as tests/test_page.py does) and drives the page with
+Runs the service in this process (as tests/serving/test_page.py does) and drives the page with
 Debian's Chromium (`make browser`) through Playwright.
 """
 

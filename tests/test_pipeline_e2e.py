@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_checked as _run
-from conftest import shrunk_clone
+from helpers import run_checked as _run
+from helpers import shrunk_clone
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> tuple[Path, dict]:
-    """The repository's files in a fresh git repo, params shrunk (conftest.shrunk_clone)."""
+    """The repository's files in a fresh git repo, params shrunk (helpers.shrunk_clone)."""
     target = tmp_path_factory.mktemp("clone")
     return target, shrunk_clone(target)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, SHARED_DATASETS, run_checked, shrunk_clone
+from helpers import REPO_ROOT, SHARED_DATASETS, run_checked, shrunk_clone
 
 BALLOON = SHARED_DATASETS / "via-heads-balloon"
 

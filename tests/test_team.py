@@ -19,7 +19,7 @@ import numpy as np
 import psutil
 import pytest
 import yaml
-from conftest import REPO_ROOT, TEAM_BUCKET, run_checked, shrunk_clone
+from helpers import REPO_ROOT, TEAM_BUCKET, run_checked, shrunk_clone
 from PIL import Image
 from servers import S3_CREDENTIALS, free_port, s3_client, start_process, start_server, stop_server, wait_for
 

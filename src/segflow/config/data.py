@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 #: `fetch.format`: "auto" (detect) or the name of a reader in segflow.data.readers.READERS.
-#: Spelled out here because config may not import data; tests/test_readers.py checks that
+#: Spelled out here because config may not import data; tests/data/test_readers.py checks that
 #: the two agree, and segflow.data.readers.FORMATS is this tuple.
 AnnotationFormat = Literal[
     "auto", "via_csv", "via_json", "coco", "labelme", "cityscapes", "cvat", "masks", "mask_images", "label_studio"

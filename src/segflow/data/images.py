@@ -3,7 +3,7 @@
 EXIF orientation is ignored: every stage sees the pixels as stored in the file, because
 that is the grid annotation coordinates refer to. VIA draws on the stored pixels: in the
 via-heads-balloon set, ``train/7.jpg`` (EXIF Orientation 3, "rotated 180°") has its head
-outline on the head only in the stored view (tests/test_fetch.py). Decoders that apply the
+outline on the head only in the stored view (tests/data/test_fetch.py). Decoders that apply the
 tag (OpenCV's default, ``PIL.ImageOps.exif_transpose``) would turn such an image under its
 mask, and for Orientation 5-8 swap its width and height.
 

@@ -35,7 +35,7 @@ float32 logits take (3 + 4·C)·s²·N (s²·N <= long_side²), the uint8 mask N
 resize back is capped (`segflow.inference.segment`). When s < 1 no full-size RGB copy exists:
 the decoder's rows are shrunk a band at a time (`Segmenter.scaled_rows`).
 Measured: a 16 MP 16-bit PNG with C = 3 at s = 1 peaks at about 16 bytes a pixel (bound 23).; a 49 MP
-16-bit PNG at s = 0.07 grows the peak by about 250 MB (tests/test_gate.py).
+16-bit PNG at s = 0.07 grows the peak by about 250 MB (tests/serving/test_gate.py).
 
 Guards (`segflow.serving.security`): every request's Host header must be in
 `serve.allowed_hosts` (or be `serve.host`), else 400 (DNS rebinding); every response carries

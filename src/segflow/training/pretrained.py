@@ -6,7 +6,7 @@ ImageNet-trained EfficientNet-Lite0 in efficientnet_pytorch naming (``_conv_stem
 that it fits, so ``model.encoder_weights: imagenet-offline`` needs no network.
 
 Which timm definition the weights belong to was measured, not assumed (see
-docs/benchmarks.md and tests/test_pretrained.py): every ``num_batches_tracked`` is 0 (a
+docs/benchmarks.md and tests/training/test_pretrained.py): every ``num_batches_tracked`` is 0 (a
 port of Google's TensorFlow checkpoint), and on real photos the stem's pre-BN variance
 matches the stored running variance when inputs are scaled by mean = std = 0.5, and is
 5x too large with ImageNet's mean/std. So the weights expect TensorFlow's "SAME" padding,

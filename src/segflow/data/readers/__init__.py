@@ -5,7 +5,7 @@
 says yes reads the source. The README's "Your own data" table says which tool writes each
 and the params it needs; ``fetch.format``'s accepted values (`segflow.config.data.
 AnnotationFormat`, which may not import this package) are checked against the list by
-tests/test_readers.py.
+tests/data/test_readers.py.
 
 To add a format: write its module (a `Reader` named ``READER``), put it in `READERS` where
 its detection belongs, add its name to ``AnnotationFormat``, a test file and a README row.
