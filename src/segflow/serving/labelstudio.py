@@ -161,38 +161,43 @@ class _Events:
             return sum(self.counts[a] for a in ANNOTATION_EVENTS)
 
 
+def _control_of(config: object, class_names: list[str], label_map: dict) -> Control:
+    """The project's labeling config read against the model's classes; 400 naming what is wrong."""
+    try:
+        return read_label_config(config, class_names, label_map)  # type: ignore[arg-type]
+    except LabelConfigError as exc:
+        raise InputError(400, str(exc)) from None
+
+
+def _predict_task(task: object, control: Control, predictor, studio: LabelStudio, serve: ServeParams, limit) -> dict:  # noqa: ANN001
+    """One task's prediction (its photo fetched from `studio`, bounded like an upload), or
+    {"error": ...} naming the task: one bad task never fails the batch."""
+    info = predictor.info
+    try:
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            raise InputError(400, "a task without 'data'")
+        url = task["data"].get(control.image_key)
+        if not isinstance(url, str):
+            raise InputError(400, f"the task's data has no image URL at {control.image_key!r}")
+        image = decode_image(studio.download(url, limit), serve.max_pixels, serve.min_side)
+        mask, score = predictor.predict_scored(image)
+    except (InputError, LabelStudioError) as exc:
+        where = task.get("id") if isinstance(task, dict) else None
+        log.warning("Label Studio task %s: no prediction: %s", where, exc)
+        return {"error": f"task {where}: {exc}"}
+    return {
+        "result": _results(mask, control, info.class_names),
+        "score": round(float(score), 6),
+        "model_version": str(info.version),
+    }
+
+
 def labelstudio_routes(app: FastAPI, serve: ServeParams, studio: LabelStudio, label_map: dict) -> APIRouter:
     """The protocol's routes over `app`'s model (``app.state.holder``), reading photos from `studio`."""
     holder, events = app.state.holder, _Events()
     limit, gate = upload_limit(serve.max_upload_bytes), Gate(serve.max_concurrent, serve.queue_seconds)
     router = APIRouter(prefix=PREFIX, tags=["Label Studio ML backend"])
     guarded = [Depends(_guard(serve))]
-
-    def control_of(config: object, class_names: list[str]) -> Control:
-        try:
-            return read_label_config(config, class_names, label_map)  # type: ignore[arg-type]
-        except LabelConfigError as exc:
-            raise InputError(400, str(exc)) from None
-
-    def predict_task(task: object, control: Control, predictor) -> dict:  # noqa: ANN001
-        info = predictor.info
-        try:
-            if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-                raise InputError(400, "a task without 'data'")
-            url = task["data"].get(control.image_key)
-            if not isinstance(url, str):
-                raise InputError(400, f"the task's data has no image URL at {control.image_key!r}")
-            image = decode_image(studio.download(url, limit), serve.max_pixels, serve.min_side)
-            mask, score = predictor.predict_scored(image)
-        except (InputError, LabelStudioError) as exc:
-            where = task.get("id") if isinstance(task, dict) else None
-            log.warning("Label Studio task %s: no prediction: %s", where, exc)
-            return {"error": f"task {where}: {exc}"}
-        return {
-            "result": _results(mask, control, info.class_names),
-            "score": round(float(score), 6),
-            "model_version": str(info.version),
-        }
 
     @router.get("/health")
     async def health() -> dict:
@@ -210,7 +215,7 @@ def labelstudio_routes(app: FastAPI, serve: ServeParams, studio: LabelStudio, la
     async def setup(request: Request) -> dict:
         body = await _json_body(request)
         info = holder.current.info
-        control = control_of(body.get("schema"), info.class_names)
+        control = _control_of(body.get("schema"), info.class_names, label_map)
         labels = {label: info.class_names[index] for index, label in control.labels.items()}
         log.info(
             "Label Studio project %s: %s %r -> classes %s", body.get("project"), control.kind, control.from_name, labels
@@ -224,11 +229,11 @@ def labelstudio_routes(app: FastAPI, serve: ServeParams, studio: LabelStudio, la
         tasks = body.get("tasks")
         if not isinstance(tasks, list) or not tasks:
             raise InputError(400, "no 'tasks': send {'tasks': [task, ...], 'label_config': '<View>...</View>'}")
-        control = control_of(body.get("label_config"), predictor.info.class_names)
+        control = _control_of(body.get("label_config"), predictor.info.class_names, label_map)
         results = []
         for task in tasks:
             async with gate.turn():
-                results.append(await run_in_threadpool(predict_task, task, control, predictor))
+                results.append(await run_in_threadpool(_predict_task, task, control, predictor, studio, serve, limit))
         return {"results": results, "model_version": str(predictor.info.version)}
 
     @router.post("/webhook", dependencies=guarded, status_code=201)

@@ -86,21 +86,42 @@ def sweep(args: argparse.Namespace) -> int:
         return 130
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    from rich import print as rprint
-
-    from segflow.config import load_params
-    from segflow.sweep import report, runs
-    from segflow.sweep.driver import SweepRun, run_sweep, study_best
-    from segflow.sweep.space import NAME_PATTERN
-    from segflow.sweep.state import SUCCESS, SweepState
-
-    progress = logging.getLogger("segflow.sweep")  # the trials' progress; libraries stay quiet
+def _log_progress() -> None:
+    """The trials' progress on stderr, timed; libraries stay quiet."""
+    progress = logging.getLogger("segflow.sweep")
     if not progress.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         progress.addHandler(handler)
         progress.setLevel(logging.INFO)
+
+
+def _best(run, state, status: str):  # noqa: ANN001, ANN202 (SweepRun, SweepState -> Trial | None, str | None)
+    """The trial to crown: the best this process ran on validation; None, with the shared
+    study's best trial's name, when another process sharing --storage ran a better one."""
+    from segflow.sweep import report
+    from segflow.sweep.driver import study_best
+    from segflow.sweep.state import SUCCESS
+
+    ranked = report.ranked(state)
+    best = ranked[0] if ranked and ranked[0].status == SUCCESS and ranked[0].version else None
+    if best is not None and run.storage and status == "finished":
+        overall = study_best(run)
+        if overall is not None and overall != best.number:
+            return None, f"{run.name}-{overall + 1}"
+    return best, None
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from rich import print as rprint
+
+    from segflow.config import load_params
+    from segflow.sweep import report, runs
+    from segflow.sweep.driver import SweepRun, run_sweep
+    from segflow.sweep.space import NAME_PATTERN
+    from segflow.sweep.state import SweepState
+
+    _log_progress()
     if not NAME_PATTERN.match(args.name):
         raise ConfigError(f"sweep name {args.name!r}: use letters, digits, '-', '_' or '.' (it names DVC experiments)")
     spec, jobs = _spec(args)
@@ -122,13 +143,7 @@ def _sweep(args: argparse.Namespace) -> int:
            f"{state.parent_run_id}")  # fmt: skip
     run = SweepRun(root, params, args.name, spec, jobs, folder, args.poll, args.storage)
     status = run_sweep(run, state, state.parent_run_id)
-    ranked = report.ranked(state)
-    best = ranked[0] if ranked and ranked[0].status == SUCCESS and ranked[0].version else None
-    elsewhere = None  # a shared study's best trial, when another process ran it (and crowns it)
-    if best is not None and args.storage and status == "finished":
-        overall = study_best(run)
-        if overall is not None and overall != best.number:
-            elsewhere, best = f"{args.name}-{overall + 1}", None
+    best, elsewhere = _best(run, state, status)
     if status == "finished" and best is not None:
         runs.crown_candidate(root, params, state.parent_run_id, best)
     files = [report.write_csv(state, folder / "trials.csv")]

@@ -21,7 +21,7 @@ import os
 import socket
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -148,72 +148,98 @@ def run_sweep(run: SweepRun, state: SweepState, parent: str) -> str:
     if search is None and not state.trials:
         for k, point in enumerate(grid_points(run.spec), 1):
             state.trials.append(Trial(f"{run.name}-{k}", point))
+    loop = _Loop(run, state, parent, search)
     in_dvc = queue.queue_status(run.root) or {}
-    in_flight: list[Trial] = []
     for trial in state.open_trials():  # resumed: still in DVC's queue, or queued again
         if not trial.requeue and in_dvc.get(trial.name) in ("Queued", "Running", "Success"):
-            in_flight.append(trial)
-    started: dict[str, float] = {}
-    seen: dict[str, str | None] = {}
-    missing: dict[str, float] = {}  # since when a trial is not in `dvc queue status`
+            loop.in_flight.append(trial)
     try:
         while True:
-            queued_now = False
-            for trial in state.open_trials():
-                if trial not in in_flight and (search is None or len(in_flight) < run.jobs):
-                    if trial.requeue:
-                        queue.forget(run.root, trial.name)
-                    queue.queue_trial(run.root, trial.name, trial.params)
-                    missing[trial.name] = time.monotonic()
-                    trial.requeue, queued_now = False, True
-                    in_flight.append(trial)
-            while search is not None and len(in_flight) < run.jobs and search.asked() < run.spec.budget():
-                number, point = search.ask()
-                trial = Trial(f"{run.name}-{number + 1}", point, number=number)
-                state.trials.append(trial)
-                queue.queue_trial(run.root, trial.name, point)
-                missing[trial.name] = time.monotonic()
-                in_flight.append(trial)
-                queued_now = True
-            if queued_now:
+            if loop.queue_open():
                 state.save(run.folder / "state.json")
                 queue.start_workers(run.root, run.jobs)
-            if not in_flight:
+            if not loop.in_flight:
                 return "finished"
             time.sleep(run.poll_s)
             status = queue.queue_status(run.root)
             if status is None:
                 log.warning("`dvc queue status` did not answer in time; asking again")
                 continue
-            for trial in list(in_flight):
-                now = status.get(trial.name)
-                if now is not None:
-                    missing.pop(trial.name, None)
-                if now != seen.get(trial.name):
-                    log.info("%s: %s", trial.name, (now or "gone from the queue").lower())
-                    seen[trial.name] = now
-                if now == "Running":
-                    started.setdefault(trial.name, time.monotonic())
-                elif now in ("Success", "Failed"):
-                    _finish_trial(run, state, parent, trial, now == "Success", started)
-                    in_flight.remove(trial)
-                    if search is not None:
-                        search.tell(trial)
-                    state.save(run.folder / "state.json")
-                elif now is None and time.monotonic() - missing.setdefault(trial.name, time.monotonic()) > GRACE_S:
-                    in_flight.remove(trial)  # gone from the queue (removed by hand): queue it again
-                    trial.requeue = True
-            if in_flight and not any(status.get(t.name) == "Running" for t in in_flight):
+            loop.follow(status)
+            if loop.in_flight and not any(status.get(t.name) == "Running" for t in loop.in_flight):
                 queue.start_workers(run.root, run.jobs)  # idle workers exit after 10 s
     except KeyboardInterrupt:
-        log.warning("interrupted: stopping this sweep's trials (finished ones are kept)")
-        try:
-            status = queue.queue_status(run.root) or {name: "Running" for name in started}
-        except SegflowError:
-            status = {name: "Running" for name in started}
-        running = [t.name for t in in_flight if status.get(t.name) == "Running"]
-        queue.stop_trials(run.root, running, [t.name for t in in_flight if t.name not in running])
-        for trial in in_flight:
-            trial.status, trial.requeue = PENDING, True
-        state.save(run.folder / "state.json")
+        loop.stop()
         return "interrupted"
+
+
+@dataclass
+class _Loop:
+    """The trials in flight, as `run_sweep` follows them through DVC's queue."""
+
+    run: SweepRun
+    state: SweepState
+    parent: str
+    search: _Search | None
+    in_flight: list[Trial] = field(default_factory=list)
+    started: dict[str, float] = field(default_factory=dict)  # seen running since
+    seen: dict[str, str | None] = field(default_factory=dict)  # the last status logged
+    missing: dict[str, float] = field(default_factory=dict)  # since when not in `dvc queue status`
+
+    def _queue(self, trial: Trial) -> None:
+        queue.queue_trial(self.run.root, trial.name, trial.params)
+        self.missing[trial.name] = time.monotonic()
+        self.in_flight.append(trial)
+
+    def queue_open(self) -> bool:
+        """Queue the open trials not in flight (a search: up to `jobs`, asking for new points
+        within the budget); whether any was queued."""
+        run, search, queued = self.run, self.search, False
+        for trial in self.state.open_trials():
+            if trial not in self.in_flight and (search is None or len(self.in_flight) < run.jobs):
+                if trial.requeue:
+                    queue.forget(run.root, trial.name)
+                self._queue(trial)
+                trial.requeue, queued = False, True
+        while search is not None and len(self.in_flight) < run.jobs and search.asked() < run.spec.budget():
+            number, point = search.ask()
+            trial = Trial(f"{run.name}-{number + 1}", point, number=number)
+            self.state.trials.append(trial)
+            self._queue(trial)
+            queued = True
+        return queued
+
+    def follow(self, status: dict[str, str]) -> None:
+        """Log each trial's new status; collect the finished; queue again the ones gone."""
+        for trial in list(self.in_flight):
+            now = status.get(trial.name)
+            if now is not None:
+                self.missing.pop(trial.name, None)
+            if now != self.seen.get(trial.name):
+                log.info("%s: %s", trial.name, (now or "gone from the queue").lower())
+                self.seen[trial.name] = now
+            if now == "Running":
+                self.started.setdefault(trial.name, time.monotonic())
+            elif now in ("Success", "Failed"):
+                _finish_trial(self.run, self.state, self.parent, trial, now == "Success", self.started)
+                self.in_flight.remove(trial)
+                if self.search is not None:
+                    self.search.tell(trial)
+                self.state.save(self.run.folder / "state.json")
+            elif now is None and time.monotonic() - self.missing.setdefault(trial.name, time.monotonic()) > GRACE_S:
+                self.in_flight.remove(trial)  # gone from the queue (removed by hand): queue it again
+                trial.requeue = True
+
+    def stop(self) -> None:
+        """Ctrl-C: stop this sweep's trials in DVC's queue; they are queued again on resume."""
+        log.warning("interrupted: stopping this sweep's trials (finished ones are kept)")
+        root = self.run.root
+        try:
+            status = queue.queue_status(root) or {name: "Running" for name in self.started}
+        except SegflowError:
+            status = {name: "Running" for name in self.started}
+        running = [t.name for t in self.in_flight if status.get(t.name) == "Running"]
+        queue.stop_trials(root, running, [t.name for t in self.in_flight if t.name not in running])
+        for trial in self.in_flight:
+            trial.status, trial.requeue = PENDING, True
+        self.state.save(self.run.folder / "state.json")
