@@ -142,6 +142,35 @@ def score_version(name: str, version: str, split: TestSplit, ignore_index: int) 
     return score(model, split, list(class_names), ignore_index)
 
 
+def _judge(params: Params, name: str, candidate: str, champion: str | None, split, ignore, force: bool):  # noqa: ANN001, ANN202
+    """Score the candidate (and the champion, if any) on the test split and apply the rule:
+    (candidate scores, champion scores or None, reasons, outcome)."""
+    candidate_scores = score_version(name, candidate, split, ignore)
+    champion_scores, reasons, passed = None, [], False
+    if champion is None:
+        return candidate_scores, None, ["first model: champion without comparison"], Outcome.FIRST_CHAMPION
+    try:
+        champion_scores = score_version(name, champion, split, ignore)
+    except RegistryError as exc:
+        if not force:
+            raise
+        reasons.append(str(exc))
+    if champion_scores is not None:
+        verdict = compare(candidate_scores, champion_scores, params.promote)
+        passed, reasons = verdict.passed, reasons + verdict.reasons
+    outcome = Outcome.PROMOTED if passed else Outcome.FORCED if force else Outcome.REFUSED
+    return candidate_scores, champion_scores, reasons, outcome
+
+
+def _crown(client: mlflow.MlflowClient, name: str, candidate: str, champion: str | None) -> None:
+    """Move @champion from `champion` to `candidate` (compare-and-set) and extend the history."""
+    move_champion(client, name, candidate, expected=champion)
+    history = champion_history(client, name)
+    if champion is not None and history[-1:] != [champion]:
+        history.append(champion)  # the alias was moved by hand since
+    set_champion_history(client, name, [*history, candidate])
+
+
 def promote(
     params: Params,
     preprocess_dir: Path,
@@ -168,31 +197,12 @@ def promote(
         if champion == candidate:
             reasons = [f"version {candidate} is already @champion"]
             return Decision(Outcome.ALREADY_CHAMPION, candidate, champion, champion, reasons)
-        candidate_scores = score_version(name, candidate, split, ignore)
-        champion_scores, reasons, passed = None, [], False
-        if champion is None:
-            reasons = ["first model: champion without comparison"]
-        else:
-            try:
-                champion_scores = score_version(name, champion, split, ignore)
-            except RegistryError as exc:
-                if not force:
-                    raise
-                reasons.append(str(exc))
-            if champion_scores is not None:
-                verdict = compare(candidate_scores, champion_scores, params.promote)
-                passed, reasons = verdict.passed, reasons + verdict.reasons
-        if champion is None:
-            outcome = Outcome.FIRST_CHAMPION
-        else:
-            outcome = Outcome.PROMOTED if passed else Outcome.FORCED if force else Outcome.REFUSED
+        candidate_scores, champion_scores, reasons, outcome = _judge(
+            params, name, candidate, champion, split, ignore, force
+        )
         after = champion if outcome is Outcome.REFUSED else candidate
         if after != champion:
-            move_champion(client, name, candidate, expected=champion)
-            history = champion_history(client, name)
-            if champion is not None and history[-1:] != [champion]:
-                history.append(champion)  # the alias was moved by hand since
-            set_champion_history(client, name, [*history, candidate])
+            _crown(client, name, candidate, champion)
         record = record_decision(
             client,
             name,
