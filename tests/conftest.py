@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,12 +20,27 @@ from helpers import (
     VIA_HEADER,
     TeamServers,
     merge,
+    run_checked,
+    shrunk_clone,
     via_row,
     write_image,
     write_prepared,
 )
 
 from segflow.config import Params
+
+
+@pytest.fixture(autouse=True)
+def _import_path_kept() -> Iterator[None]:
+    """sys.path as it was after each test. A test that leaves a folder in front (e.g. by
+    loading a registered model with plain ``mlflow.pyfunc.load_model``: its partial copy of
+    segflow) breaks the processes later tests spawn, far from the cause; it fails here."""
+    before = list(sys.path)
+    yield
+    if sys.path != before:
+        added = [entry for entry in sys.path if entry not in before]
+        sys.path[:] = before
+        pytest.fail(f"the test left sys.path changed (added {added}): use segflow.registry.versions.load_pyfunc")
 
 
 @pytest.fixture(autouse=True)
@@ -258,3 +274,14 @@ def team_servers(postgres_url, s3_endpoint, tmp_path_factory) -> Iterator[TeamSe
     log = tmp_path_factory.mktemp("team-mlflow") / "server.log"
     with mlflow_server(postgres_url, f"s3://{TEAM_BUCKET}/mlflow", log, env) as url:
         yield TeamServers(url, postgres_url, s3_endpoint)
+
+
+@pytest.fixture(scope="session")
+def repro_clone(tmp_path_factory) -> tuple[Path, dict, str]:
+    """The repository's files in a fresh git repo, params shrunk (helpers.shrunk_clone), after
+    `dvc pull --allow-missing` (as `make run` does) and `dvc repro`: the real pipeline's
+    outputs, made once per session. Returns (root, env, the output of `dvc repro`)."""
+    root = tmp_path_factory.mktemp("clone")
+    env = shrunk_clone(root)
+    run_checked(["dvc", "pull", "--allow-missing", "-q"], root, env)
+    return root, env, run_checked(["dvc", "repro"], root, env)

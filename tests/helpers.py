@@ -321,3 +321,12 @@ class TeamServers:
     url: str  #: the tracking server: all a client needs (MLFLOW_TRACKING_URI)
     postgres: str  #: its backend store
     s3: str  #: the S3 endpoint holding TEAM_BUCKET
+
+
+def child_import_error(module: str = "segflow.config") -> str:
+    """The error a Python started with this process's sys.path (as a multiprocessing spawn
+    or a DataLoader worker is) meets importing `module`; "" when it imports."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(entry for entry in sys.path if entry)}
+    command = [sys.executable, "-c", f"import {module}"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    return "" if done.returncode == 0 else done.stderr.strip().splitlines()[-1]

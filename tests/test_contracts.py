@@ -1,10 +1,12 @@
 """The typed contracts between stages (the plan, the manifest, the dataset report, the
-checkpoint's metadata): each committed file read and written back unchanged, byte for byte,
-and a mistyped key refused with the file and the key named."""
+checkpoint's metadata): each file, as committed or as the real pipeline wrote it, read and
+written back unchanged, byte for byte, and a mistyped key refused with the file and the key
+named."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,16 +32,19 @@ CONTRACTS: dict[str, tuple[Callable, Callable]] = {
 }
 
 
-def _committed(relative: str) -> Path:
-    path = ROOT / relative
-    if not path.is_file():  # a DVC output: artifacts/plan.json and the report are in git
-        pytest.skip(f"{relative} is not here: `dvc pull` (or `dvc repro`) makes it")
-    return path
+def _contract_file(relative: str, request: pytest.FixtureRequest) -> Path:
+    """The file as committed to git here, or (a DVC output, e.g. the manifest or the model)
+    as the real pipeline wrote it in the session's clone (conftest.repro_clone)."""
+    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", relative], cwd=ROOT, capture_output=True)
+    if tracked.returncode == 0:
+        return ROOT / relative
+    root, _, _ = request.getfixturevalue("repro_clone")
+    return root / relative
 
 
 @pytest.mark.parametrize("relative", sorted(CONTRACTS))
-def test_the_committed_file_reads_and_writes_back_byte_for_byte(relative, tmp_path):
-    path = _committed(relative)
+def test_the_pipelines_file_reads_and_writes_back_byte_for_byte(relative, tmp_path, request):
+    path = _contract_file(relative, request)
     read, write = CONTRACTS[relative]
     contract = read(path.parent)
     write(contract, tmp_path)
@@ -47,17 +52,17 @@ def test_the_committed_file_reads_and_writes_back_byte_for_byte(relative, tmp_pa
     assert read(tmp_path) == contract
 
 
-def _mangled(relative: str, tmp_path: Path, change: Callable[[dict], None]) -> Path:
-    """A copy of the committed file with `change` made to its JSON data; returns its folder."""
-    path = _committed(relative)
+def _mangled(relative: str, tmp_path: Path, change: Callable[[dict], None], request: pytest.FixtureRequest) -> Path:
+    """A copy of the contract's file with `change` made to its JSON data; returns its folder."""
+    path = _contract_file(relative, request)
     data = json.loads(path.read_text())
     change(data)
     (tmp_path / path.name).write_text(json.dumps(data, indent=1))
     return tmp_path
 
 
-def test_a_mistyped_plan_key_names_the_file_and_the_key(tmp_path):
-    folder = _mangled("artifacts/plan.json", tmp_path, lambda plan: plan.update(crp=plan.pop("crop")))
+def test_a_mistyped_plan_key_names_the_file_and_the_key(tmp_path, request):
+    folder = _mangled("artifacts/plan.json", tmp_path, lambda plan: plan.update(crp=plan.pop("crop")), request)
     with pytest.raises(SegflowError) as error:
         read_plan(folder)
     message = str(error.value)
@@ -66,17 +71,17 @@ def test_a_mistyped_plan_key_names_the_file_and_the_key(tmp_path):
     assert "rerun the stage that writes it" in message
 
 
-def test_a_mistyped_key_deep_in_the_manifest_is_named_with_its_path(tmp_path):
+def test_a_mistyped_key_deep_in_the_manifest_is_named_with_its_path(tmp_path, request):
     def rename(manifest: dict) -> None:
         manifest["files"][1]["sha265"] = manifest["files"][1].pop("sha256")
 
-    folder = _mangled("artifacts/fetch/manifest.json", tmp_path, rename)
+    folder = _mangled("artifacts/fetch/manifest.json", tmp_path, rename, request)
     with pytest.raises(SegflowError, match=r"manifest.json is not a valid Manifest \(key 'files.1.sha256'"):
         read_manifest(folder)
 
 
-def test_a_value_of_the_wrong_type_in_the_report_is_named(tmp_path):
-    folder = _mangled("artifacts/report/report.json", tmp_path, lambda report: report.update(images="many"))
+def test_a_value_of_the_wrong_type_in_the_report_is_named(tmp_path, request):
+    folder = _mangled("artifacts/report/report.json", tmp_path, lambda report: report.update(images="many"), request)
     with pytest.raises(SegflowError, match=r"report.json is not a valid DatasetReport \(key 'images': Input should"):
         read_report(folder)
 
@@ -86,10 +91,10 @@ def test_a_missing_contract_file_says_which_stage_to_rerun(tmp_path):
         read_plan(tmp_path)
 
 
-def test_the_checkpoint_metadata_is_written_back_key_for_key(tmp_path):
+def test_the_checkpoint_metadata_is_written_back_key_for_key(tmp_path, request):
     """The committed model's metadata, written again by the one writer: the same keys, in
     the same order, with the same values and types (so the pickled checkpoint is the same)."""
-    path = _committed("artifacts/train/model.pt")
+    path = _contract_file("artifacts/train/model.pt", request)
     model, meta = load_checkpoint(path)
     save_checkpoint(model, tmp_path / "model.pt", meta)
     before, after = (torch.load(p, map_location="cpu", weights_only=True) for p in (path, tmp_path / "model.pt"))

@@ -11,24 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import run_checked as _run
-from helpers import shrunk_clone
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory) -> tuple[Path, dict]:
-    """The repository's files in a fresh git repo, params shrunk (helpers.shrunk_clone)."""
-    target = tmp_path_factory.mktemp("clone")
-    return target, shrunk_clone(target)
-
-
-@pytest.fixture(scope="module")
-def repro(clone) -> tuple[Path, dict, str]:
-    root, env = clone
-    _run(["dvc", "pull", "--allow-missing", "-q"], root, env)  # as `make run` does
-    output = _run(["dvc", "repro"], root, env)
-    return root, env, output
+@pytest.fixture
+def repro(repro_clone) -> tuple[Path, dict, str]:
+    """The session's clone after `dvc pull` + `dvc repro` (conftest.repro_clone)."""
+    return repro_clone
 
 
 def test_every_stage_ran_and_wrote_its_outputs(repro):

@@ -20,6 +20,8 @@ import mlflow
 import numpy as np
 import pytest
 
+from segflow.registry.versions import load_pyfunc
+
 log = logging.getLogger(__name__)
 
 #: Run in the fresh environment: predict the image, save the mask, say where segflow came from.
@@ -47,7 +49,7 @@ def test_the_registered_model_predicts_in_a_fresh_environment_without_segflow(re
     model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/tiny/{version}", dst_path=str(tmp_path / "model")))
     image = np.random.default_rng(0).integers(0, 256, (45, 70, 3), dtype=np.uint8)
     np.save(tmp_path / "image.npy", image)
-    expected = mlflow.pyfunc.load_model(str(model_dir)).predict(image)
+    expected = load_pyfunc(str(model_dir)).predict(image)
     assert expected.shape == (45, 70) and expected.dtype == np.uint8 and len(np.unique(expected)) > 1
 
     # Nothing of this process leaks in: no PYTHONPATH, no inherited virtual environment,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,13 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import SPLIT_PIXELS
+from helpers import SPLIT_PIXELS, child_import_error
 from servers import free_port, start_server, stop_server, wait_for
 
 from segflow.cli import main
 from segflow.registry.champion import HISTORY_TAG
 from segflow.registry.pyfunc import SegmentationModel, encode_png
 from segflow.registry.register import MODEL_CARD, requirements
+from segflow.registry.versions import load_pyfunc
 
 LABELLED = sum(SPLIT_PIXELS.values())
 
@@ -94,9 +96,26 @@ def test_model_card_has_data_params_metrics_confusion_and_weaknesses(register_ve
     assert "- `sky`" not in weaknesses  # above the mIoU: not a weakness
 
 
+def test_loading_a_version_leaves_the_import_path_to_child_processes(register_version):
+    """MLflow puts the model's partial copy of segflow in front of sys.path; a process spawned
+    afterwards (torch's mp.spawn, a DataLoader worker) then failed on `import segflow.config`."""
+    register_version(2)
+    before = list(sys.path)
+    mlflow.pyfunc.load_model("models:/tiny@champion")
+    try:
+        added = [Path(entry) for entry in sys.path[: len(sys.path) - len(before)]]
+        assert added and (added[0] / "segflow").is_dir() and not (added[0] / "segflow" / "config").exists()
+    finally:
+        sys.path[:] = before
+
+    load_pyfunc("models:/tiny@champion").predict(np.zeros((8, 8, 3), np.uint8))
+    assert sys.path == before
+    assert child_import_error() == ""
+
+
 def test_pyfunc_predicts_class_index_masks_at_the_input_size(register_version):
     register_version(2)
-    model = mlflow.pyfunc.load_model("models:/tiny@champion")
+    model = load_pyfunc("models:/tiny@champion")
     one = model.predict(np.full((50, 70, 3), 90, np.uint8))
     assert one.shape == (50, 70) and one.dtype == np.uint8 and (one == 2).all()
     batch = model.predict(np.zeros((2, 40, 64, 3), np.float32))

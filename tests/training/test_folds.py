@@ -18,6 +18,7 @@ from segflow.export.export import export_onnx
 from segflow.inference.network import SegmentationEnsemble, SegmentationNet, build_model, load_checkpoint
 from segflow.inference.segment import Segmenter, torch_runner
 from segflow.prepared import SPLIT_INDEX, entries
+from segflow.registry.versions import load_pyfunc
 from segflow.runtime.onnx_file import session
 from segflow.training import trainer as trainer_module
 from segflow.training.evaluate import evaluate
@@ -146,7 +147,7 @@ def test_a_two_fold_run_registers_one_ensemble_the_pyfunc_and_onnx_agree_with(po
     image = np.random.default_rng(3).integers(0, 255, (45, 70, 3), dtype=np.uint8)
     segmenter = Segmenter(torch_runner(net), meta.long_side, meta.tile)
     expected = segmenter.predict_one(image)
-    registered = mlflow.pyfunc.load_model(f"models:/tiny/{version.version}")
+    registered = load_pyfunc(f"models:/tiny/{version.version}")
     np.testing.assert_array_equal(registered.predict(image), expected)
 
     onnx_file = export_onnx(net, tmp_path / "model.onnx", meta.tile)

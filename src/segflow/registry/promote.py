@@ -31,6 +31,7 @@ from segflow.registry.champion import (
 )
 from segflow.registry.pyfunc import SegmentationModel
 from segflow.registry.scoring import Scores, TestSplit, load_test_split, score
+from segflow.registry.versions import load_pyfunc
 
 __all__ = ["Verdict", "Decision", "rule_text", "compare", "resolve_candidate", "score_version", "promote", "rollback"]
 
@@ -128,7 +129,7 @@ def score_version(name: str, version: str, split: TestSplit, ignore_index: int) 
         RegistryError: the version is not a segflow pyfunc (e.g. registered by an older
             segflow as a plain PyTorch model).
     """
-    loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    loaded = load_pyfunc(f"models:/{name}/{version}")
     try:
         model = loaded.unwrap_python_model()
     except MlflowException:

@@ -45,6 +45,7 @@ from segflow.registry.champion import (
 from segflow.registry.model_card import render_model_card
 from segflow.registry.pyfunc import CHECKPOINT, IMAGE_COLUMN, SegmentationModel, encode_png
 from segflow.registry.scoring import Scores, class_shares
+from segflow.registry.versions import import_path_kept
 
 __all__ = [
     "MODEL_CARD",
@@ -170,7 +171,7 @@ def register_model(
     if run is None:
         raise RegistryError("register_model logs to the active run: call it inside mlflow.start_run()")
     name = params.mlflow.model_name
-    with tempfile.TemporaryDirectory(prefix="segflow-model-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="segflow-model-") as tmp, import_path_kept():
         checkpoint = Path(tmp) / "model.pt"
         save_checkpoint(model, checkpoint, meta)
         info = mlflow.pyfunc.log_model(

@@ -14,9 +14,13 @@ Only this module knows that layout; `segflow.export` and `segflow.runtime` go th
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+import mlflow.pyfunc
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
@@ -25,7 +29,16 @@ from segflow.errors import SegflowError
 from segflow.registry import tracking
 from segflow.registry.pyfunc import CHECKPOINT
 
-__all__ = ["ONNX_TAG", "DEFAULT_TAG", "resolve", "download_checkpoint", "onnx_uri", "test_miou"]
+__all__ = [
+    "ONNX_TAG",
+    "DEFAULT_TAG",
+    "resolve",
+    "import_path_kept",
+    "load_pyfunc",
+    "download_checkpoint",
+    "onnx_uri",
+    "test_miou",
+]
 
 #: Version tag holding the runs:/ URI of an exported variant: ONNX_TAG.format("int8").
 ONNX_TAG = "onnx.{}"
@@ -33,6 +46,30 @@ ONNX_TAG = "onnx.{}"
 DEFAULT_TAG = "onnx.default"
 #: Error codes MLflow answers a missing model, version or alias with.
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+@contextmanager
+def import_path_kept() -> Iterator[None]:
+    """``sys.path`` as it was when the block ends.
+
+    MLflow puts a model's ``code_paths`` folder in front of ``sys.path`` for good when it
+    loads the model (and when it logs one with an input example). That folder holds a
+    partial copy of segflow (`segflow.registry.register.CODE`: no config, data or
+    training), so a process started afterwards with this process's path (a
+    ``multiprocessing`` spawn, a DataLoader worker, torch's ``mp.spawn``) imports that copy
+    and fails on ``import segflow.config``. Modules already imported are kept.
+    """
+    path = list(sys.path)
+    try:
+        yield
+    finally:
+        sys.path[:] = path
+
+
+def load_pyfunc(uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """``mlflow.pyfunc.load_model(uri)``, leaving ``sys.path`` as it was (`import_path_kept`)."""
+    with import_path_kept():
+        return mlflow.pyfunc.load_model(uri)
 
 
 def resolve(client: mlflow.MlflowClient, name: str, ref: str | None = None) -> ModelVersion:
