@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,16 @@ from helpers import (
 )
 
 from segflow.config import Params
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C as a user presses it: the tests that send SIGINT to the processes they start
+    need those processes to take it. A suite started with SIGINT ignored (a script's
+    `make test &`: bash's background jobs ignore it) passes that on to every child, and
+    a stage or a sweep sent Ctrl-C then runs to its end; Python's own handler is inherited
+    as the default instead."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -103,6 +103,22 @@ def _warn_hidden(name: str, count: int, examples: list[str], order: str) -> None
     )
 
 
+def _note_undrawable(image: ImageAnnotation, rules: DrawRules, skipped: Drops) -> int:
+    """Note in `skipped` each region of `image` that has no area to draw (with the key that
+    would draw it); returns how many of its polylines trace an outline (filled as polygons)."""
+    outlines = 0
+    for region in image.regions:
+        outlines += rules.fill_outlines and is_outline(region)
+        if not drawable(region, rules):
+            option = "polyline_width" if region.shape == "polyline" else "point_radius"
+            why = " (its ends do not meet, so fill_outlines does not fill it)" * (region.shape == "polyline")
+            skipped.note(
+                f"{region.shape} not drawn",
+                f"{region.origin}: a {region.shape} has no area{why}; skipped (set rasterize.{option} to draw it)",
+            )
+    return outlines
+
+
 def rasterize(params: Params, fetch_dir: Path, out_dir: Path, report_dir: Path | None = None) -> dict[str, int]:
     """Write one mask PNG per image of the fetch snapshot into `out_dir`.
 
@@ -126,16 +142,7 @@ def rasterize(params: Params, fetch_dir: Path, out_dir: Path, report_dir: Path |
     examples: dict[str, list[str]] = {}
     with atomic_dir(out_dir) as staging:
         for image in tqdm(images, desc=f"rasterize ({rules.fill})", unit="img"):
-            for region in image.regions:
-                outlines += rules.fill_outlines and is_outline(region)
-                if not drawable(region, rules):
-                    option = "polyline_width" if region.shape == "polyline" else "point_radius"
-                    why = " (its ends do not meet, so fill_outlines does not fill it)" * (region.shape == "polyline")
-                    skipped.note(
-                        f"{region.shape} not drawn",
-                        f"{region.origin}: a {region.shape} has no area{why}; skipped (set rasterize.{option} "
-                        "to draw it)",
-                    )
+            outlines += _note_undrawable(image, rules, skipped)
             height, width = sizes[image.filename]
             mask = rasterize_image(
                 image, height, width, names, params.unlabeled_value, ignore_index=ignore, rules=rules

@@ -102,6 +102,29 @@ def _read(photo: Photo, max_pixels: int) -> np.ndarray | ImageError:
         return ImageError(f"{photo.path}: cannot decode it ({type(exc).__name__}: {exc}); resize it or leave it out")
 
 
+def _sort_out(
+    photos: list[Photo], out: Path, model: str, overlay: bool, force: bool
+) -> tuple[list[Outcome], list[tuple[Photo, dict[str, Path]]]]:
+    """The photos' outcomes known before predicting (done before, or an output name taken by
+    an earlier photo), and the photos still to predict with their output files."""
+    outcomes: list[Outcome] = []
+    todo: list[tuple[Photo, dict[str, Path]]] = []
+    stems: dict[Path, str] = {}
+    for photo in photos:
+        files = _files(out, photo.name)
+        if files["mask"] in stems:
+            error = f"same output name as {stems[files['mask']]}: rename one of them"
+            outcomes.append(Outcome(photo.name, FAILED, error=error))
+            continue
+        stems[files["mask"]] = photo.name
+        record = None if force else _done(files, model, overlay)
+        if record is not None:
+            outcomes.append(Outcome(photo.name, DONE_BEFORE, record, files=files))
+        else:
+            todo.append((photo, files))
+    return outcomes, todo
+
+
 def segment_photos(
     predictor: Predictor,
     photos: list[Photo],
@@ -120,21 +143,7 @@ def segment_photos(
     suffix (``a.jpg``, ``a.png``) would share outputs: the second fails, saying so.
     """
     info, model = predictor.info, model_id(predictor)
-    outcomes: list[Outcome] = []
-    todo: list[tuple[Photo, dict[str, Path]]] = []
-    stems: dict[Path, str] = {}
-    for photo in photos:
-        files = _files(out, photo.name)
-        if files["mask"] in stems:
-            error = f"same output name as {stems[files['mask']]}: rename one of them"
-            outcomes.append(Outcome(photo.name, FAILED, error=error))
-            continue
-        stems[files["mask"]] = photo.name
-        record = None if force else _done(files, model, overlay)
-        if record is not None:
-            outcomes.append(Outcome(photo.name, DONE_BEFORE, record, files=files))
-        else:
-            todo.append((photo, files))
+    outcomes, todo = _sort_out(photos, out, model, overlay, force)
     colours = np.array(info.palette, dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(_read, todo[0][0], max_pixels) if todo else None

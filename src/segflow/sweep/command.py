@@ -112,6 +112,33 @@ def _best(run, state, status: str):  # noqa: ANN001, ANN202 (SweepRun, SweepStat
     return best, None
 
 
+def _conclude(args: argparse.Namespace, status: str, best, elsewhere: str | None) -> int:  # noqa: ANN001
+    """Say how the sweep ended and hand its best trial to the gate (`segflow promote`, in its
+    own process) unless told not to; returns the exit status."""
+    from rich import print as rprint
+
+    if status == "interrupted":
+        rprint(f"[yellow]interrupted: rerun the same command to resume sweep {args.name}[/]")
+        return 130
+    if elsewhere is not None:
+        rprint(f"the study's best is {elsewhere}, run by another process sharing --storage: it points @candidate there")
+        return 0
+    if best is None:
+        rprint("[red]no trial succeeded: nothing to promote[/]")
+        return 1
+    rprint(f"best on validation: [bold]{best.name}[/] (mIoU {best.val_miou:.4f}), version {best.version} is @candidate")
+    command = ["promote", "--version", str(best.version), "--params", str(args.params), "--artifacts",
+               str(args.artifacts)]  # fmt: skip
+    if args.no_promote:
+        rprint(f"judge it on the test split: segflow {' '.join(command)}")
+        return 0
+    rprint(f"segflow {' '.join(command)}")
+    # The gate as a user runs it, in its own process: its table and verdict print as they are.
+    gate = subprocess.run([sys.executable, "-c", "from segflow.cli import main; main()", *command], timeout=3600)
+    rprint("@champion moved" if gate.returncode == 0 else "[yellow]the gate kept @champion (see above)[/]")
+    return 0
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from rich import print as rprint
 
@@ -153,23 +180,4 @@ def _sweep(args: argparse.Namespace) -> int:
     runs.end_parent(root, state.parent_run_id, status, files, counts)
     rprint(report.table(state, best if status == "finished" else None))
     rprint(f"written: {', '.join(str(f) for f in files)} (also artifacts of run {state.parent_run_id})")
-    if status == "interrupted":
-        rprint(f"[yellow]interrupted: rerun the same command to resume sweep {args.name}[/]")
-        return 130
-    if elsewhere is not None:
-        rprint(f"the study's best is {elsewhere}, run by another process sharing --storage: it points @candidate there")
-        return 0
-    if best is None:
-        rprint("[red]no trial succeeded: nothing to promote[/]")
-        return 1
-    rprint(f"best on validation: [bold]{best.name}[/] (mIoU {best.val_miou:.4f}), version {best.version} is @candidate")
-    command = ["promote", "--version", str(best.version), "--params", str(args.params), "--artifacts",
-               str(args.artifacts)]  # fmt: skip
-    if args.no_promote:
-        rprint(f"judge it on the test split: segflow {' '.join(command)}")
-        return 0
-    rprint(f"segflow {' '.join(command)}")
-    # The gate as a user runs it, in its own process: its table and verdict print as they are.
-    gate = subprocess.run([sys.executable, "-c", "from segflow.cli import main; main()", *command], timeout=3600)
-    rprint("@champion moved" if gate.returncode == 0 else "[yellow]the gate kept @champion (see above)[/]")
-    return 0
+    return _conclude(args, status, best, elsewhere)

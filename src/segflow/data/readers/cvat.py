@@ -283,10 +283,7 @@ def read_cvat(
             '"CVAT for images 1.1" instead',
             reason="unreadable file",
         )
-    image_root = images if images is not None else path.parent
-    if not image_root.is_dir():
-        raise AnnotationError(f"{image_root}: the images folder of {path} does not exist; set fetch.images")
-    files = ImageFiles(image_root)
+    files = ImageFiles.of_annotations(path, images)
     records = []
     for element in root.iterfind("image"):
         try:

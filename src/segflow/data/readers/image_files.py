@@ -36,6 +36,19 @@ class ImageFiles:
             for name in sorted(files):
                 self.by_name[name].append(name if prefix == "." else f"{prefix}/{name}")
 
+    @classmethod
+    def of_annotations(cls, path: Path, images: Path | None) -> ImageFiles:
+        """The images an annotation file `path` names: below `images` (``fetch.images``) if
+        given, else beside the file.
+
+        Raises:
+            AnnotationError: that folder does not exist.
+        """
+        root = images if images is not None else path.parent
+        if not root.is_dir():
+            raise AnnotationError(f"{root}: the images folder of {path} does not exist; set fetch.images")
+        return cls(root)
+
     def images(self) -> list[str]:
         """Every image file below the root, by its path relative to it, sorted."""
         rels = (rel for rels in self.by_name.values() for rel in rels)

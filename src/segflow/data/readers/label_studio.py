@@ -197,10 +197,7 @@ def parse_label_studio(
             "export the project as JSON (not JSON_MIN) from Label Studio",
             reason="unreadable file",
         )
-    image_root = images if images is not None else path.parent
-    if not image_root.is_dir():
-        raise AnnotationError(f"{image_root}: the images folder of {path} does not exist; set fetch.images")
-    files = ImageFiles(image_root)
+    files = ImageFiles.of_annotations(path, images)
     records = []
     for number_, task in enumerate(data):
         where = f"{path} task id {task.get('id', f'#{number_}')!r}"
