@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -158,10 +159,51 @@ def test_a_grid_with_a_bad_trial_is_stopped_resumed_ranked_and_gated(tmp_path):
     assert any((root / "artifacts/promotions").glob("*.json"))
 
 
+def _kill_a_trial_and_its_worker(root: Path, deadline: float) -> str:
+    """SIGKILL, as the OOM killer would, the first `dvc exp exec-run` process training in
+    `root`'s queue and the queue worker that started it; the name of its experiment."""
+    import psutil
+
+    while time.monotonic() < deadline:
+        for process in psutil.process_iter(["cmdline"]):
+            cmdline = process.info["cmdline"] or []
+            infofile = Path(cmdline[cmdline.index("--infofile") + 1]) if "--infofile" in cmdline else None
+            if "exec-run" in cmdline and infofile and infofile.resolve().is_relative_to(root.resolve()):
+                name = json.loads(infofile.read_text())["name"]
+                for doomed in (process, process.parent()):
+                    doomed.kill()
+                return name
+        time.sleep(0.5)
+    raise AssertionError("no trial started training")
+
+
+def _sweep_until_done(command: list[str], root: Path, env: dict, timeout: float) -> tuple[int, str]:
+    """Run a sweep; its exit code and output. One that runs past `timeout` fails with its
+    output and what DVC's queue looks like, so a hang can be told apart from a slow trial."""
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+        status = ["dvc", "queue", "status"]
+        queue = subprocess.run(status, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+        import psutil
+
+        alive = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
+        alive = [line for line in alive if "queue-worker" in line or "exec-run" in line]
+        raise AssertionError(
+            f"the sweep ran past {timeout} s:\n{out[-6000:]}\n{queue.stdout}{queue.stderr}\n" + "\n".join(alive)
+        ) from None
+    return process.returncode, out
+
+
 @pytest.mark.slow
 def test_a_search_asks_optuna_and_a_rerun_continues_its_study(tmp_path):
     """A 3-trial TPE search on 2 workers from a fresh clone (no baseline: each trial runs the
-    whole pipeline), then the same command again: the study and the trials are not redone."""
+    whole pipeline), one of whose workers is killed with its trial (as by the OOM killer: DVC
+    then lists the trial as running for ever), then the same command again: the killed trial is
+    queued again, and the rerun redoes neither the study nor the trials."""
     env = {**shrunk_clone(tmp_path), "COLUMNS": "200"}
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["train"].update(steps_per_epoch=2, batch_size=4)
@@ -170,13 +212,17 @@ def test_a_search_asks_optuna_and_a_rerun_continues_its_study(tmp_path):
     search = [SEGFLOW, "sweep", "tpe", "-S", "train.lr=0.001..0.01:log", "-S", "train.loss=ce,ce+dice"]
     search += ["--trials", "3", "--seed", "7", "-j", "2", "--poll", "1", "--no-promote"]
     try:
-        first = subprocess.run(search, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-        assert first.returncode == 0, first.stdout + first.stderr[-3000:]
-        again = subprocess.run(search, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_sweep_until_done, search, tmp_path, env, 600)
+            killed = _kill_a_trial_and_its_worker(tmp_path, time.monotonic() + 300)
+            code, out = first.result()
+        assert code == 0, out[-4000:]
+        assert f"{killed}: DVC lists it as running but no process" in out, out[-4000:]
+        code, again = _sweep_until_done(search, tmp_path, env, 300)
     finally:
         subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=tmp_path, env=env, capture_output=True, timeout=120)
-    assert again.returncode == 0 and "skipped: tpe-1, tpe-2, tpe-3" in again.stdout, again.stdout + again.stderr[-2000:]
-    assert "segflow promote --version" in again.stdout
+    assert code == 0 and "skipped: tpe-1, tpe-2, tpe-3" in again, again[-3000:]
+    assert "segflow promote --version" in again
 
     import optuna
 

@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 #: A queued trial may be briefly absent from `dvc queue status` (between the queue and a
 #: worker); one absent this long was removed by hand and is queued again.
 GRACE_S = 120.0
+#: A trial DVC lists as Running with no live process this long lost its worker (the OOM
+#: killer, or a worker that shut down for want of work just as it took the trial; DVC then
+#: lists it as Running for ever): it is released and queued again. Longer than DVC's
+#: collection of a finished trial's results, which runs after its process ends.
+ORPHAN_S = 60.0
 
 
 @dataclass
@@ -151,7 +156,7 @@ def run_sweep(run: SweepRun, state: SweepState, parent: str) -> str:
     loop = _Loop(run, state, parent, search)
     in_dvc = queue.queue_status(run.root) or {}
     for trial in state.open_trials():  # resumed: still in DVC's queue, or queued again
-        if not trial.requeue and in_dvc.get(trial.name) in ("Queued", "Running", "Success"):
+        if not trial.requeue and _status(in_dvc, trial.name) in ("Queued", "Running", "Success"):
             loop.in_flight.append(trial)
     try:
         while True:
@@ -166,11 +171,16 @@ def run_sweep(run: SweepRun, state: SweepState, parent: str) -> str:
                 log.warning("`dvc queue status` did not answer in time; asking again")
                 continue
             loop.follow(status)
-            if loop.in_flight and not any(status.get(t.name) == "Running" for t in loop.in_flight):
+            if loop.in_flight and not any(_status(status, t.name) == "Running" for t in loop.in_flight):
                 queue.start_workers(run.root, run.jobs)  # idle workers exit after 10 s
     except KeyboardInterrupt:
         loop.stop()
         return "interrupted"
+
+
+def _status(tasks: dict[str, queue.Task], name: str) -> str | None:
+    task = tasks.get(name)
+    return task.status if task else None
 
 
 @dataclass
@@ -185,6 +195,7 @@ class _Loop:
     started: dict[str, float] = field(default_factory=dict)  # seen running since
     seen: dict[str, str | None] = field(default_factory=dict)  # the last status logged
     missing: dict[str, float] = field(default_factory=dict)  # since when not in `dvc queue status`
+    orphaned: dict[str, float] = field(default_factory=dict)  # since when Running with no process
 
     def _queue(self, trial: Trial) -> None:
         queue.queue_trial(self.run.root, trial.name, trial.params)
@@ -209,10 +220,11 @@ class _Loop:
             queued = True
         return queued
 
-    def follow(self, status: dict[str, str]) -> None:
-        """Log each trial's new status; collect the finished; queue again the ones gone."""
+    def follow(self, status: dict[str, queue.Task]) -> None:
+        """Log each trial's new status; collect the finished; queue again the ones gone or
+        orphaned."""
         for trial in list(self.in_flight):
-            now = status.get(trial.name)
+            now = _status(status, trial.name)
             if now is not None:
                 self.missing.pop(trial.name, None)
             if now != self.seen.get(trial.name):
@@ -220,6 +232,7 @@ class _Loop:
                 self.seen[trial.name] = now
             if now == "Running":
                 self.started.setdefault(trial.name, time.monotonic())
+                self._release_if_orphaned(trial, status[trial.name].rev)
             elif now in ("Success", "Failed"):
                 _finish_trial(self.run, self.state, self.parent, trial, now == "Success", self.started)
                 self.in_flight.remove(trial)
@@ -230,15 +243,38 @@ class _Loop:
                 self.in_flight.remove(trial)  # gone from the queue (removed by hand): queue it again
                 trial.requeue = True
 
+    def _release_if_orphaned(self, trial: Trial, rev: str) -> None:
+        """Queue `trial` again if DVC has listed it as Running with no live process for
+        ORPHAN_S seconds."""
+        if queue.process_alive(self.run.root, rev):
+            self.orphaned.pop(trial.name, None)
+            return
+        if time.monotonic() - self.orphaned.setdefault(trial.name, time.monotonic()) <= ORPHAN_S:
+            return
+        log.warning(
+            "%s: DVC lists it as running but no process has run it for %.0f s (its queue worker "
+            "died); queueing it again",
+            trial.name,
+            ORPHAN_S,
+        )
+        queue.release(self.run.root, trial.name)
+        self.in_flight.remove(trial)
+        for since in (self.orphaned, self.started, self.seen):
+            since.pop(trial.name, None)
+        trial.requeue = True
+
     def stop(self) -> None:
         """Ctrl-C: stop this sweep's trials in DVC's queue; they are queued again on resume."""
         log.warning("interrupted: stopping this sweep's trials (finished ones are kept)")
         root = self.run.root
         try:
-            status = queue.queue_status(root) or {name: "Running" for name in self.started}
+            status = queue.queue_status(root)
         except SegflowError:
-            status = {name: "Running" for name in self.started}
-        running = [t.name for t in self.in_flight if status.get(t.name) == "Running"]
+            status = None
+        if status is None:
+            running = [t.name for t in self.in_flight if t.name in self.started]
+        else:
+            running = [t.name for t in self.in_flight if _status(status, t.name) == "Running"]
         queue.stop_trials(root, running, [t.name for t in self.in_flight if t.name not in running])
         for trial in self.in_flight:
             trial.status, trial.requeue = PENDING, True

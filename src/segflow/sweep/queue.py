@@ -9,23 +9,42 @@ each spinning OpenMP's default thread count, slow each other down tens of times:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from segflow.errors import SegflowError
 from segflow.sweep.space import cli_value
 
-__all__ = ["queue_trial", "start_workers", "queue_status", "trial_error", "stop_trials", "forget", "worker_env"]
+__all__ = [
+    "Task",
+    "queue_trial",
+    "start_workers",
+    "queue_status",
+    "process_alive",
+    "trial_error",
+    "stop_trials",
+    "release",
+    "forget",
+    "worker_env",
+]
 
 #: Seconds a dvc command may take before the sweep gives up on it (it never trains).
 DVC_TIMEOUT = 300
 #: `dvc queue status` asks the workers too; one that does not answer is asked again next poll.
 STATUS_TIMEOUT = 60
 _STATUSES = ("Queued", "Running", "Success", "Failed")
+
+
+class Task(NamedTuple):
+    """One row of `dvc queue status`."""
+
+    status: str  # Queued | Running | Success | Failed
+    rev: str  # the first 7 hex digits of the experiment's stash revision
 
 
 def _dvc(
@@ -72,12 +91,12 @@ def start_workers(root: Path, jobs: int) -> None:
             raise SegflowError(f"`dvc queue start -j {jobs}` failed in {root}: {output.read().strip()[-800:]}")
 
 
-def queue_status(root: Path) -> dict[str, str] | None:
-    """{experiment name: Queued | Running | Success | Failed} from `dvc queue status`; None
-    when it does not answer in time (it asks the workers, which may be shutting down).
+def queue_status(root: Path) -> dict[str, Task] | None:
+    """{experiment name: its task} from `dvc queue status`; None when it does not answer in
+    time (it asks the workers, which may be shutting down).
 
     A name queued again after a stop has an old Failed row and a new one: the live one wins."""
-    found: dict[str, str] = {}
+    found: dict[str, Task] = {}
     try:
         text = _dvc(root, "queue", "status", timeout=STATUS_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -85,10 +104,30 @@ def queue_status(root: Path) -> dict[str, str] | None:
     for line in text.splitlines():
         words = line.split()
         if len(words) >= 3 and re.fullmatch(r"[0-9a-f]{7}", words[0]) and words[-1] in _STATUSES:
-            name, status = words[1], words[-1]
-            if found.get(name) in (None, "Failed"):
-                found[name] = status
+            name = words[1]
+            if name not in found or found[name].status == "Failed":
+                found[name] = Task(words[-1], words[0])
     return found
+
+
+def process_alive(root: Path, rev: str) -> bool:
+    """Whether the process DVC started for the task `rev` (`dvc exp exec-run`, recorded by
+    DVC's process manager under .dvc/tmp/exps/run/<stash rev>/) is alive. DVC lists a task as
+    Running from the moment a worker takes its message until the worker stores its result, so
+    a task whose worker died (killed, or shut down for want of work just as it took the task)
+    stays Running with no process: only this tells it apart."""
+    for info in (root / ".dvc" / "tmp" / "exps" / "run").glob(f"{rev}*/*.json"):
+        try:
+            recorded = json.loads(info.read_text())
+            if recorded.get("returncode") is not None:
+                return False
+            os.kill(int(recorded["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except (OSError, ValueError, KeyError, TypeError):  # being written, or not ours to signal
+            return True
+        return True
+    return False
 
 
 def trial_error(root: Path, name: str) -> str:
@@ -117,6 +156,12 @@ def stop_trials(root: Path, running: list[str], queued: list[str]) -> None:
         _dvc(root, "queue", "kill", *running, check=False)
     if queued:
         _dvc(root, "queue", "remove", *queued, check=False)
+
+
+def release(root: Path, name: str) -> None:
+    """A trial DVC lists as Running that no process runs: `dvc queue kill` finds no process
+    and, as no worker holds the task either, marks it Failed, so it can be queued again."""
+    _dvc(root, "queue", "kill", name, check=False)
 
 
 def forget(root: Path, name: str) -> None:
