@@ -4,7 +4,7 @@ segmented by the pipeline's model: masks, confidence, class shares, pre-annotati
 from rich import print as rprint
 
 from segflow.predict.batch import predict_source
-from segflow.predict.masks import FAILED
+from segflow.predict.segment import FAILED
 from segflow.runtime.source import ModelSource
 from segflow.stage import run_stage
 

@@ -22,7 +22,7 @@ from segflow.errors import SourceError
 from segflow.inference.segment import confidence, torch_runner
 from segflow.predict.batch import predict_source
 from segflow.predict.inputs import open_source
-from segflow.predict.masks import DONE_BEFORE, FAILED, PREDICTED
+from segflow.predict.segment import DONE_BEFORE, FAILED, PREDICTED
 from segflow.runtime.predictor import ModelInfo, Predictor
 
 #: Stored (height, width) of each readable photo of `photos`.

@@ -1,6 +1,6 @@
 """Predicted masks -> polygons in the user's annotation tool's format (pre-annotation).
 
-Each mask written by `segflow.predict.masks` is traced (`segflow.data.trace.polygons`:
+Each mask written by `segflow.predict.segment` is traced (`segflow.data.trace.polygons`:
 several parts of a class are several polygons, holes are polygons of the class inside
 them, painted after the region around them; simplified by ``predict.simplify`` pixels;
 parts under ``predict.min_area`` pixels left out), its labels renamed to the user's own
@@ -19,7 +19,7 @@ from PIL import Image
 from segflow.data.records import ImageAnnotation, Region
 from segflow.data.trace import polygons
 from segflow.data.writers import ExportImage, write_export
-from segflow.predict.masks import Outcome
+from segflow.predict.segment import Outcome
 
 __all__ = ["export_annotations"]
 

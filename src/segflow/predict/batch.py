@@ -1,6 +1,6 @@
 """One predict run: photos in; masks, tables and, if asked, pre-annotations out.
 
-Below the output folder: ``masks/``, ``overlays/``, ``records/`` (`segflow.predict.masks`),
+Below the output folder: ``masks/``, ``overlays/``, ``records/`` (`segflow.predict.segment`),
 ``summary.csv|json`` and ``shares.csv|json`` (`segflow.predict.report`), and ``export/``
 with the polygons for the annotation tool (`segflow.predict.annotations`).
 """
@@ -16,8 +16,8 @@ from segflow.data.archives import ExtractLimits
 from segflow.data.writers import export_labels
 from segflow.predict.annotations import export_annotations
 from segflow.predict.inputs import open_source
-from segflow.predict.masks import PREDICTED, Outcome, model_id, segment_photos
 from segflow.predict.report import ordered, write_shares, write_summary
+from segflow.predict.segment import PREDICTED, Outcome, model_id, segment_photos
 from segflow.runtime.predictor import Predictor
 
 __all__ = ["PredictRun", "predict_source"]

@@ -74,7 +74,7 @@ def predict_command(args: argparse.Namespace) -> int:
 
     from segflow.config import load_params
     from segflow.predict.batch import predict_source
-    from segflow.predict.masks import DONE_BEFORE, FAILED, PREDICTED
+    from segflow.predict.segment import DONE_BEFORE, FAILED, PREDICTED
     from segflow.registry import tracking
     from segflow.runtime.source import ModelSource
 

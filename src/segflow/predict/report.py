@@ -14,7 +14,7 @@ import csv
 import json
 from pathlib import Path
 
-from segflow.predict.masks import FAILED, Outcome
+from segflow.predict.segment import FAILED, Outcome
 
 __all__ = ["ordered", "write_summary", "write_shares"]
 

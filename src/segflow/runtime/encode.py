@@ -2,7 +2,7 @@
 
 `class_shares` counts each class's pixels; `mask_png` writes the mask as a palette PNG
 whose pixel values are the class indices. The service's answers (`segflow.serving.app`)
-and `segflow predict`'s files (`segflow.predict.masks`) both come from here; the mask's
+and `segflow predict`'s files (`segflow.predict.segment`) both come from here; the mask's
 regions as polygons come from `segflow.data.trace`.
 """
 

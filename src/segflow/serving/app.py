@@ -70,7 +70,7 @@ from segflow.runtime.source import ModelSource
 from segflow.serving.browser import CrossOriginIsolation, add_browser
 from segflow.serving.decode import InputError, open_image
 from segflow.serving.gate import Gate, GiveBackMemory
-from segflow.serving.metrics import Metrics
+from segflow.serving.prometheus import Metrics
 from segflow.serving.security import TOKEN_ENV, AllowedHosts, SecurityHeaders, add_docs, allowed_hosts, mutation_guard
 from segflow.serving.uploads import UPLOAD_ENV, UploadBudget, receive_upload, upload_limit
 
