@@ -38,7 +38,7 @@ def found(folder: Path) -> list[str]:
 def test_found_labels_background_first_then_sorted(via_dataset, make_params, tmp_path):
     manifest = fetch(auto(make_params, source=str(via_dataset)), tmp_path / "fetch")
     assert found(tmp_path / "fetch") == ["background", "car", "person", "sky"]
-    assert manifest["regions_per_class"] == {"background": 0, "car": 1, "person": 1, "sky": 1}
+    assert manifest.regions_per_class == {"background": 0, "car": 1, "person": 1, "sky": 1}
     assert "found by fetch" in (tmp_path / "fetch" / CLASSES_FILE).read_text()
 
 

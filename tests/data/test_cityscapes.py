@@ -106,7 +106,7 @@ def test_fetch_and_rasterize_reproduce_official_train_ids(tmp_path, make_params)
     polygons = write_cityscapes(source, frames=2, split="train") + write_cityscapes(source, frames=1, seed=1)
     params = cityscapes_params(make_params, source)
     manifest = fetch(params, tmp_path / "fetch")
-    assert manifest["format"] == "cityscapes" and manifest["images"] == 3
+    assert manifest.format == "cityscapes" and manifest.images == 3
     records = json.loads((tmp_path / "fetch" / "annotations.json").read_text())["images"]
     assert [r["split"] for r in records] == ["train", "train", "val"]  # Cityscapes' own split
     rasterize(params, tmp_path / "fetch", tmp_path / "masks", report_dir=tmp_path / "report")

@@ -74,13 +74,13 @@ def test_split_folders_keep_same_names_apart_and_their_split(split_folders, make
         fetch={"source": str(split_folders), "annotations": ["*/via_region_data.json"], "default_label": "car"}
     )
     manifest = fetch(params, tmp_path / "fetch")
-    assert sorted(entry["filename"] for entry in manifest["files"]) == [
+    assert sorted(entry.filename for entry in manifest.files) == [
         "Train/1.jpg",
         "Train/2.jpg",
         "val/1.jpg",
         "val/2.jpg",
     ]
-    assert manifest["annotation_files"] == ["Train/via_region_data.json", "val/via_region_data.json"]
+    assert manifest.annotation_files == ["Train/via_region_data.json", "val/via_region_data.json"]
     records = json.loads((tmp_path / "fetch" / "annotations.json").read_text())["images"]
     assert {r["filename"]: r["split"] for r in records} == {
         "Train/1.jpg": "train",
@@ -109,7 +109,7 @@ def test_a_region_without_a_label_needs_default_label(split_folders, make_params
     skipped = make_params(
         fetch={"source": str(split_folders), "annotations": "val/via_region_data.json", "bad_records": "skip"}
     )
-    assert fetch(skipped, tmp_path / "skipped")["regions"] == 0  # bad_records: skip drops them, counted
+    assert fetch(skipped, tmp_path / "skipped").regions == 0  # bad_records: skip drops them, counted
     report = json.loads((tmp_path / "skipped" / "report.json").read_text())
     assert report["dropped"]["counts"] == {"no label": 2}
     with pytest.raises(ConfigError, match="fetch.default_label is 'balloon', not a class; choose one of classes.names"):
@@ -132,7 +132,7 @@ def test_an_image_in_two_files_gets_the_regions_of_both_in_file_order(tmp_path, 
         ("road", "batch2.csv row 2"),
         ("car", "batch1.csv row 2"),
     ]
-    assert manifest["format"] == "via_csv" and manifest["regions"] == 2
+    assert manifest.format == "via_csv" and manifest.regions == 2
     report = json.loads((tmp_path / "fetch" / "report.json").read_text())
     assert report["merged_images"]["count"] == 1
     assert report["merged_images"]["examples"] == ["a.jpg: 1 regions from batch1.csv row 2 added"]
@@ -146,7 +146,7 @@ def test_a_list_may_mix_formats(tmp_path, make_params):
     labelme = {"shapes": [{"label": "road", "points": [[0, 0], [9, 0], [9, 9]], "shape_type": "polygon"}]}
     (source / "b.json").write_text(json.dumps({**labelme, "imagePath": "b.jpg", "imageHeight": 30, "imageWidth": 40}))
     manifest = fetch(make_params(fetch={"source": str(source), "annotations": ["a.csv", "b.json"]}), tmp_path / "f")
-    assert manifest["format"] == "via_csv+labelme" and manifest["regions_per_class"]["road"] == 1
+    assert manifest.format == "via_csv+labelme" and manifest.regions_per_class["road"] == 1
 
 
 def test_balloon_layout_fetch_rasterize_preprocess(make_params, tmp_path, caplog):
@@ -161,8 +161,8 @@ def test_balloon_layout_fetch_rasterize_preprocess(make_params, tmp_path, caplog
         preprocess={"image_size": 64},
     )
     manifest = fetch(params, tmp_path / "fetch")
-    assert manifest["images"] == 36 and manifest["regions_per_class"] == {"background": 0, "head": 36}
-    names = {entry["filename"] for entry in manifest["files"]}
+    assert manifest.images == 36 and manifest.regions_per_class == {"background": 0, "head": 36}
+    names = {entry.filename for entry in manifest.files}
     assert {f"train/{n}.jpg" for n in range(1, 6)} | {f"val/{n}.jpg" for n in range(1, 6)} <= names
     with caplog.at_level(logging.INFO, logger="segflow"):
         rasterize(params, tmp_path / "fetch", tmp_path / "masks", report_dir=tmp_path / "report")

@@ -17,6 +17,7 @@ from segflow.config.auto_classes import with_classes_file
 from segflow.data.draw import paint_region
 from segflow.data.drops import Drops
 from segflow.data.fetch import fetch
+from segflow.data.manifest import Manifest
 from segflow.data.rasterize import rasterize
 from segflow.data.readers import detect_format, read_detected
 from segflow.data.readers.cvat import read_cvat, read_cvat_labels
@@ -140,7 +141,7 @@ def test_fetch_and_rasterize_paint_a_high_z_order_over_a_later_shape(cvat_folder
     write_xml(cvat_folder, both_images(shapes))
     params = make_params(fetch={"source": str(cvat_folder), "annotations": "annotations.xml"})
     manifest = fetch(params, tmp_path / "fetch")
-    assert manifest["format"] == "cvat" and manifest["images"] == 2
+    assert manifest.format == "cvat" and manifest.images == 2
     pixels = rasterize(params, tmp_path / "fetch", tmp_path / "masks")
     assert pixels["car"] == 100 and pixels["road"] == 400 - 100 and pixels["person"] == 4
     mask = cv2.imread(str(tmp_path / "masks" / "a.png"), cv2.IMREAD_UNCHANGED)
@@ -219,7 +220,7 @@ def test_fetch_images_is_where_names_are_looked_up(make_params, tmp_path):
     write_xml(root / "labels", cvat_image('<box label="car" xtl="0" ytl="0" xbr="4" ybr="4" z_order="0"/>'))
     params = make_params(fetch={"source": str(root), "annotations": "labels/annotations.xml", "images": "pictures"})
     manifest = fetch(params, tmp_path / "fetch")
-    assert [f["filename"] for f in manifest["files"]] == ["pictures/a.jpg"]
+    assert [f.filename for f in manifest.files] == ["pictures/a.jpg"]
 
 
 def test_ambiguous_bare_name_is_an_error_listing_the_files(tmp_path):
@@ -314,10 +315,10 @@ def test_broken_or_video_xml_is_refused(text, fragments, cvat_folder):
 # --- The real exports (../shared/datasets) ---
 
 
-def _masks(manifest: dict, folder: Path) -> dict[str, np.ndarray]:
+def _masks(manifest: Manifest, folder: Path) -> dict[str, np.ndarray]:
     return {
-        e["filename"]: cv2.imread(str(folder / Path(e["filename"]).with_suffix(".png")), cv2.IMREAD_UNCHANGED)
-        for e in manifest["files"]
+        e.filename: cv2.imread(str(folder / Path(e.filename).with_suffix(".png")), cv2.IMREAD_UNCHANGED)
+        for e in manifest.files
     }
 
 
@@ -341,13 +342,13 @@ def test_coins_export_through_fetch_and_rasterize(make_params, tmp_path):
     assert report["dropped"]["counts"] == {}
     # digit is declared but on no region: listed (classes.names is typed here, so it stays a class).
     assert report["unused_labels"] == {"count": 1, "labels": ["digit"], "as": "typed"}
-    assert manifest["images"] == 29 and manifest["regions"] == 122
-    assert manifest["images_without_regions"] == 1
-    assert any("1-2-5-rub-2003-006.800.jpg" in f["filename"] for f in manifest["files"])  # a multi-dot name
+    assert manifest.images == 29 and manifest.regions == 122
+    assert manifest.images_without_regions == 1
+    assert any("1-2-5-rub-2003-006.800.jpg" in f.filename for f in manifest.files)  # a multi-dot name
     pixels = rasterize(params, tmp_path / "fetch", tmp_path / "masks")
     assert all(pixels[label] > 0 for label in labels if label != "digit") and pixels["digit"] == 0
     masks = _masks(manifest, tmp_path / "masks")
-    assert {m.shape for m in masks.values()} == {(e["height"], e["width"]) for e in manifest["files"]}
+    assert {m.shape for m in masks.values()} == {(e.height, e.width) for e in manifest.files}
     # In 10-rublej-2021-goda-1.jpg the digits "1" and "0" are listed after their coin, all at
     # z_order 0: painted last, they stay visible inside it.
     records = read_cvat(COINS / "annotations.xml", drops=Drops(strict=False))
@@ -410,7 +411,7 @@ def test_an_image_on_disk_not_in_the_xml_is_left_out_with_a_warning(cvat_folder,
     params = make_params(fetch={"source": str(cvat_folder), "annotations": "annotations.xml"})
     manifest = fetch(params, tmp_path / "fetch")
     report = json.loads((tmp_path / "fetch" / "report.json").read_text())
-    assert manifest["images"] == 1 and report["uncovered_images"]["examples"] == ["b.jpg"]
+    assert manifest.images == 1 and report["uncovered_images"]["examples"] == ["b.jpg"]
     assert "1 images in" in caplog.text and "b.jpg" in caplog.text and "fetch.annotations" in caplog.text
 
 
@@ -424,11 +425,11 @@ def test_seagrass_export_resolves_bare_names_into_class_folders(make_params, tmp
         fetch={"source": str(SEAGRASS), "annotations": "annotations.xml"},
     )
     manifest = fetch(params, tmp_path / "fetch")
-    files = sorted(f["filename"] for f in manifest["files"])
-    assert len(files) == 24 and manifest["regions"] == 35
+    files = sorted(f.filename for f in manifest.files)
+    assert len(files) == 24 and manifest.regions == 35
     assert sum(f.startswith("dataset/zostera/") for f in files) == 12
     assert "dataset/zostera/zostera17.png" in files  # the RGBA PNG
-    assert {(f["height"], f["width"]) for f in manifest["files"]} == {(1024, 1024)}
+    assert {(f.height, f.width) for f in manifest.files} == {(1024, 1024)}
     pixels = rasterize(params, tmp_path / "fetch", tmp_path / "masks")
     assert pixels["furcullaria"] > 0 and pixels["zostera"] == 0
     masks = _masks(manifest, tmp_path / "masks")

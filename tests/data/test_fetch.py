@@ -11,10 +11,10 @@ def test_snapshot_holds_images_canonical_records_and_manifest(via_dataset, make_
     params = make_params(fetch={"source": str(via_dataset)})
     manifest = fetch(params, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == ["a.jpg", "b.jpg"]
-    assert manifest["images"] == 2 and manifest["regions"] == 3
-    assert manifest["regions_per_class"]["car"] == 1 and manifest["regions_per_class"]["road"] == 0
-    assert manifest["files"][0]["width"] == 40 and manifest["files"][0]["height"] == 30
-    assert len(manifest["files"][0]["sha256"]) == 64
+    assert manifest.images == 2 and manifest.regions == 3
+    assert manifest.regions_per_class["car"] == 1 and manifest.regions_per_class["road"] == 0
+    assert manifest.files[0].width == 40 and manifest.files[0].height == 30
+    assert len(manifest.files[0].sha256) == 64
     records = json.loads((tmp_path / "out" / "annotations.json").read_text())
     assert [r["label"] for r in records["images"][0]["regions"]] == ["sky", "car"]
 
@@ -23,7 +23,7 @@ def test_label_map_renames_labels(via_dataset, make_params, tmp_path):
     csv = via_dataset / "via_region_data.csv"
     csv.write_text(csv.read_text().replace('""person""', '""pedestrian""'))
     params = make_params(fetch={"source": str(via_dataset)}, classes={"label_map": {"pedestrian": "person"}})
-    assert fetch(params, tmp_path / "out")["regions_per_class"]["person"] == 1
+    assert fetch(params, tmp_path / "out").regions_per_class["person"] == 1
 
 
 def test_polylines_are_kept_for_rasterize_to_decide(via_dataset, make_params, tmp_path):
@@ -34,7 +34,7 @@ def test_polylines_are_kept_for_rasterize_to_decide(via_dataset, make_params, tm
         + "\n"
     )
     manifest = fetch(make_params(fetch={"source": str(via_dataset)}), tmp_path / "out")
-    assert manifest["regions"] == 4 and manifest["regions_per_class"]["road"] == 1
+    assert manifest.regions == 4 and manifest.regions_per_class["road"] == 1
     records = json.loads((tmp_path / "out" / "annotations.json").read_text())
     assert records["version"] == 2
     assert records["images"][1]["regions"][1]["shape"] == "polyline"

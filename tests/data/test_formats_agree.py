@@ -120,7 +120,7 @@ def test_labelme_coco_export_equals_its_labelme_json(make_params, tmp_path):
         rasterize={"unlabeled": "_background_"},
     )
     manifest = fetch(params, tmp_path / "fetch")  # the COCO export's own JPEGImages/ copies
-    assert [(e["filename"], e["height"]) for e in manifest["files"]] == [
+    assert [(e.filename, e.height) for e in manifest.files] == [
         ("JPEGImages/2011_000003.jpg", 338),
         ("JPEGImages/2011_000025.jpg", 375),
         ("JPEGImages/2011_000006.jpg", 375),
@@ -205,14 +205,14 @@ def test_via_2label_through_fetch_and_rasterize(make_params, tmp_path):
         manifest = fetch(params, tmp_path / name / "fetch")  # decodes every image
         rasterize(params, tmp_path / name / "fetch", tmp_path / name / "masks")
         found[name] = {
-            Path(e["filename"]).name: cv2.imread(
-                str(tmp_path / name / "masks" / Path(e["filename"]).with_suffix(".png")), cv2.IMREAD_UNCHANGED
+            Path(e.filename).name: cv2.imread(
+                str(tmp_path / name / "masks" / Path(e.filename).with_suffix(".png")), cv2.IMREAD_UNCHANGED
             )
-            for e in manifest["files"]
+            for e in manifest.files
         }
-        for entry in manifest["files"]:
-            if Path(entry["filename"]).name in SIZES:
-                assert (entry["height"], entry["width"]) == SIZES[Path(entry["filename"]).name]
+        for entry in manifest.files:
+            if Path(entry.filename).name in SIZES:
+                assert (entry.height, entry.width) == SIZES[Path(entry.filename).name]
     for image in SIZES:
         assert np.array_equal(found["via_csv"][image], found["via_json"][image])
         for other in ("coco", "labelme"):  # drawn again by hand: 93.7-100 % of pixels agree

@@ -46,7 +46,7 @@ def test_exif_rotated_photo_is_read_as_stored_which_is_what_via_annotated(make_p
         fetch={"source": str(source), "annotations": "via_region_data.json", "default_label": "head"},
     )
     manifest = fetch(params, tmp_path / "fetch")
-    assert (manifest["files"][0]["width"], manifest["files"][0]["height"]) == (207, 210)
+    assert (manifest.files[0].width, manifest.files[0].height) == (207, 210)
     rasterize(params, tmp_path / "fetch", tmp_path / "masks")
     mask = cv2.imread(str(tmp_path / "masks" / "7.png"), cv2.IMREAD_UNCHANGED)
     image = read_rgb(tmp_path / "fetch" / "images" / "7.jpg")

@@ -62,7 +62,7 @@ def auto_params(make_params, source: Path, **fetch_settings):
 def test_real_export_through_fetch_and_rasterize(make_params, tmp_path):
     params = auto_params(make_params, EXPORT)
     manifest = fetch(params, tmp_path / "fetch")
-    assert manifest["format"] == "label_studio" and manifest["images"] == 3
+    assert manifest.format == "label_studio" and manifest.images == 3
     params = with_classes_file(params, tmp_path / "fetch" / CLASSES_FILE)
     names = params.classes.names
     assert names == ["background", "ball", "car", "grass", "person", "road", "sign"]

@@ -110,7 +110,7 @@ def test_folder_windows_paths_and_embedded_image(tmp_path, make_params):
     assert records[0].image_data == "" and records[1].image_data == embedded  # b.jpg is absent
     params = make_params(fetch={"source": str(source), "annotations": "json"}, classes={"label_map": {"*": "car"}})
     manifest = fetch(params, tmp_path / "fetch")
-    assert [f["filename"] for f in manifest["files"]] == ["images/a.jpg", "json/sub/b.jpg"]
+    assert [f.filename for f in manifest.files] == ["images/a.jpg", "json/sub/b.jpg"]
     assert (tmp_path / "fetch/images/json/sub/b.jpg").read_bytes() == (source / "images/a.jpg").read_bytes()
     saved = json.loads((tmp_path / "fetch/annotations.json").read_text())
     assert "image_data" not in saved["images"][1]
@@ -133,11 +133,11 @@ def test_fetch_and_rasterize_match_labelme2voc(kind, make_params, tmp_path):
         rasterize={"unlabeled": "_background_"},
     )
     manifest = fetch(params, tmp_path / "fetch")
-    assert manifest["format"] == "labelme" and manifest["images"] == 3
+    assert manifest.format == "labelme" and manifest.images == 3
     rasterize(params, tmp_path / "fetch", tmp_path / "masks")  # fill: auto -> pil for LabelMe
     differing = total = 0
-    for entry in manifest["files"]:
-        name = Path(entry["filename"]).with_suffix(".png")
+    for entry in manifest.files:
+        name = Path(entry.filename).with_suffix(".png")
         mask = cv2.imread(str(tmp_path / "masks" / name), cv2.IMREAD_UNCHANGED)
         reference = np.asarray(Image.open(voc / name))  # paletted: PIL gives the indices
         differing, total = differing + int((mask != reference).sum()), total + reference.size
@@ -153,11 +153,11 @@ def test_fetch_and_rasterize_match_labelme2voc(kind, make_params, tmp_path):
     cv_differing = sum(
         int(
             (
-                cv2.imread(str(tmp_path / "cv" / Path(e["filename"]).with_suffix(".png")), cv2.IMREAD_UNCHANGED)
-                != np.asarray(Image.open(voc / Path(e["filename"]).with_suffix(".png")))
+                cv2.imread(str(tmp_path / "cv" / Path(e.filename).with_suffix(".png")), cv2.IMREAD_UNCHANGED)
+                != np.asarray(Image.open(voc / Path(e.filename).with_suffix(".png")))
             ).sum()
         )
-        for e in manifest["files"]
+        for e in manifest.files
     )
     assert 4000 < cv_differing < 7000  # ~1.1 % of pixels, all along polygon edges
 

@@ -74,7 +74,7 @@ def test_class_index_masks_pass_through_and_keep_the_folders_split(mode, folders
         save(values(), folders / "train" / "labels" / "a.png", mode)
     params = make_params(fetch={"source": str(folders), "annotations": ["*/labels"]})
     manifest, masks = fetched(params, tmp_path)
-    assert manifest["format"] == "mask_images"
+    assert manifest.format == "mask_images"
     records = json.loads((tmp_path / "fetch" / "annotations.json").read_text())["images"]
     assert {r["filename"]: r["split"] for r in records} == {"train/images/a.jpg": "train", "val/images/b.jpg": "val"}
     assert [r["label"] for r in records[0]["regions"]] == ["background", "road", "car"]
@@ -121,7 +121,7 @@ def test_colour_map_and_a_value_map_for_binary_masks_beside_their_images(tmp_pat
         }
     )
     manifest, masks = fetched(params, tmp_path)
-    assert sorted(f["filename"] for f in manifest["files"]) == ["scans/a.jpg", "scans/b.jpg"]
+    assert sorted(f.filename for f in manifest.files) == ["scans/a.jpg", "scans/b.jpg"]
     for stem in "ab":
         assert np.array_equal(read_png(masks / "scans" / f"{stem}.png"), np.where(values() == 4, 4, 0))
 
@@ -209,7 +209,7 @@ def test_cityscapes_label_ids_become_train_ids_with_the_preset(make_params, tmp_
         classes=preset, fetch={**folders, **suffixes}, rasterize={"unlabeled": "ignore"}, preprocess=prep
     )
     manifest, masks = fetched(params, tmp_path)
-    assert manifest["format"] == "mask_images" and manifest["images"] == 1  # labelTrainIds etc. are not masks
+    assert manifest.format == "mask_images" and manifest.images == 1  # labelTrainIds etc. are not masks
     mask = read_png(masks / "leftImg8bit" / f"{FRAME}_leftImg8bit.png")
     label_ids = read_png(CITYSCAPES / "gtFine" / f"{FRAME}_gtFine_labelIds.png")
     train_ids = read_png(CITYSCAPES / "gtFine" / f"{FRAME}_gtFine_labelTrainIds.png")
@@ -241,10 +241,10 @@ def test_voc_palette_masks_of_labelme_examples(make_params, tmp_path):
         preprocess={"image_size": 64, "val_fraction": 0.3, "test_fraction": 0.3},
     )
     manifest, masks = fetched(params, tmp_path)
-    assert manifest["images"] == 3
+    assert manifest.images == 3
     pixels = {}
-    for entry in manifest["files"]:
-        stem = Path(entry["filename"]).stem
+    for entry in manifest.files:
+        stem = Path(entry.filename).stem
         palette = np.asarray(Image.open(VOC / "SegmentationClass" / f"{stem}.png"))
         mask = read_png(masks / "JPEGImages" / f"{stem}.png")
         assert np.array_equal(mask, palette)  # the index is the class, 255 stays ignore

@@ -74,7 +74,7 @@ def test_masks_pass_through_fetch_and_rasterize_unchanged(layout, make_params, t
     expected = colour_mask(layout / "SegmentationClass" / "a.png")
     params = make_params(fetch={"source": str(layout), "annotations": "labelmap.txt"})
     manifest = fetch(params, tmp_path / "fetch")
-    assert manifest["format"] == "masks" and manifest["images"] == 2
+    assert manifest.format == "masks" and manifest.images == 2
     pixels = rasterize(params, tmp_path / "fetch", tmp_path / "masks")
     assert pixels["car"] == 2 * 100 and pixels["road"] == 2 * 200 and pixels["background"] == 2 * (1200 - 300)
     mask = cv2.imread(str(tmp_path / "masks" / "JPEGImages" / "a.png"), cv2.IMREAD_UNCHANGED)
@@ -97,7 +97,7 @@ def test_labelmap_elsewhere_with_fetch_images_naming_the_layout(layout, make_par
     (layout / "labelmap.txt").rename(tmp_path / "labelmap.txt")  # beside the layout folder, as in the cheetah set
     params = make_params(fetch={"source": str(tmp_path), "annotations": "labelmap.txt", "images": layout.name})
     manifest = fetch(params, tmp_path / "fetch")
-    assert sorted(f["filename"] for f in manifest["files"]) == ["export/JPEGImages/a.jpg", "export/JPEGImages/b.png"]
+    assert sorted(f.filename for f in manifest.files) == ["export/JPEGImages/a.jpg", "export/JPEGImages/b.png"]
 
 
 def _write(layout: Path, case: str) -> None:
@@ -173,7 +173,7 @@ def test_cheetah_export_through_fetch_rasterize_and_preprocess(make_params, tmp_
         preprocess={"image_size": 64},
     )
     manifest = fetch(params, tmp_path / "fetch")
-    assert manifest["images"] == 75 and {(f["height"], f["width"]) for f in manifest["files"]} == {(224, 224)}
+    assert manifest.images == 75 and {(f.height, f.width) for f in manifest.files} == {(224, 224)}
     records = json.loads((tmp_path / "fetch" / "annotations.json").read_text())["images"]
     split_of = {Path(r["filename"]).stem: r["split"] for r in records}
     folder = CHEETAH / "data" / "cheetah"
@@ -186,10 +186,10 @@ def test_cheetah_export_through_fetch_rasterize_and_preprocess(make_params, tmp_
     }
     pixels = rasterize(params, tmp_path / "fetch", tmp_path / "masks")
     assert pixels["cheetah"] > 0 and pixels["fox"] == 0 and pixels["ignore"] == 0
-    for entry in manifest["files"]:  # each mask is its colour mask, colour for colour
-        stem = Path(entry["filename"]).stem
+    for entry in manifest.files:  # each mask is its colour mask, colour for colour
+        stem = Path(entry.filename).stem
         colours = np.asarray(Image.open(folder / "SegmentationClass" / f"{stem}.png").convert("RGB"))
-        mask = cv2.imread(str(tmp_path / "masks" / Path(entry["filename"]).with_suffix(".png")), cv2.IMREAD_UNCHANGED)
+        mask = cv2.imread(str(tmp_path / "masks" / Path(entry.filename).with_suffix(".png")), cv2.IMREAD_UNCHANGED)
         assert np.array_equal(mask == 1, (colours == (224, 64, 64)).all(axis=-1))
         assert np.array_equal(mask == 0, (colours == 0).all(axis=-1))
     preprocess(params, tmp_path / "fetch", tmp_path / "masks", tmp_path / "pre")

@@ -56,9 +56,9 @@ def test_an_altered_copy_is_reported_with_its_distance(with_copy, make_params, t
     report = json.loads((tmp_path / "fetch" / "report.json").read_text())
     [pair] = report["near_duplicates"]
     assert pair["images"] == ["p3 copy.jpg", "p3.png"] and 0 <= pair["distance"] <= 4
-    assert manifest["near_duplicates"] == report["near_duplicates"]
+    assert manifest.model_dump(mode="json")["near_duplicates"] == report["near_duplicates"]
     assert report["duplicate_images"] == []  # not the same bytes: only the perceptual hash finds it
-    assert all(len(entry["phash"]) == 16 for entry in manifest["files"])
+    assert all(len(entry.phash) == 16 for entry in manifest.files)
     # Unrelated photos lie far apart: the nearest two are well beyond the threshold.
     files = read_manifest(tmp_path / "fetch").files
     assert near_duplicate_pairs([e for e in files if e.filename != "p3 copy.jpg"], 10) == []

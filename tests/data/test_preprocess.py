@@ -121,7 +121,7 @@ def test_exact_duplicates_under_two_names_never_cross_splits(tmp_path, make_para
         manifest = fetch(params, out / "fetch")
         rasterize(params, out / "fetch", out / "masks")
         preprocess(params, out / "fetch", out / "masks", out / "pre")
-        sha = {entry["filename"]: entry["sha256"] for entry in manifest["files"]}
+        sha = {entry.filename: entry.sha256 for entry in manifest.files}
         split = json.loads((out / "pre" / "split.json").read_text())
         hashes = {name: {sha[e["filename"]] for e in entries} for name, entries in split.items()}
         assert not (

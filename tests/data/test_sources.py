@@ -132,7 +132,7 @@ def test_local_folder_zip_and_tar(via_dataset, make_params, tmp_path):
     for source in (via_dataset, zip_path, tar_path):
         out = tmp_path / f"fetch-{source.name}"
         manifest = fetch(make_params(fetch={"source": str(source)}), out, cache_dir=tmp_path / "cache")
-        assert manifest["images"] == 2 and (out / "images" / "a.jpg").is_file()
+        assert manifest.images == 2 and (out / "images" / "a.jpg").is_file()
     assert len(list((tmp_path / "cache" / "extracted").iterdir())) == 2  # kept, keyed by sha256
     bad = make_params(fetch={"source": str(zip_path), "sha256": "0" * 64})
     with pytest.raises(
@@ -159,7 +159,7 @@ def test_url_download_verify_resume_and_reuse(via_dataset, make_params, tmp_path
     kept = part.stat().st_size
     assert 0 < kept <= len(data) // 2 and not (tmp_path / "fetch").exists()
     manifest = fetch(params, tmp_path / "fetch", cache_dir=cache)  # resumes from the .part
-    assert manifest["images"] == 2 and not part.exists()
+    assert manifest.images == 2 and not part.exists()
     assert state.requests[-1] == ("GET", "/photos.zip", f"bytes={kept}-")
     asked = len(state.requests)
     fetch(params, tmp_path / "fetch", cache_dir=cache)  # verified copy in the cache: no request
@@ -209,7 +209,7 @@ def test_cityscapes_download_through_cityscapesscripts(tmp_path, make_params, si
         fetch(params, tmp_path / "fetch", cache_dir=tmp_path / "cache")
     monkeypatch.setenv("CITYSCAPES_PASSWORD", "s3cret")
     manifest = fetch(params, tmp_path / "fetch", cache_dir=tmp_path / "cache")
-    assert manifest["format"] == "cityscapes" and manifest["images"] == 2
+    assert manifest.format == "cityscapes" and manifest.images == 2
     assert ("GET", "/file-handling/?packageID=1", None) in state.requests
     asked = len(state.requests)
     fetch(params, tmp_path / "fetch", cache_dir=tmp_path / "cache")  # downloaded and extracted once
@@ -264,7 +264,7 @@ def test_tar_bomb_is_stopped_too_and_a_dataset_within_the_limits_extracts(via_da
     assert list((cache / "extracted").iterdir()) == []
     lenient = {"source": str(bomb), "max_compression_ratio": 10_000}
     manifest = fetch(make_params(fetch=lenient), tmp_path / "fetch", cache_dir=cache)
-    assert manifest["images"] == 2
+    assert manifest.images == 2
     assert len(list((cache / "extracted").iterdir())) == 1  # the complete extraction, kept
 
 

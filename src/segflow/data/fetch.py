@@ -31,7 +31,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -242,7 +241,7 @@ def _warn_uncovered(root: Path, collected: Collected, drops: Drops) -> None:
     )
 
 
-def fetch(params: Params, out_dir: Path, cache_dir: Path | None = None) -> dict[str, Any]:
+def fetch(params: Params, out_dir: Path, cache_dir: Path | None = None) -> Manifest:
     """Materialise the source named in `params.fetch`, validate it, write the snapshot.
 
     Args:
@@ -251,8 +250,7 @@ def fetch(params: Params, out_dir: Path, cache_dir: Path | None = None) -> dict[
             None = a temporary folder, removed afterwards.
 
     Returns:
-        The manifest (`segflow.data.manifest.Manifest`, written as ``manifest.json``), as
-        that file's JSON data.
+        The manifest, as written to ``manifest.json``.
 
     Raises:
         SegflowError: a missing or unreadable source, a bad record (unless skipped) or an
@@ -294,4 +292,4 @@ def fetch(params: Params, out_dir: Path, cache_dir: Path | None = None) -> dict[
             near_duplicates=near,
         )
         write_manifest(manifest, staging)
-    return manifest.model_dump(mode="json")
+    return manifest
