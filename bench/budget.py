@@ -10,6 +10,8 @@ evaluate) with the same params and seed:
   near duplicates grouped, a val split of at least max(3, 10%)).
 - "long" (only with ``--variants``): "now" with 4x the steps per epoch (64), the lever the
   README offers small sets that do not converge in the default budget.
+- "crops", "ce" (only with ``--variants``): "now" with twice the share of crops centred on a
+  rare-class pixel (``train.class_crops`` 0.6), or the cross-entropy loss alone (no Dice).
 
 Test scores are at each test image's original resolution with the 95% bootstrap interval.
 Runs go to a throwaway MLflow store.
@@ -17,6 +19,7 @@ Runs go to a throwaway MLflow store.
     python bench/budget.py                                   # every dataset that is present
     python bench/budget.py --datasets balloon coins --seeds 0 1 2 --out budget.json
     python bench/budget.py --datasets coins seagrass --seeds 0 1 2 --variants now long
+    python bench/budget.py --datasets coins seagrass --seeds 0 1 2 --variants now crops ce
 """
 
 from __future__ import annotations
@@ -43,7 +46,13 @@ from segflow.training.train import train  # noqa: E402
 
 BEFORE = {"preprocess": {"near_duplicates": "report", "min_val_images": 0}}
 #: Each variant's changes to params.yaml ("before" also sets the old epoch's steps, in `run`).
-VARIANTS = {"before": BEFORE, "now": {}, "long": {"train": {"steps_per_epoch": 64}}}
+VARIANTS = {
+    "before": BEFORE,
+    "now": {},
+    "long": {"train": {"steps_per_epoch": 64}},
+    "crops": {"train": {"class_crops": 0.6}},
+    "ce": {"train": {"loss": "ce"}},
+}
 #: As the rasterize stage's warning tells a user: coins' digits are drawn inside their coin
 #: with the same z_order, and in file order the coin hides 32 of 122 regions.
 DATASETS = merge(DATASETS, {"coins": {"rasterize": {"order": "area"}}})
