@@ -12,6 +12,9 @@ evaluate) with the same params and seed:
   README offers small sets that do not converge in the default budget.
 - "crops", "ce" (only with ``--variants``): "now" with twice the share of crops centred on a
   rare-class pixel (``train.class_crops`` 0.6), or the cross-entropy loss alone (no Dice).
+- "light", "strong" (only with ``--variants``): "now" with weaker or stronger augmentation
+  (``augment``: affine and colour jitter half or 1.6x as often, larger shifts, scales and
+  rotations in "strong").
 
 Test scores are at each test image's original resolution with the 95% bootstrap interval.
 Runs go to a throwaway MLflow store.
@@ -52,6 +55,8 @@ VARIANTS = {
     "long": {"train": {"steps_per_epoch": 64}},
     "crops": {"train": {"class_crops": 0.6}},
     "ce": {"train": {"loss": "ce"}},
+    "light": {"augment": {"affine": 0.25, "color": 0.25, "crop": 0.15}},
+    "strong": {"augment": {"affine": 0.8, "shift": 0.15, "scale": 0.35, "rotate": 20.0, "color": 0.8}},
 }
 #: As the rasterize stage's warning tells a user: coins' digits are drawn inside their coin
 #: with the same z_order, and in file order the coin hides 32 of 122 regions.
