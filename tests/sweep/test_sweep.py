@@ -17,6 +17,7 @@ import yaml
 from helpers import run_checked, shrunk_clone
 
 from segflow.errors import ConfigError
+from segflow.sweep.queue import parse_status
 from segflow.sweep.space import Range, SweepSpec, build_spec, grid_points, parse_assignment
 
 SEGFLOW = str(Path(sys.executable).parent / "segflow")
@@ -157,6 +158,25 @@ def test_a_grid_with_a_bad_trial_is_stopped_resumed_ranked_and_gated(tmp_path):
     assert f"segflow promote --version {candidate.version}" in out
     assert f"version {candidate.version} promoted" in out or f"version {candidate.version} refused" in out, out
     assert any((root / "artifacts/promotions").glob("*.json"))
+
+
+def test_a_task_running_with_no_worker_to_run_it_is_told_apart():
+    """`dvc queue status` as DVC 3.67 printed it here after one of two workers was killed with
+    its trial: both still Running, one worker active; then with the other done."""
+    killed = """Task     Name    Created    Status
+ab621d0  w1      02:41 PM   Running
+890b889  w2      02:41 PM   Running
+
+Worker status: 1 active, 0 idle
+"""
+    view = parse_status(killed)
+    assert view.tasks["w1"] == ("Running", "ab621d0") and view.busy_workers == 1 and view.unattended()
+    done = killed.replace("Running\n\nWorker status: 1", "Success\n\nWorker status: 0")
+    assert parse_status(done).status("w2") == "Success" and parse_status(done).unattended()
+    both = killed.replace("1 active", "2 active")
+    assert not parse_status(both).unattended() and parse_status(both).status("w3") is None
+    requeued = both + "c0ffee1  w1      02:45 PM   Failed\n"  # an old row of a name queued again
+    assert parse_status(requeued).tasks["w1"].rev == "ab621d0"
 
 
 def _kill_a_trial_and_its_worker(root: Path, deadline: float) -> str:

@@ -38,11 +38,12 @@ log = logging.getLogger(__name__)
 #: A queued trial may be briefly absent from `dvc queue status` (between the queue and a
 #: worker); one absent this long was removed by hand and is queued again.
 GRACE_S = 120.0
-#: A trial DVC lists as Running with no live process this long lost its worker (the OOM
-#: killer, or a worker that shut down for want of work just as it took the trial; DVC then
-#: lists it as Running for ever): it is released and queued again. Longer than DVC's
-#: collection of a finished trial's results, which runs after its process ends.
-ORPHAN_S = 60.0
+#: A trial DVC lists as Running with no live process this long, while fewer workers run a
+#: task than DVC lists as Running, lost its worker (the OOM killer, or a worker that shut
+#: down for want of work just as it took the trial; DVC then lists it as Running for ever):
+#: it is released and queued again. A live worker still setting the trial up or collecting
+#: its results counts as running one, however long that takes.
+ORPHAN_S = 30.0
 
 
 @dataclass
@@ -154,9 +155,9 @@ def run_sweep(run: SweepRun, state: SweepState, parent: str) -> str:
         for k, point in enumerate(grid_points(run.spec), 1):
             state.trials.append(Trial(f"{run.name}-{k}", point))
     loop = _Loop(run, state, parent, search)
-    in_dvc = queue.queue_status(run.root) or {}
+    in_dvc = queue.queue_status(run.root) or queue.QueueView({}, None)
     for trial in state.open_trials():  # resumed: still in DVC's queue, or queued again
-        if not trial.requeue and _status(in_dvc, trial.name) in ("Queued", "Running", "Success"):
+        if not trial.requeue and in_dvc.status(trial.name) in ("Queued", "Running", "Success"):
             loop.in_flight.append(trial)
     try:
         while True:
@@ -171,16 +172,11 @@ def run_sweep(run: SweepRun, state: SweepState, parent: str) -> str:
                 log.warning("`dvc queue status` did not answer in time; asking again")
                 continue
             loop.follow(status)
-            if loop.in_flight and not any(_status(status, t.name) == "Running" for t in loop.in_flight):
+            if loop.in_flight and not any(status.status(t.name) == "Running" for t in loop.in_flight):
                 queue.start_workers(run.root, run.jobs)  # idle workers exit after 10 s
     except KeyboardInterrupt:
         loop.stop()
         return "interrupted"
-
-
-def _status(tasks: dict[str, queue.Task], name: str) -> str | None:
-    task = tasks.get(name)
-    return task.status if task else None
 
 
 @dataclass
@@ -220,11 +216,11 @@ class _Loop:
             queued = True
         return queued
 
-    def follow(self, status: dict[str, queue.Task]) -> None:
+    def follow(self, status: queue.QueueView) -> None:
         """Log each trial's new status; collect the finished; queue again the ones gone or
         orphaned."""
         for trial in list(self.in_flight):
-            now = _status(status, trial.name)
+            now = status.status(trial.name)
             if now is not None:
                 self.missing.pop(trial.name, None)
             if now != self.seen.get(trial.name):
@@ -232,7 +228,7 @@ class _Loop:
                 self.seen[trial.name] = now
             if now == "Running":
                 self.started.setdefault(trial.name, time.monotonic())
-                self._release_if_orphaned(trial, status[trial.name].rev)
+                self._release_if_orphaned(trial, status)
             elif now in ("Success", "Failed"):
                 _finish_trial(self.run, self.state, self.parent, trial, now == "Success", self.started)
                 self.in_flight.remove(trial)
@@ -243,10 +239,10 @@ class _Loop:
                 self.in_flight.remove(trial)  # gone from the queue (removed by hand): queue it again
                 trial.requeue = True
 
-    def _release_if_orphaned(self, trial: Trial, rev: str) -> None:
-        """Queue `trial` again if DVC has listed it as Running with no live process for
-        ORPHAN_S seconds."""
-        if queue.process_alive(self.run.root, rev):
+    def _release_if_orphaned(self, trial: Trial, status: queue.QueueView) -> None:
+        """Queue `trial` again if DVC has listed it as Running with no live process, and
+        more tasks as Running than workers running one, for ORPHAN_S seconds."""
+        if not status.unattended() or queue.process_alive(self.run.root, status.tasks[trial.name].rev):
             self.orphaned.pop(trial.name, None)
             return
         if time.monotonic() - self.orphaned.setdefault(trial.name, time.monotonic()) <= ORPHAN_S:
@@ -274,7 +270,7 @@ class _Loop:
         if status is None:
             running = [t.name for t in self.in_flight if t.name in self.started]
         else:
-            running = [t.name for t in self.in_flight if _status(status, t.name) == "Running"]
+            running = [t.name for t in self.in_flight if status.status(t.name) == "Running"]
         queue.stop_trials(root, running, [t.name for t in self.in_flight if t.name not in running])
         for trial in self.in_flight:
             trial.status, trial.requeue = PENDING, True

@@ -22,9 +22,11 @@ from segflow.sweep.space import cli_value
 
 __all__ = [
     "Task",
+    "QueueView",
     "queue_trial",
     "start_workers",
     "queue_status",
+    "parse_status",
     "process_alive",
     "trial_error",
     "stop_trials",
@@ -45,6 +47,24 @@ class Task(NamedTuple):
 
     status: str  # Queued | Running | Success | Failed
     rev: str  # the first 7 hex digits of the experiment's stash revision
+
+
+class QueueView(NamedTuple):
+    """`dvc queue status`: each experiment's task by name, and how many workers run a task
+    (its "Worker status: N active" line; None if it printed none)."""
+
+    tasks: dict[str, Task]
+    busy_workers: int | None
+
+    def status(self, name: str) -> str | None:
+        task = self.tasks.get(name)
+        return task.status if task else None
+
+    def unattended(self) -> bool:
+        """More tasks listed as Running than workers running one: some worker died holding
+        its task (when the count is unknown, assume so and let the process check decide)."""
+        running = sum(task.status == "Running" for task in self.tasks.values())
+        return self.busy_workers is None or running > self.busy_workers
 
 
 def _dvc(
@@ -91,23 +111,28 @@ def start_workers(root: Path, jobs: int) -> None:
             raise SegflowError(f"`dvc queue start -j {jobs}` failed in {root}: {output.read().strip()[-800:]}")
 
 
-def queue_status(root: Path) -> dict[str, Task] | None:
-    """{experiment name: its task} from `dvc queue status`; None when it does not answer in
-    time (it asks the workers, which may be shutting down).
-
-    A name queued again after a stop has an old Failed row and a new one: the live one wins."""
-    found: dict[str, Task] = {}
+def queue_status(root: Path) -> QueueView | None:
+    """`dvc queue status`; None when it does not answer in time (it asks the workers, which
+    may be shutting down)."""
     try:
         text = _dvc(root, "queue", "status", timeout=STATUS_TIMEOUT)
     except subprocess.TimeoutExpired:
         return None
+    return parse_status(text)
+
+
+def parse_status(text: str) -> QueueView:
+    """The output of `dvc queue status`, read. A name queued again after a stop has an old
+    Failed row and a new one: the live one wins."""
+    found: dict[str, Task] = {}
     for line in text.splitlines():
         words = line.split()
         if len(words) >= 3 and re.fullmatch(r"[0-9a-f]{7}", words[0]) and words[-1] in _STATUSES:
             name = words[1]
             if name not in found or found[name].status == "Failed":
                 found[name] = Task(words[-1], words[0])
-    return found
+    busy = re.search(r"Worker status: (\d+) active", text)
+    return QueueView(found, int(busy[1]) if busy else None)
 
 
 def process_alive(root: Path, rev: str) -> bool:
