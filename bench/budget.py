@@ -12,6 +12,8 @@ evaluate) with the same params and seed:
   README offers small sets that do not converge in the default budget.
 - "crops", "ce" (only with ``--variants``): "now" with twice the share of crops centred on a
   rare-class pixel (``train.class_crops`` 0.6), or the cross-entropy loss alone (no Dice).
+- "folds" (only with ``--variants``): "now" trained as 3-fold cross-validation of the
+  non-test photos (``train.folds: 3``), the registered model the ensemble of the 3 nets.
 - "light", "strong" (only with ``--variants``): "now" with weaker or stronger augmentation
   (``augment``: affine and colour jitter half or 1.6x as often, larger shifts, scales and
   rotations in "strong").
@@ -55,6 +57,7 @@ VARIANTS = {
     "long": {"train": {"steps_per_epoch": 64}},
     "crops": {"train": {"class_crops": 0.6}},
     "ce": {"train": {"loss": "ce"}},
+    "folds": {"train": {"folds": 3}},
     "light": {"augment": {"affine": 0.25, "color": 0.25, "crop": 0.15}},
     "strong": {"augment": {"affine": 0.8, "shift": 0.15, "scale": 0.35, "rotate": 20.0, "color": 0.8}},
 }
