@@ -33,16 +33,23 @@ run: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 	$(BIN)/segflow summary
 
+# The suite runs on TEST_WORKERS pytest-xdist workers, each process on one thread
+# (OMP_NUM_THREADS=1): most of a slow test's time is spent waiting on servers, queues and
+# subprocesses, and two trainings with two OpenMP threads each on 2 cores spin against each
+# other. tests/conftest.py spreads the slow tests over the workers.
+TEST_WORKERS ?= 2
+PYTEST := PATH=$(CURDIR)/$(BIN):$$PATH OMP_NUM_THREADS=1 $(BIN)/pytest
+
 # What CI runs (.ci/run): lint, the lock check (seconds: a clean clone's dvc status must
 # show no stage whose code or params changed since dvc.lock), then every test, slow ones included.
 test: install browser postgres lint
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -p no:cacheprovider tests/test_reproducible.py::test_the_committed_lock_matches_the_committed_code
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
+	$(PYTEST) -q -p no:cacheprovider tests/test_reproducible.py::test_the_committed_lock_matches_the_committed_code
+	$(PYTEST) -n $(TEST_WORKERS) --dist worksteal
 
 # The inner loop: lint and the tests not marked slow (the end-to-end runs, the model in a
 # fresh virtual environment, the tracking servers).
 test-fast: install lint
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -m "not slow"
+	$(PYTEST) -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

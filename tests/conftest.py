@@ -41,6 +41,40 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def _seconds(item: pytest.Item) -> float:
+    """A test's expected duration: its ``slow(seconds=N)`` mark (what it took in CI on two
+    workers), 10 for a slow test without one, 1 for the rest."""
+    mark = item.get_closest_marker("slow")
+    return 1.0 if mark is None else float(mark.kwargs.get("seconds", 10))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """On N pytest-xdist workers (`make test` runs 2): the order that gives each worker the
+    same share of the minutes-long tests. ``--dist worksteal`` hands worker k the k-th of N
+    equal runs of the collected list and lets an idle worker take the end of another's; so
+    the slow tests, longest first, each go to the run with the least expected work so far
+    (the LPT rule), at the front of their run, and the fast tests fill the runs in file order.
+    Without xdist the order is the files'."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        return
+    sizes, left = [], len(items)
+    for k in range(workers):  # as worksteal's first distribution splits the list
+        sizes.append(left // (workers - k))
+        left -= sizes[-1]
+    runs: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    work = [0.0] * workers
+    slow = sorted((item for item in items if _seconds(item) > 1), key=_seconds, reverse=True)
+    for item in slow:
+        k = min((k for k in range(workers) if len(runs[k]) < sizes[k]), key=work.__getitem__)
+        runs[k].append(item)
+        work[k] += _seconds(item)
+    fast = iter(item for item in items if _seconds(item) <= 1)
+    for k in range(workers):
+        runs[k].extend(next(fast) for _ in range(sizes[k] - len(runs[k])))
+    items[:] = [item for run in runs for item in run]
+
+
 @pytest.fixture(autouse=True)
 def _import_path_kept() -> Iterator[None]:
     """sys.path as it was after each test. A test that leaves a folder in front (e.g. by

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from helpers import run_checked as _run
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=20)
 
 
 @pytest.fixture

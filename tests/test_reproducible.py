@@ -85,7 +85,7 @@ def _wait_for_queue(root: Path, env: dict, seconds: float) -> str:
     raise AssertionError(f"the queue did not finish in {seconds} s:\n{status}\nseed-1's log:\n{logs.stdout[-3000:]}")
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=180)
 def test_newcomer_path_own_folder_and_a_queue_of_two_experiments(tmp_path):
     """The README's path from `git clone`: own folder as the source (params only, no data/
     and no pull), `dvc repro`, two queued experiments on two workers and one --temp,

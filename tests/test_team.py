@@ -82,7 +82,7 @@ def _serve(root: Path, env: dict, log: Path) -> tuple[subprocess.Popen, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=240)
 def test_repro_promote_serve_push_and_pull_against_the_team_servers(team_servers, tmp_path):
     root = tmp_path / "repo"
     root.mkdir()

@@ -42,7 +42,7 @@ def _tail(result: subprocess.CompletedProcess, lines: int = 30) -> str:
     return "\n".join((result.stdout + result.stderr).splitlines()[-lines:])
 
 
-@pytest.mark.slow  # builds a virtual environment of several GB (torch with its CUDA libraries)
+@pytest.mark.slow(seconds=150)  # builds a virtual environment of several GB (torch with its CUDA libraries)
 @pytest.mark.timeout(2400)  # pip's 1500 s for those downloads, and the rest
 def test_the_registered_model_predicts_in_a_fresh_environment_without_segflow(register_version, tmp_path):
     version = register_version(None)  # random weights: the mask is not one class everywhere

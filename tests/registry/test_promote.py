@@ -219,7 +219,7 @@ def test_two_promotes_at_once_end_in_a_state_one_of_them_asked_for(
     assert json.loads(client.get_registered_model("tiny").tags[HISTORY_TAG]) == [first, winner.version]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=35)
 def test_train_register_promote_rollback_against_a_tracking_server(
     frozen_split,
     registry_params,

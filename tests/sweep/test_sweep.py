@@ -87,7 +87,7 @@ def _exp_show_metrics(root: Path, env: dict) -> dict[str, dict]:
     return found
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=130)
 def test_a_grid_with_a_bad_trial_is_stopped_resumed_ranked_and_gated(tmp_path):
     env = shrunk_clone(tmp_path)
     root = tmp_path
@@ -218,7 +218,7 @@ def _sweep_until_done(command: list[str], root: Path, env: dict, timeout: float)
     return process.returncode, out
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=115)
 def test_a_search_asks_optuna_and_a_rerun_continues_its_study(tmp_path):
     """A 3-trial TPE search on 2 workers from a fresh clone (no baseline: each trial runs the
     whole pipeline), one of whose workers is killed with its trial (as by the OOM killer: DVC
@@ -269,7 +269,7 @@ def test_a_search_asks_optuna_and_a_rerun_continues_its_study(tmp_path):
         assert run.data.params["train.loss"] == trial["params"]["train.loss"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=140)
 def test_two_processes_share_one_search_through_postgres(postgres_url, tmp_path):
     """`--storage`: the same search started in two clones (two machines' worth) shares one
     Optuna study in PostgreSQL: 3 trials in all, named by the study (no name twice), and only

@@ -88,6 +88,7 @@ def history(out):
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(stream)]
 
 
+@pytest.mark.slow(seconds=95)
 def test_two_processes_train_like_one_and_resume_after_a_killed_rank(split, overrides, raw_params, tmp_path):
     raw = merge(raw_params, overrides)
     one = train(Params.model_validate(raw), split, tmp_path / "one", tmp_path, tmp_path / "resume-one.pt")
@@ -138,6 +139,7 @@ def test_a_global_batch_that_does_not_divide_among_the_processes_is_refused(spli
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow(seconds=50)
 def test_ctrl_c_stops_with_one_line_and_the_run_resumes_on_two_processes(split, overrides, raw_params, tmp_path):
     """Ctrl-C: one line saying after which epoch, exit 130, the MLflow run KILLED (not
     FAILED) and resumable; resumed on 2 processes, the run's tags say so."""
