@@ -7,7 +7,11 @@ evaluate) with the same params and seed:
   ceil(train photos / batch), what the old epoch cost), near duplicates only reported,
   no validation top-up: the defaults this issue replaced.
 - "now": params.yaml's defaults (16 steps of 8 crops per epoch whatever the dataset size,
-  near duplicates grouped, a val split of at least max(3, 10%)).
+  near duplicates grouped, a val split of at least max(3, 10%), 3-fold cross-validation
+  below 50 train + val photos).
+- "one" (only with ``--variants``): "now" with one model (``train.folds: 1``), the default
+  before ``train.folds: auto``. The levers below ("long" ... "strong") were measured against
+  it and keep one model; "before" has none.
 - "long" (only with ``--variants``): "now" with 4x the steps per epoch (64), the lever the
   README offers small sets that do not converge in the default budget.
 - "crops", "ce" (only with ``--variants``): "now" with twice the share of crops centred on a
@@ -49,17 +53,21 @@ from segflow.prepared import entries, read_plan  # noqa: E402
 from segflow.training.evaluate import evaluate  # noqa: E402
 from segflow.training.train import train  # noqa: E402
 
-BEFORE = {"preprocess": {"near_duplicates": "report", "min_val_images": 0}}
+#: One model, as params.yaml trained before `train.folds: auto` (its 3 folds below 50 train +
+#: val photos): the levers below were measured against it, and "before" had no folds.
+ONE = {"train": {"folds": 1}}
+BEFORE = merge({"preprocess": {"near_duplicates": "report", "min_val_images": 0}}, ONE)
 #: Each variant's changes to params.yaml ("before" also sets the old epoch's steps, in `run`).
 VARIANTS = {
     "before": BEFORE,
     "now": {},
-    "long": {"train": {"steps_per_epoch": 64}},
-    "crops": {"train": {"class_crops": 0.6}},
-    "ce": {"train": {"loss": "ce"}},
+    "one": ONE,
+    "long": merge({"train": {"steps_per_epoch": 64}}, ONE),
+    "crops": merge({"train": {"class_crops": 0.6}}, ONE),
+    "ce": merge({"train": {"loss": "ce"}}, ONE),
     "folds": {"train": {"folds": 3}},
-    "light": {"augment": {"affine": 0.25, "color": 0.25, "crop": 0.15}},
-    "strong": {"augment": {"affine": 0.8, "shift": 0.15, "scale": 0.35, "rotate": 20.0, "color": 0.8}},
+    "light": merge({"augment": {"affine": 0.25, "color": 0.25, "crop": 0.15}}, ONE),
+    "strong": merge({"augment": {"affine": 0.8, "shift": 0.15, "scale": 0.35, "rotate": 20.0, "color": 0.8}}, ONE),
 }
 #: As the rasterize stage's warning tells a user: coins' digits are drawn inside their coin
 #: with the same z_order, and in file order the coin hides 32 of 122 regions.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections import Counter
 
 import mlflow
@@ -22,7 +23,7 @@ from segflow.registry.versions import load_pyfunc
 from segflow.runtime.onnx_file import session
 from segflow.training import trainer as trainer_module
 from segflow.training.evaluate import evaluate
-from segflow.training.folds import assign_folds, make_folds
+from segflow.training.folds import AUTO_BELOW, AUTO_FOLDS, assign_folds, fold_count, make_folds
 from segflow.training.train import train
 
 SIZE = 32
@@ -66,6 +67,42 @@ def history(out):
         return [
             {k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in csv.DictReader(stream)
         ]
+
+
+def test_auto_is_three_folds_below_fifty_photos_and_one_model_from_there(pooled_split, tmp_path):
+    # 9 train + val photos in 5 groups of near duplicates: 3 folds, each validated on others.
+    folds = make_folds(pooled_split, "auto", seed=0)
+    assert AUTO_FOLDS == 3 and [len(fold.val) for fold in folds] == [3, 3, 3]
+    assert fold_count(pooled_split, 2) == 2
+    # AUTO_BELOW photos: one model on the split's own train and val.
+    large = two_class_split(tmp_path / "large", {"train": AUTO_BELOW - 5, "val": 5, "test": 1}, size=8)
+    assert fold_count(large, "auto") == 1
+    (fold,) = make_folds(large, "auto", seed=0)
+    assert fold.val == tuple(entries(large, "val")) and fold.seed == 0
+    # Fewer groups than 3 folds: one fold per group.
+    index = json.loads((pooled_split / SPLIT_INDEX).read_text())
+    for split in ("train", "val"):
+        for row, item in enumerate(index[split]):
+            item["group"] = "a" if row % 2 else "b"
+    (pooled_split / SPLIT_INDEX).write_text(json.dumps(index))
+    assert fold_count(pooled_split, "auto") == 2
+
+
+def test_auto_trains_three_folds_on_nine_photos_and_says_so(pooled_split, fold_params, tmp_path, caplog):
+    caplog.set_level(logging.INFO, "segflow")
+    params = fold_params(folds="auto", epochs=1, steps_per_epoch=1)
+    summary = train(params, pooled_split, tmp_path / "out", tmp_path, tmp_path / "resume.pt")
+    assert [fold["fold"] for fold in summary["cv"]["per_fold"]] == [1, 2, 3]
+    assert "train.folds auto: 3 folds for 9 train + val photos (under 50)" in caplog.text
+    assert len(load_checkpoint(tmp_path / "out" / "model.pt")[0].members) == 3
+
+
+def test_train_folds_takes_a_number_or_auto(make_params):
+    assert make_params().train.folds == 1  # the tests' base (conftest.raw_params)
+    assert make_params(train={"folds": "auto"}).train.folds == "auto"
+    for bad in (0, 21, "three"):
+        with pytest.raises(ValueError, match="folds"):
+            make_params(train={"folds": bad})
 
 
 @pytest.mark.parametrize("count", [2, 3])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -145,8 +145,9 @@ class TrainParams(Section):
     #: Cross-validation (nnU-Net's default for small data): K models trained on K partitions
     #: of the non-test images (train + val pooled, duplicate groups whole, seeded by `seed`),
     #: each validated on the fold it did not see: K times the training time. 1 = off, one
-    #: model on the preprocess split's train and val.
-    folds: int = Field(1, ge=1, le=20)
+    #: model on the preprocess split's train and val. auto = 3 while train + val hold fewer
+    #: than 50 photos, else 1 (`segflow.training.folds.fold_count`).
+    folds: Annotated[int, Field(ge=1, le=20)] | Literal["auto"] = "auto"
     #: With folds > 1, the model registered: ensemble (the mean of the K networks' softmax,
     #: K times the inference time) | best (the fold with the best validation mIoU).
     fold_model: Literal["ensemble", "best"] = "ensemble"

@@ -46,6 +46,7 @@ from segflow.training.distributed import (
 )
 from segflow.training.epochs import TrainingRun, train_epochs
 from segflow.training.folds import (
+    AUTO_BELOW,
     Fold,
     cv_metrics,
     cv_summary,
@@ -144,6 +145,16 @@ def _train(
     """`train` in a process group: find the resume file, set up MLflow (rank 0), train each
     fold not yet finished, then write the outputs and register (`_finish`, rank 0)."""
     folds = make_folds(preprocess_dir, params.train.folds, params.seed)
+    if params.train.folds == "auto" and world.main and len(folds) > 1:
+        photos = sum(len(part) for part in (folds[0].train, folds[0].val))
+        log.info(
+            "train.folds auto: %d folds for %d train + val photos (under %d): %dx the training time, "
+            "the ensemble registered; set train.folds: 1 for one model",
+            len(folds),
+            photos,
+            AUTO_BELOW,
+            len(folds),
+        )
     plan = read_plan(preprocess_dir)
     # The split and the plan name every stored file; their content follows from them and
     # the fetched data (DVC's hashes), so hashing the two small files identifies the data.
