@@ -1,5 +1,7 @@
 """End to end: `dvc pull` + `dvc repro` in a temporary clone, shrunk to tiny images and
-one epoch, then the outputs, the MLflow run and the registered version are checked."""
+one epoch, then the outputs, the MLflow run and the registered version are checked. The
+session's clone (conftest.repro_clone) is read, never changed for good: a test that changes
+params or reruns makes its own (own_repro)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import run_checked as _run
+from helpers import shrunk_clone
 
 pytestmark = pytest.mark.slow(seconds=20)
 
@@ -65,8 +68,24 @@ def test_mlflow_run_and_registered_candidate(repro):
     assert "segflow-unet version 1 (@candidate, @champion)" in summary
 
 
-def test_nothing_changed_reruns_nothing_and_lr_reruns_only_train_and_evaluate(repro):
-    root, env, _ = repro
+@pytest.fixture
+def own_repro(tmp_path) -> tuple[Path, dict]:
+    """A clone of its own after `dvc pull` + `dvc repro`, committed, for a test that changes
+    params, reruns and registers: the session's clone stays as its `dvc repro` left it."""
+    env = shrunk_clone(tmp_path)
+    _run(["dvc", "pull", "--allow-missing", "-q"], tmp_path, env)
+    _run(["dvc", "repro"], tmp_path, env)
+    _run(["git", "add", "-A"], tmp_path, env)
+    _run(["git", "commit", "-qm", "after repro"], tmp_path, env)
+    return tmp_path, env
+
+
+@pytest.mark.slow(seconds=75)
+def test_a_changed_param_reruns_train_and_evaluate_and_an_experiment_diffs_against_the_commit(own_repro):
+    """Nothing changed: nothing reruns; a doubled lr reruns train and evaluate only. Then,
+    with that committed, `dvc exp run` of 2 epochs: HEAD holds the 1-epoch run, the workspace
+    the experiment, and as Git keeps the metrics and curves (cache: false) DVC reads both."""
+    root, env = own_repro
     assert "Running stage" not in _run(["dvc", "repro"], root, env)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["train"]["lr"] = params["train"]["lr"] * 2
@@ -79,21 +98,10 @@ def test_nothing_changed_reruns_nothing_and_lr_reruns_only_train_and_evaluate(re
     }
     assert ran == {"train", "evaluate"}
 
-
-def test_dvc_exp_run_with_a_changed_param(repro):
-    root, env, _ = repro
     _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-qm", "after repro"], root, env)
+    _run(["git", "commit", "-qm", "lr x2"], root, env)
     _run(["dvc", "exp", "run", "-S", "train.epochs=2"], root, env)
-    table = _run(["dvc", "exp", "show", "--json"], root, env)
-    assert '"epochs": 2' in table
-
-
-def test_metrics_and_plots_diff_compare_the_commit_with_the_experiment(repro):
-    """HEAD holds the 1-epoch run, the workspace the 2-epoch experiment (previous test):
-    Git keeps the metrics and curves (cache: false), so DVC can read both sides."""
-    root, env, _ = repro
-    assert (root / "artifacts/evaluate/metrics.json").is_file()
+    assert '"epochs": 2' in _run(["dvc", "exp", "show", "--json"], root, env)
     tracked = _run(["git", "ls-files", "artifacts"], root, env).split()
     assert {"artifacts/evaluate/metrics.json", "artifacts/train/history.csv"} <= set(tracked)
     diff = json.loads(_run(["dvc", "metrics", "diff", "--all", "--json"], root, env))
