@@ -283,9 +283,9 @@ def run_checked(args: list[str], cwd: Path, env: dict, timeout: float = 900) -> 
 
 def shrunk_clone(target: Path) -> dict[str, str]:
     """The repository's files (committed or not, minus ignored ones) in a fresh git repo at
-    `target`, params.yaml shrunk to 64 px images, one epoch and 2 examples, committed.
-    Returns the environment to run commands there: this venv first on PATH, no MLFLOW_*
-    variables (runs go to the copy's own mlflow.db unless the caller sets one)."""
+    `target`, params.yaml shrunk to 64 px images, one epoch, one model (no folds) and 2
+    examples, committed. Returns the environment to run commands there: this venv first on
+    PATH, no MLFLOW_* variables (runs go to the copy's own mlflow.db unless the caller sets one)."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=REPO_ROOT,
@@ -305,6 +305,7 @@ def shrunk_clone(target: Path) -> dict[str, str]:
     params = yaml.safe_load((target / "params.yaml").read_text())
     params["preprocess"]["image_size"] = 64
     params["train"]["epochs"] = 1
+    params["train"]["folds"] = 1  # one model: a set under 50 photos (the balloons) would train 3
     params["evaluate"]["examples"] = 2
     (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_checked(["git", "add", "-A"], target, env)

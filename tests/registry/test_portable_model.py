@@ -62,7 +62,9 @@ def test_the_registered_model_predicts_in_a_fresh_environment_without_segflow(re
     try:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
         python = str(venv / "bin" / "python")
-        pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+        # --no-compile: the one process below compiles what it imports (a few seconds), not
+        # every module of torch and its libraries (about 20 s of CPU at install).
+        pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-compile", "-q"]
         installed = _run([*pip, "-r", str(model_dir / "requirements.txt")], pip_env, tmp_path, 1500)
         assert installed.returncode == 0, f"pip install -r requirements.txt failed:\n{_tail(installed)}"
         size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink())
