@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import yaml
 from helpers import run_checked, shrunk_clone
 
 from segflow.errors import ConfigError
-from segflow.sweep.queue import parse_status
+from segflow.sweep.queue import parse_status, queue_status
 from segflow.sweep.space import Range, SweepSpec, build_spec, grid_points, parse_assignment
 
 SEGFLOW = str(Path(sys.executable).parent / "segflow")
@@ -177,6 +178,26 @@ Worker status: 1 active, 0 idle
     assert not parse_status(both).unattended() and parse_status(both).status("w3") is None
     requeued = both + "c0ffee1  w1      02:45 PM   Failed\n"  # an old row of a name queued again
     assert parse_status(requeued).tasks["w1"].rev == "ab621d0"
+
+
+def test_the_polled_view_of_the_queue_is_what_dvc_queue_status_prints(tmp_path):
+    """The sweep polls through DVC's Python API (one process, no `dvc` start per poll): on a
+    real queue it reads the same tasks, revisions and busy workers as the command's output."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    for command in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"]):
+        run_checked(command, tmp_path, env)
+    (tmp_path / "params.yaml").write_text("x: 0\n")
+    stage = {"stages": {"s": {"cmd": "echo ${x} > out.txt", "params": ["x"], "outs": ["out.txt"]}}}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(stage))
+    run_checked(["git", "add", "-A"], tmp_path, env)
+    run_checked(["git", "commit", "-qm", "one stage"], tmp_path, env)
+    for x in (1, 2):
+        run_checked(["dvc", "exp", "run", "--queue", "-S", f"x={x}", "-n", f"x-{x}"], tmp_path, env)
+    printed = parse_status(run_checked(["dvc", "queue", "status"], tmp_path, env))
+    polled = queue_status(tmp_path)
+    assert polled == printed and set(polled.tasks) == {"x-1", "x-2"} and polled.busy_workers == 0
+    assert {task.status for task in polled.tasks.values()} == {"Queued"}
 
 
 def _kill_a_trial_and_its_worker(root: Path, deadline: float) -> str:
