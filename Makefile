@@ -9,7 +9,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install run lint test test-fast sample browser postgres
+.PHONY: install run lint test test-fast sample browser postgres system
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -40,9 +40,14 @@ run: install
 TEST_WORKERS ?= 2
 PYTEST := PATH=$(CURDIR)/$(BIN):$$PATH OMP_NUM_THREADS=1 $(BIN)/pytest
 
-# What CI runs (.ci/run): lint, the lock check (seconds: a clean clone's dvc status must
-# show no stage whose code or params changed since dvc.lock), then every test, slow ones included.
-test: install browser postgres lint
+# What CI runs (.ci/run): the set-up, lint, the lock check (seconds: a clean clone's dvc
+# status must show no stage whose code or params changed since dvc.lock), then every test,
+# slow ones included. The set-up's downloads run side by side (-j3: the venv, npm's packages,
+# Debian's; -O keeps each one's output together): on a fresh machine apt and npm take their
+# minute or so while pip unpacks on one core.
+test:
+	@$(MAKE) --no-print-directory -j3 -O install system
+	@$(MAKE) --no-print-directory lint
 	$(PYTEST) -q -p no:cacheprovider tests/test_reproducible.py::test_the_committed_lock_matches_the_committed_code
 	$(PYTEST) -n $(TEST_WORKERS) --dist worksteal
 
@@ -58,6 +63,12 @@ lint: install
 # Regenerate the embedded sample: the sample stage of dvc.yaml (then `dvc push` publishes it).
 sample: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro --force sample
+
+# Debian's packages the tests use, one apt-get after the other (two at once would fail on
+# dpkg's lock).
+system:
+	@$(MAKE) --no-print-directory browser
+	@$(MAKE) --no-print-directory postgres
 
 # Debian's Chromium, for the page test (tests/serving/test_page.py, driven by Playwright's Python
 # package); skipped where it is already installed. Needs root (CI runs as root); where the
