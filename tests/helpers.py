@@ -281,6 +281,15 @@ def run_checked(args: list[str], cwd: Path, env: dict, timeout: float = 900) -> 
     return result.stdout + result.stderr
 
 
+def repo_env() -> dict[str, str]:
+    """The environment for git and dvc in a throwaway repository: this venv first on PATH, no
+    MLFLOW_* variables, a git identity to commit with."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    return env
+
+
 def shrunk_clone(target: Path) -> dict[str, str]:
     """The repository's files (committed or not, minus ignored ones) in a fresh git repo at
     `target`, params.yaml shrunk to 64 px images, one epoch, one model (no folds) and 2
@@ -298,9 +307,7 @@ def shrunk_clone(target: Path) -> dict[str, str]:
         if source.is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    env = repo_env()
     run_checked(["git", "init", "-q", "-b", "main"], target, env)
     params = yaml.safe_load((target / "params.yaml").read_text())
     params["preprocess"]["image_size"] = 64

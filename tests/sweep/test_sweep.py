@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import run_checked, shrunk_clone
+from helpers import repo_env, run_checked, shrunk_clone
 
 from segflow.errors import ConfigError
 from segflow.sweep.queue import parse_status, queue_status
@@ -183,8 +182,7 @@ Worker status: 1 active, 0 idle
 def test_the_polled_view_of_the_queue_is_what_dvc_queue_status_prints(tmp_path):
     """The sweep polls through DVC's Python API (one process, no `dvc` start per poll): on a
     real queue it reads the same tasks, revisions and busy workers as the command's output."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    env = repo_env()
     for command in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"]):
         run_checked(command, tmp_path, env)
     (tmp_path / "params.yaml").write_text("x: 0\n")
