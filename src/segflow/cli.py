@@ -5,7 +5,8 @@
     segflow promote [--version N | --run ID] [--force]
                                                   candidate vs @champion; move the alias
     segflow rollback                              @champion back to the previous one
-    segflow export [--version N]                  ONNX fp32 + int8 of @champion, verified, logged
+    segflow export [--version N] [--exporter torchscript]
+                                                  ONNX fp32 + int8 of @champion, verified, logged
     segflow serve [--model SPEC | --onnx FILE]    web page + JSON API on @champion
     segflow predict SOURCE --out DIR [--export via]
                                                   new photos -> masks, pre-annotations
@@ -224,7 +225,7 @@ def _export(args: argparse.Namespace) -> int:
 
     params, preprocess_dir, _ = _registry_context(args)
     tracking.configure(Path.cwd())
-    report = export_version(params, preprocess_dir, args.version)
+    report = export_version(params, preprocess_dir, args.version, args.exporter)
     table = Table(
         title=f"{params.mlflow.model_name} version {report['version']}: ONNX export, "
         f"{report['test_images']} test images"
@@ -298,6 +299,13 @@ def main(argv: list[str] | None = None) -> None:
         "`segflow serve` then runs the exported model.",
     )
     export.add_argument("--version", help="version number or alias (default: champion)")
+    export.add_argument(
+        "--exporter",
+        choices=("dynamo", "torchscript"),  # segflow.export.export.EXPORTERS (it imports torch)
+        default="dynamo",
+        help="torch.onnx exporter: dynamo (default: minutes on a CPU) or torchscript (seconds, but its "
+        "int8 file may lose too much to be served, and then fp32 is)",
+    )
     _registry_arguments(export)
     export.set_defaults(func=_export)
 

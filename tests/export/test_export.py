@@ -1,4 +1,4 @@
-"""segflow.export.export: a real SegmentationNet exported with the dynamo exporter, checked
+"""segflow.export.export: a real SegmentationNet exported with each exporter, checked
 against PyTorch (logits, masks, at sizes and batches it was not traced with), quantized,
 verified on a split, and served with the same masks as the registered pyfunc."""
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from segflow.export.export import FP32_FILE, INT8_FILE, REPORT_FILE, export_model, export_onnx
+from segflow.errors import SegflowError
+from segflow.export.export import EXPORTERS, FP32_FILE, INT8_FILE, REPORT_FILE, export_model, export_onnx
 from segflow.inference.network import build_model
 from segflow.registry.pyfunc import SegmentationModel
 from segflow.runtime.onnx_file import read_metadata, session
@@ -38,9 +39,9 @@ def split(net):
     return images, truth
 
 
-@pytest.fixture(scope="module")
-def exported(net, split, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export")
+@pytest.fixture(scope="module", params=EXPORTERS)
+def exported(net, split, tmp_path_factory, request):
+    out = tmp_path_factory.mktemp(f"export-{request.param}")
     calibration = np.random.default_rng(1).integers(0, 255, (4, SIZE, SIZE, 3), dtype=np.uint8)
     metadata = {
         "name": "tiny",
@@ -51,7 +52,8 @@ def exported(net, split, tmp_path_factory):
         "ignore_index": 255,
         "palette": [[0, 0, 0], [0, 0, 255], [255, 0, 0]],
     }
-    report = export_model(net, metadata, out, zip(*split), calibration, max_int8_miou_loss=1.0)
+    report = export_model(net, metadata, out, zip(*split), calibration, 1.0, request.param)
+    assert report["exporter"] == request.param
     return out, report
 
 
@@ -108,5 +110,10 @@ def test_served_onnx_gives_the_registered_pyfuncs_masks(net, exported):
 def test_export_leaves_the_network_in_eval_mode(net, tmp_path):
     """The TorchScript exporter restores the exported module's mode afterwards: the network
     must not come back in training mode (BatchNorm on batch statistics)."""
-    export_onnx(net, tmp_path / "model.onnx", (SIZE, SIZE), dynamo=False)
+    export_onnx(net, tmp_path / "model.onnx", (SIZE, SIZE), "torchscript")
     assert not any(module.training for module in net.modules())
+
+
+def test_an_unknown_exporter_is_named():
+    with pytest.raises(SegflowError, match="unknown ONNX exporter 'jit': use one of dynamo, torchscript"):
+        export_onnx(None, "model.onnx", (SIZE, SIZE), "jit")

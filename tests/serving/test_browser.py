@@ -73,7 +73,7 @@ def int8_model(tmp_path_factory) -> Path:
     """The colour network exported and quantized to int8 as `segflow export` does it."""
     folder = tmp_path_factory.mktemp("browser-model")
     fp32, int8 = folder / "model.onnx", folder / "model.int8.onnx"
-    export_onnx(_ColourNet().eval(), fp32, (TILE, TILE), dynamo=False)
+    export_onnx(_ColourNet().eval(), fp32, (TILE, TILE), "torchscript")
     rng = np.random.default_rng(0)
     calibration = []
     for name in PHOTOS[:2]:
@@ -329,7 +329,7 @@ def test_segment_mjs_resizes_and_blends_as_segment_py(name, long_side, tile, tmp
 
 @pytest.mark.slow
 def test_a_registered_champion_gives_the_browser_its_int8_file(
-    register_version, registry_params, frozen_split, monkeypatch, tmp_path
+    register_version, registry_params, frozen_split, tmp_path
 ):
     import mlflow
     from starlette.testclient import TestClient
@@ -337,10 +337,10 @@ def test_a_registered_champion_gives_the_browser_its_int8_file(
     from segflow.export import export
     from segflow.registry.register import move_champion
 
-    real_export = export.export_onnx  # the fast exporter: the export itself is test_export.py's
-    monkeypatch.setattr(export, "export_onnx", lambda model, path, size: real_export(model, path, size, dynamo=False))
     first = register_version(1)
-    export.export_version(registry_params, frozen_split / "preprocess")
+    export.export_version(
+        registry_params, frozen_split / "preprocess", exporter="torchscript"
+    )  # the fast one: test_export.py checks both
     int8 = mlflow.artifacts.download_artifacts(
         mlflow.MlflowClient().get_model_version("tiny", first).tags["onnx.int8"], dst_path=str(tmp_path / "int8")
     )

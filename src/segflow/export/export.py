@@ -53,6 +53,7 @@ from segflow.runtime.onnx_file import session, write_metadata
 __all__ = [
     "FP32_FILE",
     "INT8_FILE",
+    "EXPORTERS",
     "REPORT_FILE",
     "VARIANT_FILES",
     "export_onnx",
@@ -70,6 +71,8 @@ REPORT_FILE = "export.json"
 VARIANT_FILES = {"fp32": FP32_FILE, "int8": INT8_FILE}
 #: ONNX opset: 18 is the first the dynamo exporter targets fully, and onnxruntime 1.18+ runs it.
 OPSET = 18
+#: The torch.onnx exporters `export_onnx` can use; the first is the default.
+EXPORTERS = ("dynamo", "torchscript")
 
 
 class _WithMask(nn.Module):
@@ -84,15 +87,21 @@ class _WithMask(nn.Module):
         return logits, logits.argmax(1).to(torch.uint8)
 
 
-def export_onnx(model: SegmentationNet, path: Path, tile: tuple[int, int], dynamo: bool = True) -> Path:
+def export_onnx(model: SegmentationNet, path: Path, tile: tuple[int, int], exporter: str = "dynamo") -> Path:
     """Export `model` (eval mode, CPU) to `path` as one self-contained float32 ONNX file.
 
-    `dynamo` False uses the TorchScript exporter, deprecated in PyTorch but 5-10x faster
-    (seconds instead of tens of seconds for a timm encoder); tests of the code around the
-    export use it.
+    `exporter` is one of `EXPORTERS`. ``dynamo`` (the default; torch.export) takes 160-220 s
+    for the default EfficientNet-Lite0 U-Net on 2 cores; ``torchscript`` (tracing, deprecated
+    in PyTorch) takes about 1 s and gives the same fp32 logits (within 2e-5), but its graph
+    quantizes worse: on the sample's model the int8 file lost 6.3 points of test mIoU against
+    0.03 for dynamo's (docs/benchmarks.md), so `export_model` would serve its fp32 file.
+    Tests use it where the export is not what they check.
     """
+    if exporter not in EXPORTERS:
+        raise SegflowError(f"unknown ONNX exporter {exporter!r}: use one of {', '.join(EXPORTERS)}")
     example = torch.rand(2, 3, *tile) * 255  # batch 2: a batch of 1 gets specialised
     names = {"input_names": ["image"], "output_names": ["logits", "mask"]}
+    dynamo = exporter == "dynamo"
     if dynamo:
         dynamic = torch.export.Dim.DYNAMIC
         shapes = {"dynamic_shapes": {"x": {0: dynamic, 2: dynamic, 3: dynamic}}, "external_data": False}
@@ -158,6 +167,7 @@ def export_model(
     test: Iterable[tuple[np.ndarray, np.ndarray]],
     calibration: np.ndarray,
     max_int8_miou_loss: float,
+    exporter: str = EXPORTERS[0],
 ) -> dict:
     """Export, quantize and verify `model`; returns the report written to ``export.json``.
 
@@ -166,13 +176,14 @@ def export_model(
         test: the frozen test split, (image (H, W, 3), mask (H, W)) uint8 at original sizes;
             every runtime predicts it through the one inference path.
         calibration: (M, th, tw, 3) uint8 tiles of training images for the int8 ranges.
+        exporter: which torch.onnx exporter writes the fp32 file (`export_onnx`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names, ignore = metadata["class_names"], metadata["ignore_index"]
     long_side, tile = metadata["long_side"], tuple(metadata["tile"])
     files = {"fp32": out_dir / FP32_FILE, "int8": out_dir / INT8_FILE}
-    export_onnx(model, files["fp32"], tile)
+    export_onnx(model, files["fp32"], tile, exporter)
     quantize_int8(files["fp32"], files["int8"], calibration)
     variants = {"torch": _Variant(Segmenter(torch_runner(model), long_side, tile), len(names), ignore)}
     for variant, path in files.items():
@@ -186,6 +197,7 @@ def export_model(
     report: dict = {
         "model": {key: metadata.get(key) for key in ("name", "version", "arch", "encoder", "long_side", "tile")}
         | {"class_names": names},
+        "exporter": exporter,
         "test_images": count,
         "resolution": "original",
         "miou": {variant: float(v.meter.compute()["miou"]) for variant, v in variants.items()},
@@ -214,7 +226,13 @@ def export_model(
 
 
 def export_checkpoint(
-    model: SegmentationNet, meta: CheckpointMeta, params: Params, preprocess_dir: Path, out_dir: Path, **extra: object
+    model: SegmentationNet,
+    meta: CheckpointMeta,
+    params: Params,
+    preprocess_dir: Path,
+    out_dir: Path,
+    exporter: str = EXPORTERS[0],
+    **extra: object,
 ) -> dict:
     """`export_model` for a loaded checkpoint (`meta` from `load_checkpoint`), verified on the
     preprocess folder's frozen test split and calibrated on its training images; `extra`
@@ -234,13 +252,14 @@ def export_checkpoint(
     split = load_test_split(preprocess_dir)
     calibration = calibration_images(preprocess_dir, params.serve.calibration_images, params.seed)
     test = ((image, truth) for _, image, truth in split)  # one image at a time, original size
-    report = export_model(model, metadata, out_dir, test, calibration, params.serve.max_int8_miou_loss)
+    report = export_model(model, metadata, out_dir, test, calibration, params.serve.max_int8_miou_loss, exporter)
     report["test_split_sha256"] = split.sha256
     return report
 
 
-def export_version(params: Params, preprocess_dir: Path, ref: str | None = None) -> dict:
-    """Export a registered version (`ref`: number or alias, default ``champion``) and log it.
+def export_version(params: Params, preprocess_dir: Path, ref: str | None = None, exporter: str = EXPORTERS[0]) -> dict:
+    """Export a registered version (`ref`: number or alias, default ``champion``) with
+    `exporter` (`export_onnx`) and log it.
 
     The files go to the version's run under ``onnx/v<version>/``; the version is tagged
     ``onnx.fp32``, ``onnx.int8`` (their runs:/ URIs), ``onnx.default`` and the verification
@@ -260,6 +279,7 @@ def export_version(params: Params, preprocess_dir: Path, ref: str | None = None)
             params,
             preprocess_dir,
             out,
+            exporter,
             name=version.name,
             version=str(version.version),
             ignore_index=info.get("ignore_index"),
