@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from helpers import (
     VIA_HEADER,
     TeamServers,
     merge,
+    repo_env,
     run_checked,
     shrunk_clone,
     via_row,
@@ -48,20 +51,13 @@ def _seconds(item: pytest.Item) -> float:
     return 1.0 if mark is None else float(mark.kwargs.get("seconds", 10))
 
 
-def _reads_the_session_clone(item: pytest.Item) -> bool:
-    """Whether the test reads `repro_clone` (30-40 s of `dvc repro` per worker that asks
-    for it): test_contracts.py asks for it by name, at run time, for the pipeline's outputs."""
-    return "repro_clone" in getattr(item, "fixturenames", ()) or item.path.name == "test_contracts.py"
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """On N pytest-xdist workers (`make test` runs 2): the order that gives each worker the
     same share of the minutes-long tests. ``--dist worksteal`` hands worker k the k-th of N
     equal runs of the collected list and lets an idle worker take the end of another's; so
     the slow tests, longest first, each go to the run with the least expected work so far
     (the LPT rule), at the front of their run, and the fast tests fill the runs in file order.
-    The tests that read the session's pipeline clone go first in one run, together, so one
-    worker builds it. Without xdist the order is the files'."""
+    Without xdist the order is the files'."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers < 2:
         return
@@ -69,14 +65,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for k in range(workers):  # as worksteal's first distribution splits the list
         sizes.append(left // (workers - k))
         left -= sizes[-1]
-    shared = [item for item in items if _reads_the_session_clone(item)]
-    units = [shared] + [[item] for item in items if _seconds(item) > 1 and item not in shared]
     runs: list[list[pytest.Item]] = [[] for _ in range(workers)]
     work = [0.0] * workers
-    for unit in sorted(units, key=lambda unit: sum(map(_seconds, unit)), reverse=True):
-        k = min((k for k in range(workers) if len(runs[k]) + len(unit) <= sizes[k]), key=work.__getitem__)
-        runs[k].extend(unit)
-        work[k] += sum(map(_seconds, unit))
+    for item in sorted((item for item in items if _seconds(item) > 1), key=_seconds, reverse=True):
+        k = min((k for k in range(workers) if len(runs[k]) < sizes[k]), key=work.__getitem__)
+        runs[k].append(item)
+        work[k] += _seconds(item)
     placed = {id(item) for run in runs for item in run}
     fast = iter(item for item in items if id(item) not in placed)
     for k in range(workers):
@@ -335,11 +329,23 @@ def team_servers(postgres_url, s3_endpoint, tmp_path_factory) -> Iterator[TeamSe
 
 
 @pytest.fixture(scope="session")
-def repro_clone(tmp_path_factory) -> tuple[Path, dict, str]:
+def repro_clone(tmp_path_factory, worker_id) -> tuple[Path, dict, str]:
     """The repository's files in a fresh git repo, params shrunk (helpers.shrunk_clone), after
     `dvc pull --allow-missing` (as `make run` does) and `dvc repro`: the real pipeline's
-    outputs, made once per session. Returns (root, env, the output of `dvc repro`)."""
-    root = tmp_path_factory.mktemp("clone")
-    env = shrunk_clone(root)
-    run_checked(["dvc", "pull", "--allow-missing", "-q"], root, env)
-    return root, env, run_checked(["dvc", "repro"], root, env)
+    outputs, made once per session, for every xdist worker (the first to ask makes it, under
+    a lock, in the folder the workers' temporary folders share; the others wait and read it).
+    Returns (root, env, the output of `dvc repro`); tests read it and leave it as they found it."""
+    if worker_id == "master":  # no xdist: this session's own temporary folder
+        shared = tmp_path_factory.mktemp("shared")
+    else:
+        shared = tmp_path_factory.getbasetemp().parent
+    root, output = shared / "repro-clone", shared / "repro-clone.out"
+    with (shared / "repro-clone.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not output.is_file():
+            shutil.rmtree(root, ignore_errors=True)  # a worker that failed half-way
+            root.mkdir()
+            env = shrunk_clone(root)
+            run_checked(["dvc", "pull", "--allow-missing", "-q"], root, env)
+            output.write_text(run_checked(["dvc", "repro"], root, env))
+    return root, repo_env(), output.read_text()
