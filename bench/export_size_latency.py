@@ -21,6 +21,10 @@ artifacts/bench/checkpoints/ENCODER.pt, retrained when the data's plan changed),
 comparison is reproducible from scratch.
 
     python bench/export_size_latency.py --train tu-efficientnet_lite0 --out artifacts/bench/export.json
+
+--exporter (repeatable) compares torch.onnx's exporters on the same checkpoints:
+
+    python bench/export_size_latency.py --exporter dynamo --exporter torchscript --repeats 30
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import numpy as np
 import torch
 
 from segflow.config import Params, load_params
-from segflow.export.export import FP32_FILE, INT8_FILE, export_checkpoint
+from segflow.export.export import EXPORTERS, FP32_FILE, INT8_FILE, export_checkpoint
 from segflow.inference.network import load_checkpoint
 from segflow.prepared import read_plan
 from segflow.registry.scoring import load_test_split
@@ -111,6 +115,12 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument(
+        "--exporter",
+        action="append",
+        choices=EXPORTERS,
+        help=f"torch.onnx exporter (repeatable: one row each); default {EXPORTERS[0]}, as `segflow export`",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=0,
@@ -127,13 +137,14 @@ def main() -> None:
 
     rows, runners = [], {}
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
-    for checkpoint in checkpoints:
+    exporters = args.exporter or [EXPORTERS[0]]
+    for checkpoint, exporter in ((c, e) for c in checkpoints for e in exporters):
         model, meta = load_checkpoint(checkpoint)
-        out = work / meta.encoder
+        out = work / f"{meta.encoder}-{exporter}"
         start = time.perf_counter()
-        report = export_checkpoint(model, meta, params, args.data, out)
+        report = export_checkpoint(model, meta, params, args.data, out, exporter)
         export_seconds = time.perf_counter() - start
-        name = f"{meta.arch} {meta.encoder}"
+        name = f"{meta.arch} {meta.encoder}" + (f" ({exporter})" if len(exporters) > 1 else "")
         fp32, int8 = session(out / FP32_FILE, args.threads), session(out / INT8_FILE, args.threads)
         runners[(name, "torch")] = lambda x, model=model: model(torch.from_numpy(x))
         runners[(name, "fp32")] = lambda x, s=fp32: s.run(["mask"], {"image": x})
@@ -142,6 +153,7 @@ def main() -> None:
             {
                 "model": name,
                 "checkpoint": str(checkpoint),
+                "exporter": exporter,
                 "long_side": meta.long_side,
                 "tile": list(meta.tile),
                 "parameters": sum(p.numel() for p in model.parameters()),
@@ -179,15 +191,16 @@ def main() -> None:
         "test_resolution": "original",
         "rows": rows,
     }
-    print("| model | weights | PyTorch .pt | ONNX fp32 | ONNX int8 | test mIoU PyTorch / fp32 / int8 | int8 loss |")
-    print("|---|---|---|---|---|---|---|")
+    header = "| model | weights | PyTorch .pt | ONNX fp32 | ONNX int8 | test mIoU PyTorch / fp32 / int8 | int8 loss"
+    print(f"{header} | export |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         mb, miou = row["bytes"], row["miou"]
         print(
             f"| {row['model']} | {row['parameters'] / 1e6:.1f} M | {mb['torch'] / 1e6:.1f} MB "
             f"| {mb['fp32'] / 1e6:.1f} MB"
             f" | {mb['int8'] / 1e6:.1f} MB | {miou['torch']:.4f} / {miou['fp32']:.4f} / {miou['int8']:.4f}"
-            f" | {100 * row['int8_miou_loss']:+.2f} pt |"
+            f" | {100 * row['int8_miou_loss']:+.2f} pt | {row['export_seconds']:.0f} s |"
         )
     print("\n| model | input | eager ms | ONNX fp32 ms | ONNX int8 ms | fp32 vs eager | int8 vs eager |")
     print("|---|---|---|---|---|---|---|")
