@@ -1,7 +1,7 @@
 """End to end: `dvc pull` + `dvc repro` in a temporary clone, shrunk to tiny images and
 one epoch, then the outputs, the MLflow run and the registered version are checked. The
 session's clone (conftest.repro_clone) is read, never changed for good: a test that changes
-params or reruns makes its own (own_repro)."""
+params or reruns gets a copy of its own (conftest.pipeline_copy)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import run_checked as _run
-from helpers import shrunk_clone
 
 pytestmark = pytest.mark.slow(seconds=20)
 
@@ -68,24 +67,12 @@ def test_mlflow_run_and_registered_candidate(repro):
     assert "segflow-unet version 1 (@candidate, @champion)" in summary
 
 
-@pytest.fixture
-def own_repro(tmp_path) -> tuple[Path, dict]:
-    """A clone of its own after `dvc pull` + `dvc repro`, committed, for a test that changes
-    params, reruns and registers: the session's clone stays as its `dvc repro` left it."""
-    env = shrunk_clone(tmp_path)
-    _run(["dvc", "pull", "--allow-missing", "-q"], tmp_path, env)
-    _run(["dvc", "repro"], tmp_path, env)
-    _run(["git", "add", "-A"], tmp_path, env)
-    _run(["git", "commit", "-qm", "after repro"], tmp_path, env)
-    return tmp_path, env
-
-
 @pytest.mark.slow(seconds=75)
-def test_a_changed_param_reruns_train_and_evaluate_and_an_experiment_diffs_against_the_commit(own_repro):
+def test_a_changed_param_reruns_train_and_evaluate_and_an_experiment_diffs_against_the_commit(pipeline_copy):
     """Nothing changed: nothing reruns; a doubled lr reruns train and evaluate only. Then,
     with that committed, `dvc exp run` of 2 epochs: HEAD holds the 1-epoch run, the workspace
     the experiment, and as Git keeps the metrics and curves (cache: false) DVC reads both."""
-    root, env = own_repro
+    root, env = pipeline_copy
     assert "Running stage" not in _run(["dvc", "repro"], root, env)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["train"]["lr"] = params["train"]["lr"] * 2
