@@ -117,3 +117,13 @@ def test_export_leaves_the_network_in_eval_mode(net, tmp_path):
 def test_an_unknown_exporter_is_named():
     with pytest.raises(SegflowError, match="unknown ONNX exporter 'jit': use one of dynamo, torchscript"):
         export_onnx(None, "model.onnx", (SIZE, SIZE), "jit")
+
+
+def test_the_command_offers_every_exporter(capsys):
+    """`segflow export --exporter` lists its choices without importing torch: they are EXPORTERS."""
+    from segflow.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["export", "--exporter", "jit"])
+    assert exited.value.code == 2
+    assert f"(choose from {', '.join(map(repr, EXPORTERS))})" in capsys.readouterr().err

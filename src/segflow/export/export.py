@@ -51,9 +51,9 @@ from segflow.registry.scoring import load_test_split
 from segflow.runtime.onnx_file import session, write_metadata
 
 __all__ = [
+    "EXPORTERS",
     "FP32_FILE",
     "INT8_FILE",
-    "EXPORTERS",
     "REPORT_FILE",
     "VARIANT_FILES",
     "export_onnx",
@@ -87,7 +87,7 @@ class _WithMask(nn.Module):
         return logits, logits.argmax(1).to(torch.uint8)
 
 
-def export_onnx(model: SegmentationNet, path: Path, tile: tuple[int, int], exporter: str = "dynamo") -> Path:
+def export_onnx(model: SegmentationNet, path: Path, tile: tuple[int, int], exporter: str = EXPORTERS[0]) -> Path:
     """Export `model` (eval mode, CPU) to `path` as one self-contained float32 ONNX file.
 
     `exporter` is one of `EXPORTERS`. ``dynamo`` (the default; torch.export) takes 160-220 s
