@@ -189,3 +189,18 @@ MAX_LINES = 350
 def test_no_module_is_over_the_line_limit():
     long = {str(p.relative_to(SRC)): n for p in MODULES if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"split these modules by concern: {long}"
+
+
+#: "Functions a reader can hold in their head" (issue 23): the longest function, docstring included.
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_is_over_the_line_limit():
+    long = {
+        f"{p.relative_to(SRC)}:{node.lineno} {node.name}": node.end_lineno - node.lineno + 1
+        for p in MODULES
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno >= MAX_FUNCTION_LINES
+    }
+    assert not long, f"split these functions: {long}"

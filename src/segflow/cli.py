@@ -259,6 +259,27 @@ def _registry_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_export_command(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser(
+        "export",
+        help="export a version to ONNX (fp32 + int8), verify it on the test split, log it",
+        description="Export a registered version (default @champion) to ONNX, quantize it to int8 with "
+        "training images as calibration, compare both with PyTorch on the frozen test split, "
+        "and log the files and the report to the version's run (tags onnx.*). "
+        "`segflow serve` then runs the exported model.",
+    )
+    export.add_argument("--version", help="version number or alias (default: champion)")
+    export.add_argument(
+        "--exporter",
+        choices=("dynamo", "torchscript"),  # segflow.export.export.EXPORTERS (it imports torch)
+        default="dynamo",
+        help="torch.onnx exporter: dynamo (default: minutes on a CPU) or torchscript (seconds, but its "
+        "int8 file may lose too much to be served, and then fp32 is)",
+    )
+    _registry_arguments(export)
+    export.set_defaults(func=_export)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="segflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -290,24 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     _registry_arguments(rollback)
     rollback.set_defaults(func=_rollback)
 
-    export = commands.add_parser(
-        "export",
-        help="export a version to ONNX (fp32 + int8), verify it on the test split, log it",
-        description="Export a registered version (default @champion) to ONNX, quantize it to int8 with "
-        "training images as calibration, compare both with PyTorch on the frozen test split, "
-        "and log the files and the report to the version's run (tags onnx.*). "
-        "`segflow serve` then runs the exported model.",
-    )
-    export.add_argument("--version", help="version number or alias (default: champion)")
-    export.add_argument(
-        "--exporter",
-        choices=("dynamo", "torchscript"),  # segflow.export.export.EXPORTERS (it imports torch)
-        default="dynamo",
-        help="torch.onnx exporter: dynamo (default: minutes on a CPU) or torchscript (seconds, but its "
-        "int8 file may lose too much to be served, and then fp32 is)",
-    )
-    _registry_arguments(export)
-    export.set_defaults(func=_export)
+    _add_export_command(commands)
 
     add_serve_command(commands)
     add_predict_command(commands)

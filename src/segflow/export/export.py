@@ -160,6 +160,19 @@ class _Variant:
 
 
 @torch.inference_mode()
+def _log_report(out_dir: Path, report: dict) -> None:
+    log.info(
+        "exported %s: fp32 %.1f MB, int8 %.1f MB; test mIoU torch %.4f fp32 %.4f int8 %.4f; default %s",
+        out_dir,
+        report["bytes"]["fp32"] / 1e6,
+        report["bytes"]["int8"] / 1e6,
+        report["miou"]["torch"],
+        report["miou"]["fp32"],
+        report["miou"]["int8"],
+        report["default"],
+    )
+
+
 def export_model(
     model: SegmentationNet,
     metadata: dict,
@@ -212,16 +225,7 @@ def export_model(
         write_metadata(path, {**metadata, "variant": variant, "test_miou": report["miou"][variant]})
         report["bytes"][variant] = path.stat().st_size
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=1))
-    log.info(
-        "exported %s: fp32 %.1f MB, int8 %.1f MB; test mIoU torch %.4f fp32 %.4f int8 %.4f; default %s",
-        out_dir,
-        report["bytes"]["fp32"] / 1e6,
-        report["bytes"]["int8"] / 1e6,
-        report["miou"]["torch"],
-        report["miou"]["fp32"],
-        report["miou"]["int8"],
-        report["default"],
-    )
+    _log_report(out_dir, report)
     return report
 
 
