@@ -4,6 +4,7 @@ runs, and a registered model carries exactly the code it imports."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,14 @@ def test_no_function_is_over_the_line_limit():
         and node.end_lineno - node.lineno >= MAX_FUNCTION_LINES
     }
     assert not long, f"split these functions: {long}"
+
+
+def test_the_readme_layout_table_matches_the_tree_and_the_rules():
+    section = (ROOT / "README.md").read_text().split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| `")]
+    table = {name.strip().strip("`/"): imports for name, _owns, imports in rows}
+    parts = {p.name for p in (SRC / "segflow").iterdir() if (p / "__init__.py").is_file()} - {"config"}
+    assert set(table) == parts, "README's layout table: one row per subpackage of src/segflow (config is shared)"
+    for part, imports in table.items():
+        named = set(re.findall(r"\w+", imports)) & parts
+        assert named == ALLOWED[part] - SHARED, f"README's layout table, {part}'s imports: {imports}"
