@@ -175,6 +175,7 @@ def test_model_health_and_metrics(client):
     assert found["segflow_inference_duration_seconds_count", ("runtime", "onnx-fp32")] >= 1
     assert found["segflow_model_info", ("name", "colour-rule"), ("runtime", "onnx-fp32"), ("version", "7")] == 1
     assert found["segflow_model_reloads_total",] == 0
+    assert found["segflow_upload_bytes_in_progress",] == 0
 
 
 def test_metrics_escape_label_values_and_negotiate_the_format(colour_rule_onnx, tmp_path):

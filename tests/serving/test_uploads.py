@@ -61,6 +61,26 @@ def resident() -> int:
     raise KeyError("VmRSS")
 
 
+def wait_for_uploads(url: str, count: int, within: float) -> None:
+    """Return once the service reports `count` bytes of unfinished uploads (GET /metrics), so a
+    test measures what it holds after they arrived, not after a guessed sleep."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline, held = time.monotonic() + within, None
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{url}/metrics").text
+        held = next(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "segflow_upload_bytes_in_progress"
+        )
+        if held == count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{count:,} bytes of uploads should be in progress within {within} s; the service had {held}")
+
+
 def test_a_stalled_body_is_cut_off_and_holds_no_slot(colour_rule_onnx):
     serve = ServeParams(upload_seconds=1.5, max_concurrent=1, queue_seconds=0.2, poll_seconds=0)
     with live_server(create_app(colour_rule_onnx, serve)) as url, httpx.Client(base_url=url, timeout=30) as http:
@@ -83,7 +103,7 @@ def test_unfinished_uploads_share_a_capped_budget_that_is_given_back(colour_rule
     with live_server(create_app(colour_rule_onnx, serve)) as url, httpx.Client(base_url=url, timeout=30) as http:
         with ExitStack() as stack:
             stalled = [stack.enter_context(stall(url, body, 1_500_000)) for _ in range(2)]  # 3 MB held
-            time.sleep(0.5)
+            wait_for_uploads(url, 3_000_000, within=2.5)
             refused = http.post("/predict", content=body)  # would hold 4.9 MB
             assert refused.status_code == 503, refused.text
             assert refused.headers["Retry-After"] == "5" and "serve.max_buffered_bytes" in refused.json()["detail"]
@@ -99,7 +119,7 @@ def test_twenty_stalled_large_uploads_wait_on_disk_not_in_memory(colour_rule_onn
         before = resident()
         with ExitStack() as stack:
             stalled = [stack.enter_context(stall(url, body, len(body) - 1)) for _ in range(20)]
-            time.sleep(2)  # every body but its last byte has arrived
+            wait_for_uploads(url, 20 * (len(body) - 1), within=3.5)  # every body but its last byte
             growth = resident() - before
             statuses = [answer(sock)[0] for sock in stalled]
         print(f"20 stalled uploads of {len(body) / 1e6:.1f} MB: resident growth {growth / 2**20:.1f} MiB")

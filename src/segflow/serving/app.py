@@ -11,7 +11,7 @@ serves it with uvicorn (`segflow serve`).
                     under ``browser`` what the page's in-browser mode loads (`segflow.serving.browser`:
                     GET /browser/model/<sha256>.onnx, /browser/runtime/..., /browser/worker.mjs)
     GET  /metrics   Prometheus (text, or OpenMetrics if asked): requests, latency and
-                    inference histograms, the model, reloads
+                    inference histograms, bytes of uploads still arriving, the model, reloads
     POST /reload    load the source's model now if it changed (e.g. @champion moved)
     GET  /docs, /redoc, /openapi.json   the API's description, only with serve.docs: true
 
@@ -130,7 +130,7 @@ def create_app(source: ModelSource | str | Path, serve: ServeParams | None = Non
     budget = UploadBudget(serve.max_buffered_bytes, serve.upload_seconds)
     guard = mutation_guard(serve)
     gate = Gate(serve.max_concurrent, serve.queue_seconds)
-    metrics = Metrics(partial(_model_state, holder))
+    metrics = Metrics(partial(_model_state, holder), uploading=lambda: budget.held)
     app, describe_browser = _application(holder, metrics, serve)
     _add_error_handlers(app)
     _add_page(app)

@@ -1,7 +1,8 @@
 """Prometheus metrics of one service, exposed with `prometheus_client`.
 
 Request counts by route and status, request latency by route and model inference time
-as histograms, which model is loaded and how many reloads replaced it. Each `Metrics`
+as histograms, the bytes of uploads still arriving, which model is loaded and how many
+reloads replaced it. Each `Metrics`
 has its own `CollectorRegistry`, not the process-wide one, so several apps in one
 process (the tests) do not clash; `prometheus_client` escapes label values (a model
 name may hold any character) and speaks both the text and the OpenMetrics format.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
@@ -40,7 +41,8 @@ class _ModelCollector(Collector):
 class Metrics:
     """The service's metrics; `exposition(accept)` renders them for GET /metrics."""
 
-    def __init__(self, model_state: ModelState) -> None:
+    def __init__(self, model_state: ModelState, uploading: Callable[[], int] = lambda: 0) -> None:
+        """`uploading`: () -> bytes of request bodies received but not yet whole (read at each scrape)."""
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "segflow_requests",
@@ -62,6 +64,12 @@ class Metrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        uploads = Gauge(
+            "segflow_upload_bytes_in_progress",
+            "Bytes of request bodies received whose last byte has not arrived (serve.max_buffered_bytes caps it).",
+            registry=self.registry,
+        )
+        uploads.set_function(uploading)
         self.registry.register(_ModelCollector(model_state))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
