@@ -9,7 +9,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install run lint test test-fast sample browser postgres system
+.PHONY: install run lint test test-fast sample browser postgres system label-studio
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -43,10 +43,10 @@ PYTEST := PATH=$(CURDIR)/$(BIN):$$PATH OMP_NUM_THREADS=1 $(BIN)/pytest
 # What CI runs (.ci/run): the set-up, lint, the lock check (seconds: a clean clone's dvc
 # status must show no stage whose code or params changed since dvc.lock), then every test,
 # slow ones included. The set-up's downloads run side by side (-j3: the venv, npm's packages,
-# Debian's; -O keeps each one's output together): on a fresh machine apt and npm take their
-# minute or so while pip unpacks on one core.
+# Debian's, Label Studio's; -O keeps each one's output together): on a fresh machine apt and
+# npm take their minute or so while pip unpacks on one core.
 test:
-	@$(MAKE) --no-print-directory -j3 -O install system
+	@$(MAKE) --no-print-directory -j3 -O install system label-studio
 	@$(MAKE) --no-print-directory lint
 	$(PYTEST) -q -p no:cacheprovider tests/test_reproducible.py::test_the_committed_lock_matches_the_committed_code
 	$(PYTEST) -n $(TEST_WORKERS) --dist worksteal
@@ -63,6 +63,12 @@ lint: install
 # Regenerate the embedded sample: the sample stage of dvc.yaml (then `dvc push` publishes it).
 sample: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro --force sample
+
+# Label Studio from PyPI in a venv of its own, for its tests (tests/label_studio_venv.py; kept
+# between runs): built here beside the project's venv, pip on the core the project's pip leaves
+# free, not by a test worker; where it fails, its test tries again and says why it is skipped.
+label-studio:
+	@$(PYTHON) tests/label_studio_venv.py || true
 
 # Debian's packages the tests use, one apt-get after the other (two at once would fail on
 # dpkg's lock).

@@ -2,9 +2,9 @@
 
 The first tests speak the protocol to the routes with real HTTP requests (its error paths,
 in milliseconds); photos come from a small file server standing in for Label Studio's
-/data/upload route. The last ones run a real Label Studio from PyPI (its own venv, cached
-at `LS_VENV`, installed on first use; skipped with the reason when it cannot be installed),
-started once for the module on 127.0.0.1 with a throwaway data dir: a brush-label project,
+/data/upload route. The last ones run a real Label Studio from PyPI (its own venv, built by
+`make test`, else on first use, by tests/label_studio_venv.py; skipped with the reason when it
+cannot be installed), started once for the module on 127.0.0.1 with a throwaway data dir: a brush-label project,
 three photos, segflow's backend connected through Label Studio's API, predictions, a
 corrected annotation, the export pulled and read back through segflow's reader.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import label_studio_venv
 import numpy as np
 import pytest
 import yaml
@@ -47,11 +47,7 @@ from segflow.serving.labelstudio_pull import pull_annotations
 from segflow.serving.security import TOKEN_ENV
 
 ROOT = REPO_ROOT
-#: The Label Studio release the test runs (pinned: its API and ML protocol move between releases).
-LS_VERSION = "1.23.2"
-#: Its venv, kept between runs (about 1 GB; CI caches this path).
-LS_VENV = Path(os.environ.get("SEGFLOW_LABEL_STUDIO_VENV", "/tmp/segflow-label-studio-venv"))
-LS_READY = LS_VENV / f".segflow-label-studio-{LS_VERSION}"
+LS_VERSION = label_studio_venv.VERSION
 CONFIG = """<View>
   <Image name="image" value="$image"/>
   <BrushLabels name="tag" toName="image">
@@ -276,27 +272,11 @@ def _free_port() -> int:
 
 
 def _install_label_studio() -> Path:
-    """Label Studio's python, installing it into `LS_VENV` on first use (about 70 s, 1 GB)."""
-    python = LS_VENV / "bin" / "python"
-    if LS_READY.is_file():
-        return python
-    if LS_VENV.exists():
-        shutil.rmtree(LS_VENV)  # a half-finished install
-    steps = (
-        [sys.executable, "-m", "venv", str(LS_VENV)],
-        # --no-compile: the one server compiles what it imports; compiling all of its 11,000
-        # modules at install costs about 20 s of CPU.
-        [str(python), "-m", "pip", "install", "--quiet", "--no-compile", f"label-studio=={LS_VERSION}"],
-    )
-    for step in steps:
-        try:
-            done = subprocess.run(step, capture_output=True, text=True, timeout=1200)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            pytest.skip(f"Label Studio {LS_VERSION} could not be installed into {LS_VENV}: {exc}")
-        if done.returncode != 0:
-            pytest.skip(f"Label Studio {LS_VERSION} could not be installed into {LS_VENV}: {done.stderr[-500:]}")
-    LS_READY.touch()
-    return python
+    """Label Studio's python (`label_studio_venv.VENV`; `make test` has built it, else now)."""
+    try:
+        return label_studio_venv.ensure()
+    except label_studio_venv.NotInstalled as exc:
+        pytest.skip(str(exc))
 
 
 @contextmanager
