@@ -20,6 +20,8 @@ evaluate) with the same params and seed:
   non-test photos (``train.folds: 3``), the registered model the ensemble of the 3 nets.
 - "foldslong" (only with ``--variants``): "folds" with 4x the steps per epoch (64), both levers
   for small sets at once (12x the default training time).
+- "folds5" (only with ``--variants``): 5-fold cross-validation (nnU-Net's default) instead of
+  auto's 3, the ensemble of 5 nets (5/3 of the training time).
 - "light", "strong" (only with ``--variants``): "now" with weaker or stronger augmentation
   (``augment``: affine and colour jitter half or 1.6x as often, larger shifts, scales and
   rotations in "strong").
@@ -31,6 +33,7 @@ Runs go to a throwaway MLflow store.
     python bench/budget.py --datasets balloon coins --seeds 0 1 2 --out budget.json
     python bench/budget.py --datasets coins seagrass --seeds 0 1 2 --variants now long
     python bench/budget.py --datasets coins seagrass --seeds 0 1 2 --variants now crops ce
+    python bench/budget.py --datasets seagrass --seeds 0 1 2 --variants now folds5
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ VARIANTS = {
     "ce": merge({"train": {"loss": "ce"}}, ONE),
     "folds": {"train": {"folds": 3}},
     "foldslong": {"train": {"folds": 3, "steps_per_epoch": 64}},
+    "folds5": {"train": {"folds": 5}},
     "light": merge({"augment": {"affine": 0.25, "color": 0.25, "crop": 0.15}}, ONE),
     "strong": merge({"augment": {"affine": 0.8, "shift": 0.15, "scale": 0.35, "rotate": 20.0, "color": 0.8}}, ONE),
 }
