@@ -17,6 +17,7 @@ import yaml
 from helpers import repo_env, run_checked, shrunk_clone
 
 from segflow.errors import ConfigError
+from segflow.sweep.driver import OVER_BUDGET
 from segflow.sweep.queue import parse_status, queue_status
 from segflow.sweep.space import Range, SweepSpec, build_spec, grid_points, parse_assignment
 
@@ -327,7 +328,11 @@ def test_two_processes_share_one_search_through_postgres(postgres_url, tmp_path)
     assert names[0] and names[1] and not names[0] & names[1], names
     assert names[0] | names[1] == {"team-1", "team-2", "team-3"}
     study = optuna.load_study(study_name="team", storage=storage)
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 3
+    # Both processes may read 2 trials and ask a third at once: the one asked past the budget
+    # is told failed and never run (driver._Search.ask), so no name past team-3 exists.
+    assert all(t.state.name == "FAIL" and t.user_attrs.get(OVER_BUDGET) for t in study.trials if t not in complete)
     best = f"team-{study.best_trial.number + 1}"
     owner = 0 if best in names[0] else 1
     assert f"best on validation: {best}" in outs[owner], outs[owner][-3000:]
@@ -335,7 +340,7 @@ def test_two_processes_share_one_search_through_postgres(postgres_url, tmp_path)
     # shared MLflow server's @candidate then leaves for the better one) or after it (it says so).
     other = outs[1 - owner]
     assert "the study's best is team-" in other or "is @candidate" in other, other[-3000:]
-    assert len({t.params["train.lr"] for t in study.trials}) == 3  # each process its own draws
+    assert len({t.params["train.lr"] for t in complete}) == 3  # each process its own draws
 
     import mlflow
 
@@ -350,3 +355,24 @@ def test_two_processes_share_one_search_through_postgres(postgres_url, tmp_path)
             assert candidate is not None and client.get_run(candidate.run_id).data.tags["dvc.exp_name"] == best
         else:  # never the study's best, which it did not run
             assert candidate is None or client.get_run(candidate.run_id).data.tags["dvc.exp_name"] != best
+
+
+def test_a_trial_asked_past_the_budget_is_told_failed_and_never_run():
+    """The race of two processes sharing a study, made deterministic: both read 2 trials and
+    ask a third; the one whose number is past the budget gets None and is marked."""
+    import optuna
+
+    from segflow.sweep import driver
+
+    search = object.__new__(driver._Search)
+    space = dict([parse_assignment("train.lr=0.001..0.01:log")])
+    search.optuna, search.spec = optuna, build_spec({"space": space, "trials": 3}, "-S")
+    search.study = optuna.create_study(direction="maximize")
+    for _ in range(2):
+        assert search.ask(3) is not None
+    assert search.asked() == 2
+    other = search.study.ask()  # the other process, between this one's asked() and ask()
+    assert other.number == 2
+    assert search.ask(3) is None
+    (late,) = [t for t in search.study.get_trials() if t.number == 3]
+    assert late.state.name == "FAIL" and late.user_attrs == {driver.OVER_BUDGET: True}

@@ -31,7 +31,7 @@ from segflow.sweep import queue, runs
 from segflow.sweep.space import SweepSpec, grid_points, suggest
 from segflow.sweep.state import FAILED, PENDING, SUCCESS, SweepState, Trial
 
-__all__ = ["SweepRun", "run_sweep"]
+__all__ = ["OVER_BUDGET", "SweepRun", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,11 @@ class SweepRun:
     storage: str | None = None  # a shared Optuna storage URL (None: optuna.db in `folder`)
 
 
+#: The user attribute of a study's trial asked past the budget by a race between processes
+#: sharing the study (`_Search.ask`): told failed, never run.
+OVER_BUDGET = "segflow.over_budget"
+
+
 class _Search:
     """Optuna's side of a search: ask a point, tell a result."""
 
@@ -73,8 +78,15 @@ class _Search:
         """Trials asked so far, by every process sharing the study."""
         return len(self.study.get_trials(deepcopy=False))
 
-    def ask(self) -> tuple[int, dict[str, Any]]:
+    def ask(self, budget: int) -> tuple[int, dict[str, Any]] | None:
+        """A new trial's number and point, or None when the study already holds `budget`
+        trials: another process sharing it asked the last one after `asked()` was read. That
+        trial is told failed and marked (user attr OVER_BUDGET), never run."""
         trial = self.study.ask()
+        if trial.number >= budget:
+            trial.set_user_attr(OVER_BUDGET, True)
+            self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+            return None
         return trial.number, suggest(trial, self.spec)
 
     def tell(self, trial: Trial) -> None:
@@ -209,7 +221,9 @@ class _Loop:
                 self._queue(trial)
                 trial.requeue, queued = False, True
         while search is not None and len(self.in_flight) < run.jobs and search.asked() < run.spec.budget():
-            number, point = search.ask()
+            if (asked := search.ask(run.spec.budget())) is None:
+                break
+            number, point = asked
             trial = Trial(f"{run.name}-{number + 1}", point, number=number)
             self.state.trials.append(trial)
             self._queue(trial)
