@@ -369,10 +369,10 @@ def test_a_trial_asked_past_the_budget_is_told_failed_and_never_run():
     search.optuna, search.spec = optuna, build_spec({"space": space, "trials": 3}, "-S")
     search.study = optuna.create_study(direction="maximize")
     for _ in range(2):
-        assert search.ask(3) is not None
+        assert search.ask() is not None
     assert search.asked() == 2
     other = search.study.ask()  # the other process, between this one's asked() and ask()
     assert other.number == 2
-    assert search.ask(3) is None
+    assert search.ask() is None
     (late,) = [t for t in search.study.get_trials() if t.number == 3]
     assert late.state.name == "FAIL" and late.user_attrs == {driver.OVER_BUDGET: True}

@@ -159,7 +159,6 @@ class _Variant:
         }
 
 
-@torch.inference_mode()
 def _log_report(out_dir: Path, report: dict) -> None:
     log.info(
         "exported %s: fp32 %.1f MB, int8 %.1f MB; test mIoU torch %.4f fp32 %.4f int8 %.4f; default %s",
@@ -173,6 +172,7 @@ def _log_report(out_dir: Path, report: dict) -> None:
     )
 
 
+@torch.inference_mode()
 def export_model(
     model: SegmentationNet,
     metadata: dict,

@@ -78,12 +78,12 @@ class _Search:
         """Trials asked so far, by every process sharing the study."""
         return len(self.study.get_trials(deepcopy=False))
 
-    def ask(self, budget: int) -> tuple[int, dict[str, Any]] | None:
-        """A new trial's number and point, or None when the study already holds `budget`
+    def ask(self) -> tuple[int, dict[str, Any]] | None:
+        """A new trial's number and point, or None when the study already holds the budget's
         trials: another process sharing it asked the last one after `asked()` was read. That
         trial is told failed and marked (user attr OVER_BUDGET), never run."""
         trial = self.study.ask()
-        if trial.number >= budget:
+        if trial.number >= self.spec.budget():
             trial.set_user_attr(OVER_BUDGET, True)
             self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
             return None
@@ -221,7 +221,7 @@ class _Loop:
                 self._queue(trial)
                 trial.requeue, queued = False, True
         while search is not None and len(self.in_flight) < run.jobs and search.asked() < run.spec.budget():
-            if (asked := search.ask(run.spec.budget())) is None:
+            if (asked := search.ask()) is None:
                 break
             number, point = asked
             trial = Trial(f"{run.name}-{number + 1}", point, number=number)
