@@ -22,6 +22,9 @@ evaluate) with the same params and seed:
   for small sets at once (12x the default training time).
 - "folds5" (only with ``--variants``): 5-fold cross-validation (nnU-Net's default) instead of
   auto's 3, the ensemble of 5 nets (5/3 of the training time).
+- "drawn" (only with ``--variants``): "now" with the split as the seeded draw falls
+  (``preprocess.cover_classes: false``), before drawn test and val splits were made to show
+  every class two training photos show.
 - "light", "strong" (only with ``--variants``): "now" with weaker or stronger augmentation
   (``augment``: affine and colour jitter half or 1.6x as often, larger shifts, scales and
   rotations in "strong").
@@ -34,6 +37,7 @@ Runs go to a throwaway MLflow store.
     python bench/budget.py --datasets coins seagrass --seeds 0 1 2 --variants now long
     python bench/budget.py --datasets coins seagrass --seeds 0 1 2 --variants now crops ce
     python bench/budget.py --datasets seagrass --seeds 0 1 2 --variants now folds5
+    python bench/budget.py --datasets coins --seeds 0 1 2 --variants drawn now
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ VARIANTS = {
     "folds": {"train": {"folds": 3}},
     "foldslong": {"train": {"folds": 3, "steps_per_epoch": 64}},
     "folds5": {"train": {"folds": 5}},
+    "drawn": {"preprocess": {"cover_classes": False}},
     "light": merge({"augment": {"affine": 0.25, "color": 0.25, "crop": 0.15}}, ONE),
     "strong": merge({"augment": {"affine": 0.8, "shift": 0.15, "scale": 0.35, "rotate": 20.0, "color": 0.8}}, ONE),
 }

@@ -279,6 +279,10 @@ class PreprocessParams(Section):
     #: split, as identical images always are (frames of one scene never straddle train and
     #: test, even when the dataset's own folders part them); "report" only lists them.
     near_duplicates: Literal["report", "group"] = "group"
+    #: Drawn (not folder-named) test and val splits show every class that two training photos
+    #: show, by swapping a training photo in for one of theirs (seeded, logged); False: the
+    #: split falls as the seeded draw puts it.
+    cover_classes: bool = True
 
     @field_validator("image_size")
     @classmethod

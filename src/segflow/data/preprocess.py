@@ -17,8 +17,9 @@ be resampled by group rather than by image.
 The split (`segflow.data.splits`): the dataset's own train/val/test folders are kept
 (``preprocess.split``), the other images split at random (seeded) by
 ``preprocess.val_fraction`` / ``test_fraction``; identical images always share a split,
-near duplicates too by default (``preprocess.near_duplicates: group``); a validation split
-under ``preprocess.min_val_images`` is topped up from train. The stage warns, with the
+near duplicates too by default (``preprocess.near_duplicates: group``); drawn test and val
+splits show every class the data allows (by the images' labels); a validation split under
+``preprocess.min_val_images`` is topped up from train. The stage warns, with the
 fix, about a val or test split under that minimum and about a class absent from a split.
 
 Arrays are stored uncompressed so training memory-maps them instead of decoding JPEGs
@@ -37,13 +38,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from segflow.config import Params
+from segflow.config import IGNORE, Params
 from segflow.data.images import read_rgb
 from segflow.data.manifest import ManifestFile, read_manifest
 from segflow.data.near_duplicates import split_keys
 from segflow.data.plan import object_sizes, plan_scale
 from segflow.data.rasterize import mask_name
-from segflow.data.records import SPLITS, read_annotations
+from segflow.data.records import SPLITS, ImageAnnotation, read_annotations
 from segflow.data.splits import assign_splits, cross_split_duplicates, split_indices
 from segflow.inference.segment import rescale, working_factor
 from segflow.outputs import atomic_dir
@@ -118,6 +119,7 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
         mode=settings.split,
         hashes=hashes,
         min_val=settings.min_val_images,
+        classes=_classes_shown(params, images) if settings.cover_classes else None,
     )
     train = tqdm([images[i] for i in splits["train"]], desc="measure train", unit="img")
     plan = plan_for(params, (cv2.imread(str(masks_dir / mask_name(r.filename)), cv2.IMREAD_UNCHANGED) for r in train))
@@ -155,6 +157,11 @@ def preprocess(params: Params, fetch_dir: Path, masks_dir: Path, out_dir: Path) 
     for warning in split_warnings(counts, present, list(params.classes.names), settings.min_val_images):
         log.warning(warning)
     return counts
+
+
+def _classes_shown(params: Params, images: list[ImageAnnotation]) -> list[set[str]]:
+    """Each image's classes, by its regions' labels (ignored labels left out)."""
+    return [{params.classes.class_of(r.label) for r in image.regions if r.label} - {IGNORE} for image in images]
 
 
 def store(folder: Path, split: str, entry: Entry, image: np.ndarray, mask: np.ndarray, long_side: int) -> None:

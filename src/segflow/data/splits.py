@@ -6,6 +6,13 @@ Three rules hold whatever ``preprocess.split`` says:
   manifest), and by default near duplicates too (``preprocess.near_duplicates: group``,
   see `segflow.data.near_duplicates`: video frames of one scene, re-saved copies), so a
   photo cannot be trained on and tested on under two names. Fractions count groups.
+* Every class shows in the drawn test and val splits where the data allows: a class that
+  a drawn split lacks, held by at least two training groups, is brought in by swapping a
+  training group that holds it for one of that split's (seeded, logged), never taking
+  from a split the last group that shows a class. A test split without a class scores
+  it 0 on any pixel predicted as it (its IoU is otherwise undefined), and a val split
+  without it chooses the checkpoint blind to it. Splits the dataset names keep their
+  images.
 * A validation split too small to choose a checkpoint by, fewer images than
   max(``preprocess.min_val_images``, `MIN_VAL_SHARE` of the non-test images), is topped up
   with training groups (seeded, logged), while training keeps at least as many images.
@@ -25,7 +32,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -44,6 +52,9 @@ __all__ = [
 
 log = logging.getLogger("segflow.data.preprocess")  # the stage's logger: its messages read as the stage's
 
+#: At most this many training groups are tried as the one to bring a missing class into a
+#: split (each against every group of the split): bounded work on thousands of photos.
+COVER_TRIES = 20
 #: Values of ``preprocess.split``.
 SPLIT_CHOICES = ("auto", "random", "folders")
 #: The validation split holds at least this share of the non-test images (nnU-Net's 5
@@ -93,6 +104,68 @@ def _carve(groups: dict[str, list[int]], sizes: list[int], fractions: dict[str, 
         )
 
 
+def _cover_classes(
+    by_group: dict[str, list[int]], holds: list[frozenset[str]], sizes: list[int], skip: set[str], seed: int
+) -> None:
+    """Swap training groups into the test and val splits (not those in `skip`) until each
+    shows every class some two training groups hold, never leaving a split without a class
+    it showed (in place; logged). `holds`: each group's classes; `sizes`: its images."""
+    rng = np.random.default_rng([seed, 2])
+    count = {split: Counter(c for g in by_group[split] for c in holds[g]) for split in SPLITS}
+    rarity = Counter(c for split in SPLITS for c in count[split].elements())
+    for split in ("test", "val"):
+        if split in skip or not by_group[split]:
+            continue
+        before = {c for c, n in count[split].items() if n > 0}
+        swaps = 0
+        for wanted in sorted(rarity, key=lambda c: (rarity[c], c)):
+            if count[split][wanted] or count["train"][wanted] < 2:
+                continue
+            donors = [g for g in by_group["train"] if wanted in holds[g]]
+            for g in [donors[i] for i in rng.permutation(len(donors))[:COVER_TRIES]]:
+                h = _swap_partner(g, by_group[split], holds, sizes, count["train"], count[split], rng)
+                if h is not None:
+                    break
+            else:
+                continue
+            for source, target, group in (("train", split, g), (split, "train", h)):
+                by_group[source].remove(group)
+                by_group[target].append(group)
+                count[source].subtract(holds[group])
+                count[target].update(holds[group])
+            swaps += 1
+        by_group[split].sort()
+        by_group["train"].sort()
+        if swaps:
+            log.info(
+                "class(es) %s had no photo in the drawn %s split: %d training group(s) swapped in for as many of "
+                "its own (seeded), so its scores cover every class",
+                sorted({c for c, n in count[split].items() if n > 0} - before),
+                split,
+                swaps,
+            )
+
+
+def _swap_partner(
+    g: int,
+    members: list[int],
+    holds: list[frozenset[str]],
+    sizes: list[int],
+    train: Counter,
+    split: Counter,
+    rng: np.random.Generator,
+) -> int | None:
+    """A group of `members` (a split's) to trade for training group `g` so that neither side
+    loses the last group showing a class (`train`, `split`: groups per class); nearest in
+    size to `g` first, ties seeded. None if there is none."""
+    order = sorted(rng.permutation(len(members)).tolist(), key=lambda i: abs(sizes[members[i]] - sizes[g]))
+    for h in (members[i] for i in order):
+        if any(split[c] == 1 for c in holds[h] - holds[g]) or any(train[c] == 1 for c in holds[g] - holds[h]):
+            continue
+        return h
+    return None
+
+
 def _top_up_val(groups: list[list[int]], by_group: dict[str, list[int]], min_val: int, seed: int) -> None:
     """Move training groups into a validation split smaller than max(`min_val`,
     `MIN_VAL_SHARE` of the non-test images), seeded, while training keeps at least as many
@@ -129,37 +202,12 @@ def _top_up_val(groups: list[list[int]], by_group: dict[str, list[int]], min_val
     )
 
 
-def assign_splits(
-    images: Sequence[ImageAnnotation],
-    val_fraction: float,
-    test_fraction: float,
-    seed: int,
-    *,
-    mode: str = "auto",
-    hashes: Sequence[str] | None = None,
-    min_val: int = 0,
-) -> dict[str, list[int]]:
-    """Indices of `images` per split, by the rules of the module docstring.
-
-    Args:
-        mode: ``preprocess.split``, one of `SPLIT_CHOICES`.
-        hashes: each image's group key (its sha256, or its near-duplicate group's); equal
-            keys share a split. None = every image is unique.
-        min_val: ``preprocess.min_val_images``; 0 (or a `val_fraction` of 0) = no top-up.
-    """
-    if mode not in SPLIT_CHOICES:
-        raise ConfigError(f"preprocess.split is {mode!r}; choose from {list(SPLIT_CHOICES)}")
-    named_any = any(image.split in SPLITS for image in images)
-    if mode == "folders" and not named_any:
-        raise ConfigError(
-            "preprocess.split is 'folders', but no image sits below a train/val/test folder (nor has a "
-            "split from its reader); set preprocess.split to auto or random"
-        )
-    keep = named_any and mode != "random"
-    members: dict[str, list[int]] = {}
-    for i, key in enumerate(hashes if hashes is not None else map(str, range(len(images)))):
-        members.setdefault(key, []).append(i)
-    groups = list(members.values())  # in order of first appearance
+def _named_groups(
+    images: Sequence[ImageAnnotation], groups: list[list[int]], keep: bool
+) -> tuple[dict[str, list[int]], list[int]]:
+    """(the groups each split's folders name, the groups left to draw); a group named in
+    several splits goes to the first of train, val, test, with a warning. `keep`: False =
+    every group is drawn."""
     named: dict[str, list[int]] = {split: [] for split in SPLITS}
     free: list[int] = []
     for g, indices in enumerate(groups):
@@ -177,12 +225,53 @@ def assign_splits(
                 chosen,
             )
         named[chosen].append(g)
+    return named, free
+
+
+def assign_splits(
+    images: Sequence[ImageAnnotation],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    *,
+    mode: str = "auto",
+    hashes: Sequence[str] | None = None,
+    min_val: int = 0,
+    classes: Sequence[Collection[str]] | None = None,
+) -> dict[str, list[int]]:
+    """Indices of `images` per split, by the rules of the module docstring.
+
+    Args:
+        mode: ``preprocess.split``, one of `SPLIT_CHOICES`.
+        hashes: each image's group key (its sha256, or its near-duplicate group's); equal
+            keys share a split. None = every image is unique.
+        min_val: ``preprocess.min_val_images``; 0 (or a `val_fraction` of 0) = no top-up.
+        classes: each image's classes, for drawn test and val splits that show every class;
+            None = drawn as they fall.
+    """
+    if mode not in SPLIT_CHOICES:
+        raise ConfigError(f"preprocess.split is {mode!r}; choose from {list(SPLIT_CHOICES)}")
+    named_any = any(image.split in SPLITS for image in images)
+    if mode == "folders" and not named_any:
+        raise ConfigError(
+            "preprocess.split is 'folders', but no image sits below a train/val/test folder (nor has a "
+            "split from its reader); set preprocess.split to auto or random"
+        )
+    keep = named_any and mode != "random"
+    members: dict[str, list[int]] = {}
+    for i, key in enumerate(hashes if hashes is not None else map(str, range(len(images)))):
+        members.setdefault(key, []).append(i)
+    groups = list(members.values())  # in order of first appearance
+    named, free = _named_groups(images, groups, keep)
     drawn = split_indices(len(free), val_fraction, test_fraction, seed)
     by_group = {split: sorted(named[split] + [free[j] for j in drawn[split]]) for split in SPLITS}
     if keep:
         counts = {split: sum(len(groups[g]) for g in named[split]) for split in SPLITS}
         log.info("kept the dataset's own split (preprocess.split: %s): %s", mode, counts)
         _carve(by_group, [len(g) for g in groups], {"val": val_fraction, "test": test_fraction}, seed)
+    if classes is not None:
+        holds = [frozenset(c for i in indices for c in classes[i]) for indices in groups]
+        _cover_classes(by_group, holds, [len(g) for g in groups], {s for s in SPLITS if named[s]}, seed)
     if min_val > 0 and val_fraction > 0:
         _top_up_val(groups, by_group, min_val, seed)
     return {split: sorted(i for g in by_group[split] for i in groups[g]) for split in SPLITS}
