@@ -27,6 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: Real third-party annotation exports (never copied into the repo).
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+#: The shared CVAT coins export (29 photos, 11 classes), read by several test modules.
+COINS = SHARED_DATASETS / "cvat-coins-polygons" / "data"
 
 
 def merge(base: dict, overrides: dict) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import SHARED_DATASETS, write_image
+from helpers import COINS, SHARED_DATASETS, write_image
 from pycocotools import mask as coco_mask
 
 from segflow.config.auto_classes import with_classes_file
@@ -23,7 +23,6 @@ from segflow.data.readers import detect_format, read_detected
 from segflow.data.readers.cvat import read_cvat, read_cvat_labels
 from segflow.errors import AnnotationError
 
-COINS = SHARED_DATASETS / "cvat-coins-polygons" / "data"
 SEAGRASS = SHARED_DATASETS / "cvat-seagrass-polygons"
 
 _META = """<meta><task><labels>

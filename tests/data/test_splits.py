@@ -9,7 +9,7 @@ import logging
 import cv2
 import numpy as np
 import pytest
-from helpers import SHARED_DATASETS
+from helpers import COINS
 
 from segflow.config.auto_classes import with_classes_file
 from segflow.data.fetch import CLASSES_FILE, fetch
@@ -17,8 +17,6 @@ from segflow.data.preprocess import preprocess
 from segflow.data.rasterize import mask_name, rasterize
 from segflow.data.records import ImageAnnotation, Region
 from segflow.data.splits import assign_splits
-
-COINS = SHARED_DATASETS / "cvat-coins-polygons" / "data"
 
 
 def records(labels: list[set[str]], split: str | None = None) -> list[ImageAnnotation]:

@@ -112,7 +112,7 @@ def _cover_classes(
     it showed (in place; logged). `holds`: each group's classes; `sizes`: its images."""
     rng = np.random.default_rng([seed, 2])
     count = {split: Counter(c for g in by_group[split] for c in holds[g]) for split in SPLITS}
-    rarity = Counter(c for split in SPLITS for c in count[split].elements())
+    rarity = count["train"] + count["val"] + count["test"]  # groups per class, all splits
     for split in ("test", "val"):
         if split in skip or not by_group[split]:
             continue
@@ -265,13 +265,14 @@ def assign_splits(
     named, free = _named_groups(images, groups, keep)
     drawn = split_indices(len(free), val_fraction, test_fraction, seed)
     by_group = {split: sorted(named[split] + [free[j] for j in drawn[split]]) for split in SPLITS}
+    sizes = [len(g) for g in groups]
     if keep:
-        counts = {split: sum(len(groups[g]) for g in named[split]) for split in SPLITS}
+        counts = {split: sum(sizes[g] for g in named[split]) for split in SPLITS}
         log.info("kept the dataset's own split (preprocess.split: %s): %s", mode, counts)
-        _carve(by_group, [len(g) for g in groups], {"val": val_fraction, "test": test_fraction}, seed)
+        _carve(by_group, sizes, {"val": val_fraction, "test": test_fraction}, seed)
     if classes is not None:
         holds = [frozenset(c for i in indices for c in classes[i]) for indices in groups]
-        _cover_classes(by_group, holds, [len(g) for g in groups], {s for s in SPLITS if named[s]}, seed)
+        _cover_classes(by_group, holds, sizes, {s for s in SPLITS if named[s]}, seed)
     if min_val > 0 and val_fraction > 0:
         _top_up_val(groups, by_group, min_val, seed)
     return {split: sorted(i for g in by_group[split] for i in groups[g]) for split in SPLITS}
