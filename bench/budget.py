@@ -7,8 +7,8 @@ evaluate) with the same params and seed:
   ceil(train photos / batch), what the old epoch cost), near duplicates only reported,
   no validation top-up: the defaults this issue replaced.
 - "now": params.yaml's defaults (16 steps of 8 crops per epoch whatever the dataset size,
-  near duplicates grouped, a val split of at least max(3, 10%), 3-fold cross-validation
-  below 50 train + val photos).
+  near duplicates grouped, a val split of at least max(3, 10%), 5-fold cross-validation
+  below 50 train + val photos; 3 folds before the "folds5" runs made it 5).
 - "one" (only with ``--variants``): "now" with one model (``train.folds: 1``), the default
   before ``train.folds: auto``. The levers below ("long" ... "strong") were measured against
   it and keep one model; "before" has none.
@@ -16,12 +16,12 @@ evaluate) with the same params and seed:
   README offers small sets that do not converge in the default budget.
 - "crops", "ce" (only with ``--variants``): "now" with twice the share of crops centred on a
   rare-class pixel (``train.class_crops`` 0.6), or the cross-entropy loss alone (no Dice).
-- "folds" (only with ``--variants``): "now" trained as 3-fold cross-validation of the
-  non-test photos (``train.folds: 3``), the registered model the ensemble of the 3 nets.
+- "folds" (only with ``--variants``): 3-fold cross-validation of the non-test photos
+  (``train.folds: 3``, auto's number until "folds5" made it 5), the ensemble of the 3 nets.
 - "foldslong" (only with ``--variants``): "folds" with 4x the steps per epoch (64), both levers
   for small sets at once (12x the default training time).
-- "folds5" (only with ``--variants``): 5-fold cross-validation (nnU-Net's default) instead of
-  auto's 3, the ensemble of 5 nets (5/3 of the training time).
+- "folds5" (only with ``--variants``): 5-fold cross-validation (nnU-Net's default; auto's
+  number since these runs), the ensemble of 5 nets (5/3 of the training time of "folds").
 - "drawn" (only with ``--variants``): "now" with the split as the seeded draw falls
   (``preprocess.cover_classes: false``), before drawn test and val splits were made to show
   every class two training photos show.
@@ -62,7 +62,7 @@ from segflow.prepared import entries, read_plan  # noqa: E402
 from segflow.training.evaluate import evaluate  # noqa: E402
 from segflow.training.train import train  # noqa: E402
 
-#: One model, as params.yaml trained before `train.folds: auto` (its 3 folds below 50 train +
+#: One model, as params.yaml trained before `train.folds: auto` (its folds below 50 train +
 #: val photos): the levers below were measured against it, and "before" had no folds.
 ONE = {"train": {"folds": 1}}
 BEFORE = merge({"preprocess": {"near_duplicates": "report", "min_val_images": 0}}, ONE)

@@ -112,7 +112,7 @@ def _mlflow_process_uris() -> Iterator[None]:
 @pytest.fixture
 def raw_params() -> dict:
     """The repository's params.yaml as a plain dict, with one model (``train.folds: 1``):
-    its ``auto`` would train 3 folds on the tests' splits of a few images, and the tests of
+    its ``auto`` would train 5 folds on the tests' splits of a few images, and the tests of
     cross-validation (tests/training/test_folds.py) ask for it."""
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw["train"]["folds"] = 1

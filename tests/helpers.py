@@ -314,7 +314,7 @@ def shrunk_clone(target: Path) -> dict[str, str]:
     params = yaml.safe_load((target / "params.yaml").read_text())
     params["preprocess"]["image_size"] = 64
     params["train"]["epochs"] = 1
-    params["train"]["folds"] = 1  # one model: a set under 50 photos (the balloons) would train 3
+    params["train"]["folds"] = 1  # one model: a set under 50 photos (the balloons) would train 5
     params["evaluate"]["examples"] = 2
     (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_checked(["git", "add", "-A"], target, env)

@@ -69,17 +69,18 @@ def history(out):
         ]
 
 
-def test_auto_is_three_folds_below_fifty_photos_and_one_model_from_there(pooled_split, tmp_path):
-    # 9 train + val photos in 5 groups of near duplicates: 3 folds, each validated on others.
+def test_auto_is_five_folds_below_fifty_photos_and_one_model_from_there(pooled_split, tmp_path):
+    # 9 train + val photos in 5 groups of near duplicates (3, 2, 2, 1, 1 photos): 5 folds,
+    # one group each, largest first.
     folds = make_folds(pooled_split, "auto", seed=0)
-    assert AUTO_FOLDS == 3 and [len(fold.val) for fold in folds] == [3, 3, 3]
+    assert AUTO_FOLDS == 5 and [len(fold.val) for fold in folds] == [3, 2, 2, 1, 1]
     assert fold_count(pooled_split, 2) == 2
     # AUTO_BELOW photos: one model on the split's own train and val.
     large = two_class_split(tmp_path / "large", {"train": AUTO_BELOW - 5, "val": 5, "test": 1}, size=8)
     assert fold_count(large, "auto") == 1
     (fold,) = make_folds(large, "auto", seed=0)
     assert fold.val == tuple(entries(large, "val")) and fold.seed == 0
-    # Fewer groups than 3 folds: one fold per group.
+    # Fewer groups than 5 folds: one fold per group.
     index = json.loads((pooled_split / SPLIT_INDEX).read_text())
     for split in ("train", "val"):
         for row, item in enumerate(index[split]):
@@ -88,13 +89,13 @@ def test_auto_is_three_folds_below_fifty_photos_and_one_model_from_there(pooled_
     assert fold_count(pooled_split, "auto") == 2
 
 
-def test_auto_trains_three_folds_on_nine_photos_and_says_so(pooled_split, fold_params, tmp_path, caplog):
+def test_auto_trains_five_folds_on_nine_photos_and_says_so(pooled_split, fold_params, tmp_path, caplog):
     caplog.set_level(logging.INFO, "segflow")
     params = fold_params(folds="auto", epochs=1, steps_per_epoch=1)
     summary = train(params, pooled_split, tmp_path / "out", tmp_path, tmp_path / "resume.pt")
-    assert [fold["fold"] for fold in summary["cv"]["per_fold"]] == [1, 2, 3]
-    assert "train.folds auto: 3 folds for 9 train + val photos (under 50)" in caplog.text
-    assert len(load_checkpoint(tmp_path / "out" / "model.pt")[0].members) == 3
+    assert [fold["fold"] for fold in summary["cv"]["per_fold"]] == [1, 2, 3, 4, 5]
+    assert "train.folds auto: 5 folds for 9 train + val photos (under 50)" in caplog.text
+    assert len(load_checkpoint(tmp_path / "out" / "model.pt")[0].members) == 5
 
 
 def test_train_folds_takes_a_number_or_auto(make_params):

@@ -145,7 +145,7 @@ class TrainParams(Section):
     #: Cross-validation (nnU-Net's default for small data): K models trained on K partitions
     #: of the non-test images (train + val pooled, duplicate groups whole, seeded by `seed`),
     #: each validated on the fold it did not see: K times the training time. 1 = off, one
-    #: model on the preprocess split's train and val. auto = 3 while train + val hold fewer
+    #: model on the preprocess split's train and val. auto = 5 while train + val hold fewer
     #: than 50 photos, else 1 (`segflow.training.folds.fold_count`).
     folds: Annotated[int, Field(ge=1, le=20)] | Literal["auto"] = "auto"
     #: With folds > 1, the model registered: ensemble (the mean of the K networks' softmax,
