@@ -17,6 +17,7 @@ import re
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -44,6 +45,9 @@ __all__ = [
 DVC_TIMEOUT = 300
 #: `dvc queue status` asks the workers too; one that does not answer is asked again next poll.
 STATUS_TIMEOUT = 60
+#: DVC reads its queue's JSON files while its workers write them: a half-written one fails to
+#: parse (seen on a loaded 2-core VM). Asked again this many times, a second apart, before failing.
+STATUS_TRIES = 3
 _STATUSES = ("Queued", "Running", "Success", "Failed")
 
 
@@ -124,10 +128,18 @@ def queue_status(root: Path) -> QueueView | None:
     answer: list[QueueView | Exception] = []
 
     def ask() -> None:
-        try:
-            answer.append(_ask_dvc(root))
-        except Exception as error:  # noqa: BLE001 - raised again in the caller's thread
-            answer.append(error)
+        for attempt in range(1, STATUS_TRIES + 1):
+            try:
+                answer.append(_ask_dvc(root))
+                return
+            except ValueError as error:  # json.JSONDecodeError: a file caught mid-write
+                if attempt == STATUS_TRIES:
+                    answer.append(error)
+                    return
+                time.sleep(1)
+            except Exception as error:  # noqa: BLE001 - raised again in the caller's thread
+                answer.append(error)
+                return
 
     asking = threading.Thread(target=ask, name="dvc-queue-status", daemon=True)
     asking.start()
