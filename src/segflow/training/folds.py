@@ -69,8 +69,9 @@ class Fold:
 #: AUTO_BELOW photos, else one model. On the real sets of 20-31 photos (docs/benchmarks.md,
 #: 3 seeds each) 3 folds against one model raised the mean test mIoU of coins 0.235 -> 0.338,
 #: seagrass 0.718 -> 0.745 and the balloon heads 0.716 -> 0.881; 5 folds (nnU-Net's number)
-#: against 3 took coins 0.398 -> 0.412 (every seed better) and seagrass 0.741 -> 0.754, at
-#: 1.6-1.7x the 3 folds' time (minutes at that size). The 102-photo sample keeps one model.
+#: against 3 took coins 0.398 -> 0.412 (every seed better), seagrass 0.741 -> 0.754 and the
+#: balloon heads 0.879 -> 0.894, at 1.6-2.2x the 3 folds' time (minutes at that size). The
+#: 102-photo sample keeps one model.
 AUTO_FOLDS, AUTO_BELOW = 5, 50
 
 
