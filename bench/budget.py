@@ -25,12 +25,12 @@ evaluate) with the same params and seed:
 - "drawn" (only with ``--variants``): "now" with the split as the seeded draw falls
   (``preprocess.cover_classes: false``), before drawn test and val splits were made to show
   every class two training photos show.
-- "px20", "onepx20" (only with ``--variants``): "now" (or "one") with the plan's smallest
-  objects kept 20 px across (``preprocess.min_object_px``; 12 before): a larger working scale
-  and crop where small objects limit them (coins: long side 323 -> 538 px, crop 128 -> 224).
-- "noflip", "onenoflip" (only with ``--variants``): "now" (or "one") without horizontal flips
-  (``augment.hflip: 0``; 0.5 before): a mirrored 2 or 5 is no digit, and the coins' weakest
-  classes are the digit 2 and its coin.
+- "onepx20" (only with ``--variants``): "one" with the plan's smallest objects kept 20 px
+  across (``preprocess.min_object_px``; 12 before): a larger working scale and crop where
+  small objects limit them (coins: long side 323 -> 538 px, crop 192-256 for 128-160).
+- "onenoflip" (only with ``--variants``): "one" without horizontal flips (``augment.hflip:
+  0``; 0.5 before): a mirrored 2 or 5 is no digit, and the coins' weakest classes are the
+  digit 2 and its coin.
 - "light", "strong" (only with ``--variants``): "now" with weaker or stronger augmentation
   (``augment``: affine and colour jitter half or 1.6x as often, larger shifts, scales and
   rotations in "strong").
@@ -86,9 +86,7 @@ VARIANTS = {
     "foldslong": {"train": {"folds": 3, "steps_per_epoch": 64}},
     "folds5": {"train": {"folds": 5}},
     "drawn": {"preprocess": {"cover_classes": False}},
-    "px20": {"preprocess": {"min_object_px": 20}},
     "onepx20": merge({"preprocess": {"min_object_px": 20}}, ONE),
-    "noflip": {"augment": {"hflip": 0.0}},
     "onenoflip": merge({"augment": {"hflip": 0.0}}, ONE),
     "light": merge({"augment": {"affine": 0.25, "color": 0.25, "crop": 0.15}}, ONE),
     "strong": merge({"augment": {"affine": 0.8, "shift": 0.15, "scale": 0.35, "rotate": 20.0, "color": 0.8}}, ONE),
