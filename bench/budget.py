@@ -8,12 +8,14 @@ evaluate) with the same params and seed:
   no validation top-up: the defaults this issue replaced.
 - "now": params.yaml's defaults (16 steps of 8 crops per epoch whatever the dataset size,
   near duplicates grouped, a val split of at least max(3, 10%), 5-fold cross-validation
-  below 50 train + val photos; 3 folds before the "folds5" runs made it 5).
-- "one" (only with ``--variants``): "now" with one model (``train.folds: 1``), the default
-  before ``train.folds: auto``. The levers below ("long" ... "strong") were measured against
-  it and keep one model; "before" has none.
-- "long" (only with ``--variants``): "now" with 4x the steps per epoch (64), the lever the
-  README offers small sets that do not converge in the default budget.
+  below 50 train + val photos; 3 folds before the "folds5" runs made it 5; and since the
+  "long" runs, one model of 64 steps per epoch below 50 photos of 5 classes or more).
+- "one" (only with ``--variants``): "now" with one model of 16 steps per epoch
+  (``train.folds: 1``, ``train.steps_per_epoch: 16``), the default before ``auto``. The
+  levers below ("long" ... "strong") were measured against it and keep one model; "before"
+  has none.
+- "long" (only with ``--variants``): "one" with 4x the steps per epoch (64), what auto now
+  gives a small set of many classes (the lever the README offered before).
 - "crops", "ce" (only with ``--variants``): "now" with twice the share of crops centred on a
   rare-class pixel (``train.class_crops`` 0.6), or the cross-entropy loss alone (no Dice).
 - "folds" (only with ``--variants``): 3-fold cross-validation of the non-test photos
@@ -68,11 +70,12 @@ from resolution import DATASETS, REPO, merge, prepare  # noqa: E402
 
 from segflow.prepared import entries, read_plan  # noqa: E402
 from segflow.training.evaluate import evaluate  # noqa: E402
+from segflow.training.folds import step_count  # noqa: E402
 from segflow.training.train import train  # noqa: E402
 
 #: One model, as params.yaml trained before `train.folds: auto` (its folds below 50 train +
 #: val photos): the levers below were measured against it, and "before" had no folds.
-ONE = {"train": {"folds": 1}}
+ONE = {"train": {"folds": 1, "steps_per_epoch": 16}}
 BEFORE = merge({"preprocess": {"near_duplicates": "report", "min_val_images": 0}}, ONE)
 #: Each variant's changes to params.yaml ("before" also sets the old epoch's steps, in `run`).
 VARIANTS = {
@@ -99,9 +102,11 @@ DATASETS = merge(DATASETS, {"coins": {"rasterize": {"order": "area"}}})
 def run(raw: dict, folder: Path, before: bool) -> dict:
     params, _ = prepare(raw, folder)
     n_train = len(entries(folder / "pre", "train"))
+    # train's own choice for auto (16, or 64 for one model on a small set of many classes)
+    steps = step_count(folder / "pre", params.train.steps_per_epoch, params.train.folds, params.classes.ignore_index)
     if before:  # the old epoch: each training photo's crop once
         steps = max(1, math.ceil(n_train / params.train.batch_size))
-        params = params.model_copy(update={"train": params.train.model_copy(update={"steps_per_epoch": steps})})
+    params = params.model_copy(update={"train": params.train.model_copy(update={"steps_per_epoch": steps})})
     start = time.perf_counter()
     summary = train(params, folder / "pre", folder / "train", folder, folder / "resume.pt")
     train_s = time.perf_counter() - start

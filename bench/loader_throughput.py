@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from segflow.config import load_params
 from segflow.prepared import read_plan
 from segflow.training.dataset import CropDataset, build_augmentation, class_pixel_counts
+from segflow.training.folds import step_count
 from segflow.training.losses import build_loss
 from segflow.training.model import model_from_params
 
@@ -54,7 +55,7 @@ def main() -> None:
         args.data,
         "train",
         crop,
-        params.train.steps_per_epoch * params.train.batch_size,
+        step_count(args.data, params.train.steps_per_epoch, params.train.folds, ignore) * params.train.batch_size,
         ignore,
         params.seed,
         transform=build_augmentation(params.augment, crop, ignore, params.seed),

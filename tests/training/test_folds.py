@@ -12,7 +12,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from helpers import two_class_split
+from helpers import two_class_split, write_prepared
 
 from segflow.errors import ConfigError, Interrupted
 from segflow.export.export import export_onnx
@@ -23,7 +23,18 @@ from segflow.registry.versions import load_pyfunc
 from segflow.runtime.onnx_file import session
 from segflow.training import trainer as trainer_module
 from segflow.training.evaluate import evaluate
-from segflow.training.folds import AUTO_BELOW, AUTO_FOLDS, assign_folds, fold_count, make_folds
+from segflow.training.folds import (
+    AUTO_BELOW,
+    AUTO_FOLDS,
+    AUTO_STEPS,
+    LONG_STEPS,
+    MANY_CLASSES,
+    assign_folds,
+    fold_count,
+    make_folds,
+    mask_classes,
+    step_count,
+)
 from segflow.training.train import train
 
 SIZE = 32
@@ -87,6 +98,74 @@ def test_auto_is_five_folds_below_fifty_photos_and_one_model_from_there(pooled_s
             item["group"] = "a" if row % 2 else "b"
     (pooled_split / SPLIT_INDEX).write_text(json.dumps(index))
     assert fold_count(pooled_split, "auto") == 2
+
+
+def striped_split(folder, counts, classes, size=SIZE):
+    """`write_prepared` of random images whose masks hold `classes` classes, one horizontal
+    stripe each."""
+    rng = np.random.default_rng(0)
+    stripes = (np.arange(size) * classes // size).astype(np.uint8)[:, None].repeat(size, 1)
+    splits = {
+        split: (rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8), np.stack([stripes] * n))
+        for split, n in counts.items()
+    }
+    return write_prepared(folder, splits, size)
+
+
+@pytest.mark.parametrize("classes", [2, MANY_CLASSES - 1, MANY_CLASSES, 11])
+def test_auto_spends_a_small_set_on_folds_or_on_steps_by_its_classes(tmp_path, classes):
+    # 9 train + val photos: 5 folds of 16 steps per epoch, or with MANY_CLASSES classes or
+    # more (coins: 11) one model of 4x the steps.
+    small = striped_split(tmp_path / "small", {"train": 6, "val": 3, "test": 1}, classes)
+    many = classes >= MANY_CLASSES
+    assert mask_classes(small) == classes
+    assert fold_count(small, "auto") == (1 if many else AUTO_FOLDS)
+    assert step_count(small, "auto", "auto") == step_count(small, "auto", 1) == (LONG_STEPS if many else AUTO_STEPS)
+    assert (AUTO_STEPS, LONG_STEPS) == (16, 64)
+    # Numbers set by hand win; K > 1 folds by number keep 16 steps (not 4K x the time).
+    assert fold_count(small, 3) == 3 and step_count(small, "auto", 3) == AUTO_STEPS
+    assert step_count(small, 8, "auto") == 8
+    # AUTO_BELOW photos: one model of 16 steps, whatever the classes.
+    large = striped_split(tmp_path / "large", {"train": AUTO_BELOW - 5, "val": 5, "test": 1}, classes, size=8)
+    assert fold_count(large, "auto") == 1 and step_count(large, "auto", "auto") == AUTO_STEPS
+
+
+def test_the_ignore_value_is_no_class_and_test_masks_are_not_read(tmp_path):
+    small = striped_split(tmp_path / "small", {"train": 6, "val": 3}, MANY_CLASSES)
+    rich = striped_split(tmp_path / "rich", {"test": 1}, 11)  # a test mask of 11 classes
+    (small / "test").mkdir()
+    for path in (rich / "test").iterdir():
+        path.rename(small / "test" / path.name)
+    index = json.loads((small / SPLIT_INDEX).read_text()) | json.loads((rich / SPLIT_INDEX).read_text())
+    (small / SPLIT_INDEX).write_text(json.dumps(index))
+    assert mask_classes(small) == MANY_CLASSES
+    # The highest stripe as the ignore value: one class fewer, and 5 folds again.
+    assert mask_classes(small, ignore_index=MANY_CLASSES - 1) == MANY_CLASSES - 1
+    assert fold_count(small, "auto", ignore_index=MANY_CLASSES - 1) == AUTO_FOLDS
+
+
+def test_auto_trains_one_model_of_four_times_the_steps_on_many_classes_and_says_so(
+    fold_params, make_params, tmp_path, caplog
+):
+    caplog.set_level(logging.INFO, "segflow")
+    folder = striped_split(tmp_path / "pre", {"train": 6, "val": 3, "test": 1}, MANY_CLASSES)
+    params = make_params(
+        classes={"names": ["background", *(f"c{index}" for index in range(1, MANY_CLASSES))], "palette": []},
+        preprocess={"image_size": SIZE},
+        model={"arch": "Unet", "encoder": "resnet18", "encoder_weights": None},
+        train={"epochs": 1, "steps_per_epoch": "auto", "batch_size": 2, "lr": 0.01, "folds": "auto"},
+        mlflow={"experiment": "folds", "model_name": "tiny"},
+    )
+    summary = train(params, folder, tmp_path / "out", tmp_path, tmp_path / "resume.pt")
+    assert "cv" not in summary  # one model
+    assert [row["steps"] for row in history(tmp_path / "out")] == [str(LONG_STEPS)]
+    assert (
+        f"train.steps_per_epoch auto: 64 (4x 16) for one model on 9 train + val photos (under 50) of "
+        f"{MANY_CLASSES} classes ({MANY_CLASSES} or more)" in caplog.text
+    )
+    assert "train.folds auto" not in caplog.text
+    run = mlflow.MlflowClient().get_run(summary["run_id"])
+    assert run.data.params["train.steps_per_epoch"] == str(LONG_STEPS)  # what ran, not "auto"
 
 
 def test_auto_trains_five_folds_on_nine_photos_and_says_so(pooled_split, fold_params, tmp_path, caplog):

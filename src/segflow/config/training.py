@@ -105,7 +105,9 @@ class TrainParams(Section):
     #: replacement (validation, the best checkpoint and early stopping come once per epoch).
     #: 16 x 8 crops of 128 px on the sample: about 1.45x the crops of its old one-crop-per-
     #: image epoch (84 images, 11 steps), 320 steps over 20 epochs (nnU-Net: 250 per epoch).
-    steps_per_epoch: int = Field(16, ge=1)
+    #: auto = 16; 64 where one model trains on a set of fewer than 50 train + val photos
+    #: whose masks hold 5 classes or more (`segflow.training.folds.step_count`).
+    steps_per_epoch: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     batch_size: int = Field(8, ge=1)
     lr: float = Field(3e-3, gt=0.0)
     #: Adam's L2 penalty; small data overfits without some.
@@ -146,7 +148,8 @@ class TrainParams(Section):
     #: of the non-test images (train + val pooled, duplicate groups whole, seeded by `seed`),
     #: each validated on the fold it did not see: K times the training time. 1 = off, one
     #: model on the preprocess split's train and val. auto = 5 while train + val hold fewer
-    #: than 50 photos, else 1 (`segflow.training.folds.fold_count`).
+    #: than 50 photos, else 1; 1 too for so small a set of 5 classes or more, whose budget
+    #: goes to steps_per_epoch (`segflow.training.folds.fold_count`).
     folds: Annotated[int, Field(ge=1, le=20)] | Literal["auto"] = "auto"
     #: With folds > 1, the model registered: ensemble (the mean of the K networks' softmax,
     #: K times the inference time) | best (the fold with the best validation mIoU).

@@ -11,7 +11,9 @@ softmax, `segflow.inference.network.SegmentationEnsemble`) or the best fold
 
 K = 1 is one fold: the preprocess split's own train and val, and params.seed itself, so a
 run without folds trains exactly as it always did. ``train.folds: auto`` (the default) is 5
-folds for a set whose train and val splits hold fewer than 50 photos, else 1 (`fold_count`).
+folds for a set whose train and val splits hold fewer than 50 photos, else 1 (`fold_count`);
+a set that small whose masks hold many classes gets one model with 4x the optimizer steps
+instead (``train.steps_per_epoch: auto``, `step_count`): the same budget, spent on steps.
 """
 
 from __future__ import annotations
@@ -30,13 +32,19 @@ from segflow.errors import ConfigError
 from segflow.inference.graph import GraphOptions
 from segflow.inference.network import SegmentationEnsemble, SegmentationNet, build_model
 from segflow.metrics import scores_from_confusion
-from segflow.prepared import Entry, entries, groups
+from segflow.prepared import Entry, entries, groups, scaled_paths
 
 __all__ = [
     "Fold",
     "AUTO_FOLDS",
     "AUTO_BELOW",
+    "MANY_CLASSES",
+    "AUTO_STEPS",
+    "LONG_STEPS",
+    "mask_classes",
+    "many_classes",
     "fold_count",
+    "step_count",
     "fold_seed",
     "assign_folds",
     "make_folds",
@@ -74,16 +82,57 @@ class Fold:
 #: 102-photo sample keeps one model.
 AUTO_FOLDS, AUTO_BELOW = 5, 50
 
+#: Below AUTO_BELOW photos, a set whose train + val masks hold at least MANY_CLASSES classes
+#: (background counted) spends the budget on steps, not folds: ``train.folds: auto`` gives it
+#: one model and ``train.steps_per_epoch: auto`` LONG_STEPS steps per epoch (AUTO_STEPS
+#: elsewhere), 4x one model's time where 5 folds take 5x. On coins (11 classes, 25 photos;
+#: docs/benchmarks.md, 3 seeds) one model of 4x the steps scored 0.504 where 5 folds scored
+#: 0.412; on seagrass and the balloon heads (2 classes each) 5 folds scored 0.754 and 0.894
+#: where 4x the steps scored 0.716 and 0.741. No real set lies between 2 and 11 classes: 5 is
+#: their geometric middle, and a set near it should measure both (bench/budget.py).
+MANY_CLASSES, AUTO_STEPS, LONG_STEPS = 5, 16, 64
 
-def fold_count(folder: Path, folds: int | str) -> int:
+
+def mask_classes(folder: Path, ignore_index: int = 255) -> int:
+    """How many classes the train and val masks of the preprocess folder show (not the
+    ignore value): read from the stored masks, memory-mapped."""
+    seen = np.zeros(256, bool)
+    for split in ("train", "val"):
+        for entry in entries(folder, split):
+            mask = np.load(scaled_paths(folder, entry)[1], mmap_mode="r")
+            seen |= np.bincount(np.asarray(mask).ravel(), minlength=256) > 0
+    seen[ignore_index % 256] = False
+    return int(seen.sum())
+
+
+def many_classes(folder: Path, ignore_index: int = 255) -> bool:
+    """Whether the preprocess folder holds a small set (train + val under AUTO_BELOW photos)
+    of at least MANY_CLASSES classes: auto's folds and steps go to steps for it."""
+    photos = len(groups(folder, "train")) + len(groups(folder, "val"))
+    return photos < AUTO_BELOW and mask_classes(folder, ignore_index) >= MANY_CLASSES
+
+
+def fold_count(folder: Path, folds: int | str, ignore_index: int = 255) -> int:
     """`train.folds` as a number for the preprocess folder: itself, or for auto AUTO_FOLDS
-    (at most one per group of near duplicates) below AUTO_BELOW train + val photos, else 1."""
+    (at most one per group of near duplicates) below AUTO_BELOW train + val photos, else 1;
+    1 too for a small set of many classes (`many_classes`), which gets the steps instead."""
     if folds != "auto":
         return int(folds)
     keys = groups(folder, "train") + groups(folder, "val")
-    if len(keys) >= AUTO_BELOW:
+    if len(keys) >= AUTO_BELOW or many_classes(folder, ignore_index):
         return 1
     return max(1, min(AUTO_FOLDS, len(set(keys))))
+
+
+def step_count(folder: Path, steps: int | str, folds: int | str, ignore_index: int = 255) -> int:
+    """`train.steps_per_epoch` as a number: itself, or for auto LONG_STEPS where one model
+    trains (`fold_count` 1) on a small set of many classes (`many_classes`), else AUTO_STEPS.
+    K > 1 folds keep AUTO_STEPS: K models of 4x the steps would take 4K x one model's time."""
+    if steps != "auto":
+        return int(steps)
+    if fold_count(folder, folds, ignore_index) == 1 and many_classes(folder, ignore_index):
+        return LONG_STEPS
+    return AUTO_STEPS
 
 
 def fold_seed(seed: int, index: int, count: int) -> int:
@@ -118,10 +167,10 @@ def assign_folds(keys: Sequence[str], count: int, seed: int) -> list[int]:
     return [fold_of[key] for key in keys]
 
 
-def make_folds(folder: Path, folds: int | str, seed: int) -> list[Fold]:
+def make_folds(folder: Path, folds: int | str, seed: int, ignore_index: int = 255) -> list[Fold]:
     """The folds of the preprocess folder's non-test images (see the module doc): `folds`
     of them, or `fold_count`'s number for auto."""
-    count = fold_count(folder, folds)
+    count = fold_count(folder, folds, ignore_index)
     if count == 1:
         return [Fold(0, 1, tuple(entries(folder, "train")), tuple(entries(folder, "val")), seed)]
     pooled = entries(folder, "train") + entries(folder, "val")

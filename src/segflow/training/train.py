@@ -34,7 +34,7 @@ from segflow.config import Params
 from segflow.errors import Interrupted
 from segflow.inference.network import load_checkpoint, save_checkpoint
 from segflow.outputs import atomic_dir, file_sha256
-from segflow.prepared import PLAN, SPLIT_INDEX, Plan, read_plan
+from segflow.prepared import PLAN, SPLIT_INDEX, Plan, entries, read_plan
 from segflow.registry import tracking
 from segflow.registry.register import register_model
 from segflow.training.distributed import (
@@ -47,6 +47,8 @@ from segflow.training.distributed import (
 from segflow.training.epochs import TrainingRun, train_epochs
 from segflow.training.folds import (
     AUTO_BELOW,
+    AUTO_STEPS,
+    MANY_CLASSES,
     Fold,
     cv_metrics,
     cv_summary,
@@ -55,6 +57,8 @@ from segflow.training.folds import (
     fresh_progress,
     interrupted_message,
     make_folds,
+    mask_classes,
+    step_count,
 )
 from segflow.training.model import checkpoint_meta
 from segflow.training.resume import load_resume, resume_key
@@ -144,7 +148,8 @@ def _train(
 ) -> dict:
     """`train` in a process group: find the resume file, set up MLflow (rank 0), train each
     fold not yet finished, then write the outputs and register (`_finish`, rank 0)."""
-    folds = make_folds(preprocess_dir, params.train.folds, params.seed)
+    folds = make_folds(preprocess_dir, params.train.folds, params.seed, params.classes.ignore_index)
+    params = _with_steps(params, preprocess_dir, world)
     if params.train.folds == "auto" and world.main and len(folds) > 1:
         photos = sum(len(part) for part in (folds[0].train, folds[0].val))
         log.info(
@@ -178,6 +183,29 @@ def _train(
         summary = _finish(params, plan, state["folds"], staging, out_dir, job.run, tags, world.size, digests)
     resume_file.unlink(missing_ok=True)
     return summary
+
+
+def _with_steps(params: Params, preprocess_dir: Path, world: World) -> Params:
+    """`params` with ``train.steps_per_epoch: auto`` made a number (`step_count`), said in
+    the log where auto gives a small set of many classes its longer run."""
+    train = params.train
+    steps = step_count(preprocess_dir, train.steps_per_epoch, train.folds, params.classes.ignore_index)
+    if train.steps_per_epoch == "auto" and steps != AUTO_STEPS and world.main:
+        photos = len(entries(preprocess_dir, "train")) + len(entries(preprocess_dir, "val"))
+        log.info(
+            "train.steps_per_epoch auto: %d (%dx %d) for one model on %d train + val photos (under %d) of %d "
+            "classes (%d or more): a small set of many classes gains from steps, not folds; set "
+            "train.steps_per_epoch: %d for the shorter run",
+            steps,
+            steps // AUTO_STEPS,
+            AUTO_STEPS,
+            photos,
+            AUTO_BELOW,
+            mask_classes(preprocess_dir, params.classes.ignore_index),
+            MANY_CLASSES,
+            AUTO_STEPS,
+        )
+    return params.model_copy(update={"train": train.model_copy(update={"steps_per_epoch": steps})})
 
 
 def _find_resume(job: TrainingRun, folds: int) -> dict | None:
