@@ -48,6 +48,7 @@ Runs go to a throwaway MLflow store.
     python bench/budget.py --datasets coins --seeds 0 1 2 --variants drawn now
     python bench/budget.py --datasets coins --seeds 0 1 2 --variants one onepx20
     python bench/budget.py --datasets coins --seeds 0 1 2 --variants one onenoflip
+    python bench/budget.py --plan --variants now             # what auto gives each set, no training
 """
 
 from __future__ import annotations
@@ -68,9 +69,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from resolution import DATASETS, REPO, merge, prepare  # noqa: E402
 
+from segflow.config import Params  # noqa: E402
 from segflow.prepared import entries, read_plan  # noqa: E402
 from segflow.training.evaluate import evaluate  # noqa: E402
-from segflow.training.folds import step_count  # noqa: E402
+from segflow.training.folds import fold_count, mask_classes, step_count  # noqa: E402
 from segflow.training.train import train  # noqa: E402
 
 #: One model, as params.yaml trained before `train.folds: auto` (its folds below 50 train +
@@ -99,11 +101,23 @@ VARIANTS = {
 DATASETS = merge(DATASETS, {"coins": {"rasterize": {"order": "area"}}})
 
 
+def planned(params: Params, folder: Path) -> dict:
+    """What train makes of `auto` for the preprocess folder: its train + val photos, the
+    classes their masks hold, the folds and the steps per epoch."""
+    train, ignore = params.train, params.classes.ignore_index
+    return {
+        "photos": len(entries(folder, "train")) + len(entries(folder, "val")),
+        "classes": mask_classes(folder, ignore),
+        "folds": fold_count(folder, train.folds, ignore),
+        "steps_per_epoch": step_count(folder, train.steps_per_epoch, train.folds, ignore),
+    }
+
+
 def run(raw: dict, folder: Path, before: bool) -> dict:
     params, _ = prepare(raw, folder)
     n_train = len(entries(folder / "pre", "train"))
-    # train's own choice for auto (16, or 64 for one model on a small set of many classes)
-    steps = step_count(folder / "pre", params.train.steps_per_epoch, params.train.folds, params.classes.ignore_index)
+    budget = planned(params, folder / "pre")  # auto's choice, as train makes it
+    steps = budget["steps_per_epoch"]
     if before:  # the old epoch: each training photo's crop once
         steps = max(1, math.ceil(n_train / params.train.batch_size))
     params = params.model_copy(update={"train": params.train.model_copy(update={"steps_per_epoch": steps})})
@@ -113,6 +127,7 @@ def run(raw: dict, folder: Path, before: bool) -> dict:
     metrics = evaluate(params, folder / "pre", folder / "train", folder / "eval", folder)
     return {
         "steps": params.train.steps_per_epoch * params.train.epochs,
+        "folds": budget["folds"],
         "train_images": n_train,
         "val_images": len(entries(folder / "pre", "val")),
         "crop": read_plan(folder / "pre").crop[0],
@@ -122,6 +137,24 @@ def run(raw: dict, folder: Path, before: bool) -> dict:
     }
 
 
+def show_plan(base: dict, datasets: list[str], variants: list[str]) -> None:
+    """Print each set's train + val photos, mask classes, folds and steps per epoch."""
+    print("| dataset | variant | train + val photos | classes in the masks | folds | steps per epoch |")
+    print("|---|---|---|---|---|---|")
+    for dataset in datasets:
+        if not Path(DATASETS[dataset]["fetch"]["source"]).exists():
+            continue
+        for variant in variants:
+            with tempfile.TemporaryDirectory(prefix="segflow-plan-") as tmp:
+                params, _ = prepare(merge(merge(base, DATASETS[dataset]), VARIANTS[variant]), Path(tmp))
+                row = planned(params, Path(tmp) / "pre")
+            print(
+                f"| {dataset} | {variant} | {row['photos']} | {row['classes']} | {row['folds']} | "
+                f"{row['steps_per_epoch']} |",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=list(DATASETS))
@@ -129,8 +162,12 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["before", "now"])
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--plan", action="store_true", help="only print what auto gives each set (no training)")
     args = parser.parse_args()
     base = yaml.safe_load(args.params.read_text())
+    if args.plan:
+        show_plan(base, args.datasets, args.variants)
+        return
     results = []
     with tempfile.TemporaryDirectory(prefix="segflow-budget-") as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/bench.db"
