@@ -130,9 +130,9 @@ def step_count(folder: Path, steps: int | str, folds: int | str, ignore_index: i
     K > 1 folds keep AUTO_STEPS: K models of 4x the steps would take 4K x one model's time."""
     if steps != "auto":
         return int(steps)
-    if fold_count(folder, folds, ignore_index) == 1 and many_classes(folder, ignore_index):
-        return LONG_STEPS
-    return AUTO_STEPS
+    if folds not in ("auto", 1):  # K > 1 folds by hand
+        return AUTO_STEPS
+    return LONG_STEPS if many_classes(folder, ignore_index) else AUTO_STEPS  # auto: then 1 fold
 
 
 def fold_seed(seed: int, index: int, count: int) -> int:
